@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one test command (README, "Set up"): installs everything the tests need
+# into this checkout (a .venv, Debian's influxdb server package, the npm
+# packages of tests/node), then runs the whole suite. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# 1. The InfluxDB 1.x server the integration tests start on loopback.
+if ! command -v influxd >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's influxdb package (real server for integration tests)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb </dev/null >/dev/null
+  # The package's own service is not needed: tests start their own server.
+  $SUDO systemctl disable --now influxdb >/dev/null 2>&1 || true
+fi
+
+# 2. Python: the package and its test dependencies in a private venv.
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+
+# 3. Node: Grafana's own @grafana/data, to evaluate dashboard transformations.
+if [ -f tests/node/package.json ] && command -v npm >/dev/null 2>&1; then
+  if [ ! -d tests/node/node_modules ]; then
+    (cd tests/node && npm install --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
+  fi
+fi
+
+# 4. The suite. pytest's exit 5 ("no tests collected") is a failure here.
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "test.sh: pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.influx_server import InfluxServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """One real InfluxDB 1.x server for the session (tests use their own databases)."""
+    if shutil.which("influxd") is None:
+        pytest.fail("influxd is not installed: scripts/test.sh installs Debian's influxdb package")
+    server = InfluxServer(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_influxd(tmp_path: Path) -> Iterator[InfluxServer]:
+    """A private server a test may stop and start (outage tests)."""
+    server = InfluxServer(tmp_path / "influxd")
+    server.start()
+    yield server
+    server.stop()

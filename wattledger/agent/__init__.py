@@ -1,0 +1,1 @@
+"""The daemon and everything that is not a hardware reader."""

@@ -1,0 +1,75 @@
+"""The data model (DESIGN.md, "Data model"): points as the ledger, the spool
+and every sink see them.
+
+A point is a measurement, string tags, float fields and an explicit timestamp
+(interval end, integer nanoseconds) so that a resend overwrites instead of
+duplicating. Empty tag values are left out (InfluxDB rejects ``tag=``).
+Line protocol, with its escaping, is produced by influxdb-client's ``Point``;
+we never format it by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from influxdb_client import Point as _LibPoint
+from influxdb_client.domain.write_precision import WritePrecision
+
+WL_NODE = "wl_node"
+WL_JOB = "wl_job"
+WL_CARBON = "wl_carbon"
+WL_PUE = "wl_pue"
+WL_AGENT = "wl_agent"
+
+# measurement -> (tags, fields), in the order DESIGN.md gives them.
+# wl_job also carries ``source`` so that model estimates stay flagged on every
+# per-job row (see docs/design-notes.md).
+SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    WL_NODE: (("host", "component", "device", "source"), ("energy_j", "power_w", "idle_w", "interval_s")),
+    WL_JOB: (
+        ("host", "job", "user", "project", "phase", "component", "device", "source"),
+        ("energy_j", "dynamic_j", "static_j", "driver_s"),
+    ),
+    WL_CARBON: (("zone", "provider", "kind"), ("g_per_kwh",)),
+    WL_PUE: (("site",), ("pue",)),
+    WL_AGENT: (
+        ("host",),
+        ("tick_s", "cpu_s", "rss_bytes", "spooled", "delivered", "dropped", "write_errors"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, float]
+    time_ns: int
+
+    def clean_tags(self) -> dict[str, str]:
+        """Tags with empty values left out (an empty tag value is a rejected line)."""
+        return {k: v for k, v in self.tags.items() if v}
+
+    def to_lib(self) -> _LibPoint:
+        p = _LibPoint(self.measurement)
+        for k, v in sorted(self.clean_tags().items()):
+            p.tag(k, v)
+        for k, v in self.fields.items():
+            p.field(k, float(v))
+        return p.time(self.time_ns, WritePrecision.NS)
+
+    def to_line(self) -> str:
+        return self.to_lib().to_line_protocol()
+
+
+def to_lines(points: Iterable[Point]) -> list[str]:
+    return [p.to_line() for p in points]
+
+
+@dataclass
+class Batch:
+    """Points plus the spool ids they came from (None for points not spooled)."""
+
+    points: list[Point] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
