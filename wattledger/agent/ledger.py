@@ -1,0 +1,200 @@
+"""The local SQLite ledger (WAL, in the state dir): the embedded store and the spool.
+
+Every point the agent makes is written here first, in one transaction per
+tick, into one table per measurement (same names as in InfluxDB). When a
+remote sink is configured the same transaction also puts the point in the
+``outbox``; a row leaves the outbox only after a sink accepted it (2xx), so a
+crash or an outage loses nothing. The outbox is bounded (``spool_max_rows``):
+when full, the oldest undelivered rows are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from wattledger.agent.points import SCHEMA, Batch, Point
+
+LEDGER_FILE = "ledger.sqlite3"
+
+
+def _ddl() -> list[str]:
+    stmts = []
+    for measurement, (tags, fields) in SCHEMA.items():
+        cols = ", ".join([f"{t} TEXT NOT NULL DEFAULT ''" for t in tags] + [f"{f} REAL" for f in fields])
+        stmts.append(f"CREATE TABLE IF NOT EXISTS {measurement} (time_ns INTEGER NOT NULL, {cols})")
+        stmts.append(f"CREATE INDEX IF NOT EXISTS {measurement}_time ON {measurement}(time_ns)")
+    stmts += [
+        """CREATE TABLE IF NOT EXISTS outbox (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL, time_ns INTEGER NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS rejected (
+             id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL,
+             time_ns INTEGER NOT NULL, reason TEXT NOT NULL, rejected_ns INTEGER NOT NULL)""",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ]
+    return stmts
+
+
+class Ledger:
+    def __init__(self, path: Path, *, spool: bool = False, spool_max_rows: int = 1_000_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.spool = spool
+        self.spool_max_rows = spool_max_rows
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._tx() as db:
+            for stmt in _ddl():
+                db.execute(stmt)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path, **kw: object) -> "Ledger":
+        return cls(Path(state_dir) / LEDGER_FILE, **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------
+    def append(self, points: Sequence[Point]) -> None:
+        """Store one tick's points (and spool them when a remote sink is on)."""
+        if not points:
+            return
+        with self._tx() as db:
+            by_measurement: dict[str, list[Point]] = {}
+            for p in points:
+                by_measurement.setdefault(p.measurement, []).append(p)
+            for measurement, pts in by_measurement.items():
+                tags, fields = SCHEMA[measurement]
+                cols = ("time_ns",) + tags + fields
+                sql = f"INSERT INTO {measurement} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+                db.executemany(
+                    sql,
+                    [
+                        (p.time_ns, *(p.tags.get(t, "") for t in tags), *(p.fields.get(f) for f in fields))
+                        for p in pts
+                    ],
+                )
+            if self.spool:
+                db.executemany(
+                    "INSERT INTO outbox (measurement, tags, fields, time_ns) VALUES (?, ?, ?, ?)",
+                    [
+                        (p.measurement, json.dumps(dict(p.tags), sort_keys=True), json.dumps(dict(p.fields)), p.time_ns)
+                        for p in points
+                    ],
+                )
+                self._enforce_bound(db)
+
+    def _enforce_bound(self, db: sqlite3.Connection) -> None:
+        (count,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        excess = count - self.spool_max_rows
+        if excess > 0:
+            db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
+            )
+            self._bump(db, "dropped", excess)
+
+    def _bump(self, db: sqlite3.Connection, key: str, n: int) -> None:
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+            (key, str(n), n),
+        )
+
+    # -- the spool -------------------------------------------------------
+    def pending(self, limit: int = 5000) -> Batch:
+        """The oldest undelivered points, with their outbox ids."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, measurement, tags, fields, time_ns FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        batch = Batch()
+        for row_id, measurement, tags, fields, time_ns in rows:
+            batch.ids.append(row_id)
+            batch.points.append(Point(measurement, json.loads(tags), json.loads(fields), time_ns))
+        return batch
+
+    def mark_delivered(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._bump(db, "delivered", len(ids))
+
+    def set_aside(self, ids: Iterable[int], reason: str, now_ns: int) -> None:
+        """Move rows a server refused for good (HTTP 400) out of the way, kept for inspection."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO rejected (id, measurement, tags, fields, time_ns, reason, rejected_ns) "
+                "SELECT id, measurement, tags, fields, time_ns, ?, ? FROM outbox WHERE id = ?",
+                [(reason, now_ns, i) for i in ids],
+            )
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            self._bump(db, "rejected", len(ids))
+
+    def spool_counts(self) -> dict[str, int]:
+        """spooled (waiting now), and the lifetime delivered / dropped / rejected counts."""
+        with self._lock:
+            (spooled,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return {
+            "spooled": int(spooled),
+            "delivered": int(meta.get("delivered", 0)),
+            "dropped": int(meta.get("dropped", 0)),
+            "rejected": int(meta.get("rejected", 0)),
+        }
+
+    # -- small key/value state (idle baselines, cursors) -------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- reading ---------------------------------------------------------
+    def rows(
+        self, measurement: str, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[dict[str, object]]:
+        """Rows of one measurement in [since, until), as dicts with ``time_ns``."""
+        tags, fields = SCHEMA[measurement]
+        cols = ("time_ns",) + tags + fields
+        where, args = [], []
+        if since_ns is not None:
+            where.append("time_ns >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            where.append("time_ns < ?")
+            args.append(until_ns)
+        sql = f"SELECT {', '.join(cols)} FROM {measurement}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time_ns"
+        with self._lock:
+            return [dict(zip(cols, r)) for r in self._db.execute(sql, args).fetchall()]
