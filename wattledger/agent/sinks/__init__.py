@@ -1,0 +1,1 @@
+"""Sinks: where points go besides the local ledger."""
