@@ -1,0 +1,328 @@
+"""The command line: parses options, calls into the agent, presents results.
+
+Every option has a WATTLEDGER_* environment twin. Logs go to stderr; data
+(line protocol, reports, JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wattledger import __version__
+from wattledger.agent import config as config_mod
+from wattledger.agent.config import Config, ConfigError
+from wattledger.agent.jobs import sanitise_tag
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.loop import Agent, choose_energy_collectors, sum_job_energy
+from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.collectors.procs import ProcCollector
+
+log = logging.getLogger("wattledger")
+
+J_PER_KWH = 3.6e6
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_config(path: str | None, **overrides: Any) -> Config:
+    """Config file + env, then the command line options that were given."""
+    try:
+        cfg = config_mod.load(Path(path) if path else None)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split("__")
+        setattr(getattr(cfg, section), key, value)
+    try:
+        config_mod.validate(cfg)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    return cfg
+
+
+config_option = click.option(
+    "--config", "config_path", envvar="WATTLEDGER_CONFIG", type=click.Path(dir_okay=False),
+    help="TOML config file [default: /etc/wattledger/config.toml if it exists].",
+)
+state_dir_option = click.option(
+    "--state-dir", envvar="WATTLEDGER_AGENT_STATE_DIR", type=click.Path(file_okay=False),
+    help="Where the SQLite ledger and learned state live [default: /var/lib/wattledger].",
+)
+sysfs_option = click.option("--sysfs-root", envvar="WATTLEDGER_AGENT_SYSFS_ROOT", type=click.Path(file_okay=False),
+                            help="Root of sysfs (RAPL zones) [default: /sys].")
+procfs_option = click.option("--procfs-root", envvar="WATTLEDGER_AGENT_PROCFS_ROOT", type=click.Path(file_okay=False),
+                             help="Root of procfs [default: /proc].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wattledger")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+def main(verbose: bool) -> None:
+    """wattledger: measure the energy of a shared server and charge it to tagged jobs.
+
+    \b
+    Tag a job:      WATTLEDGER_JOB=my-experiment python train.py
+    Measure one:    wattledger run -t my-experiment -- python train.py
+    The service:    wattledger agent   (see `wattledger doctor` first)
+    Read costs:     wattledger report --by job
+    """
+    _setup_logging(verbose)
+
+
+def _sink_overrides(influx_url: str | None, database: str | None, bucket: str | None, org: str | None,
+                    token: str | None, sink: str | None) -> dict[str, Any]:
+    kind = sink
+    if influx_url:
+        if database and bucket:
+            raise click.UsageError("give either --influx-database (v1 API) or --influx-bucket (v2 API), not both")
+        if not (database or bucket):
+            raise click.UsageError("--influx-url needs --influx-database DB (v1 API) or "
+                                   "--influx-bucket B --influx-org O --influx-token T (v2 API)")
+        kind = "influx_v1" if database else "influx_v2"
+    return {"sink__kind": kind, "sink__url": influx_url, "sink__database": database, "sink__bucket": bucket,
+            "sink__org": org, "sink__token": token}
+
+
+def influx_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--influx-url", envvar="WATTLEDGER_SINK_URL", help="InfluxDB base URL, e.g. http://localhost:8086."),
+        click.option("--influx-database", envvar="WATTLEDGER_SINK_DATABASE", help="v1 API: database name."),
+        click.option("--influx-bucket", envvar="WATTLEDGER_SINK_BUCKET", help="v2 API: bucket."),
+        click.option("--influx-org", envvar="WATTLEDGER_SINK_ORG", help="v2 API: organisation."),
+        click.option("--influx-token", envvar="WATTLEDGER_SINK_TOKEN",
+                     help="v2 API: token (1.8+: 'user:password'). Prefer the env var: argv is visible to all users."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
+    if cfg.sink.kind in ("none", "stdout"):
+        return None
+    from wattledger.agent.delivery import Deliverer
+    from wattledger.agent.sinks import make_sink
+
+    sink = make_sink(cfg.sink)
+    return None if sink is None else Deliverer(ledger, sink)
+
+
+@main.command()
+@config_option
+@click.option("--interval", "interval_s", type=float, envvar="WATTLEDGER_AGENT_INTERVAL_S",
+              help="Seconds between ticks [default: 5].")
+@click.option("--ticks", type=int, default=None, help="Stop after N ticks (default: run until SIGTERM).")
+@state_dir_option
+@sysfs_option
+@procfs_option
+@click.option("--sink", type=click.Choice(["none", "stdout", "influx_v1", "influx_v2"]), envvar="WATTLEDGER_SINK_KIND",
+              help="stdout: print every tick's points as line protocol (logs stay on stderr).")
+@influx_options
+def agent(config_path: str | None, interval_s: float | None, ticks: int | None, state_dir: str | None,
+          sysfs_root: str | None, procfs_root: str | None, sink: str | None, influx_url: str | None,
+          influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
+          influx_token: str | None) -> None:
+    """Run the agent: measure every tick, charge jobs, keep the local ledger, deliver to the sink."""
+    cfg = load_config(config_path, agent__interval_s=interval_s, agent__state_dir=state_dir,
+                      agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
+                      **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, sink))
+    remote = cfg.sink.kind in ("influx_v1", "influx_v2")
+    try:
+        ledger = Ledger.in_state_dir(cfg.state_dir, spool=remote, spool_max_rows=cfg.spool.max_rows)
+    except OSError as e:
+        raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
+                                   "or create it writable for this user")
+    a = Agent(cfg, ledger, out=sys.stdout if cfg.sink.kind == "stdout" else None,
+              deliverer=_make_deliverer(cfg, ledger) if remote else None)
+    signal.signal(signal.SIGTERM, lambda *_: a.stop())
+    signal.signal(signal.SIGINT, lambda *_: a.stop())
+    log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)
+    made = a.run(ticks=ticks)
+    log.info("agent: stopped after %d ticks", made)
+    ledger.close()
+
+
+def _doctor_rows(cfg: Config) -> list[ProbeResult]:
+    rows: list[ProbeResult] = []
+    collectors, probes = choose_energy_collectors(cfg)
+    rows.extend(probes)
+    if not collectors:
+        rows.append(ProbeResult("energy", SourceState.MISSING, "no energy source can be read",
+                                "see the RAPL line above, or set [agent] estimate = \"auto\""))
+    rows.append(ProcCollector(procfs_root=Path(cfg.agent.procfs_root), tag_vars=tuple(cfg.jobs.tag_vars)).probe())
+    cgroup = Path(cfg.agent.cgroup_root)
+    if (cgroup / "cgroup.controllers").exists():
+        rows.append(ProbeResult("cgroup", SourceState.FOUND, f"cgroup v2 at {cgroup}"))
+    else:
+        rows.append(ProbeResult("cgroup", SourceState.MISSING, f"no cgroup v2 hierarchy at {cgroup}",
+                                "job tags still come from the environment; cgroup tags (Slurm, containers) are off"))
+    for extra in _extra_doctor_checks:
+        rows.extend(extra(cfg))
+    return rows
+
+
+# Other modules (GPU, sinks) register doctor checks here: fn(cfg) -> list[ProbeResult].
+_extra_doctor_checks: list[Any] = []
+
+
+@main.command()
+@config_option
+@sysfs_option
+@procfs_option
+@influx_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per source.")
+def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | None, influx_url: str | None,
+           influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
+           influx_token: str | None, as_json: bool) -> None:
+    """Say what can be measured here, what cannot, and what to do about it."""
+    cfg = load_config(config_path, agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
+                      **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, None))
+    rows = _doctor_rows(cfg)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({"source": r.source, "state": r.state.value, "detail": r.detail, "fix": r.fix,
+                                   "devices": list(r.devices)}))
+    else:
+        for r in rows:
+            mark = "ok " if r.ok else "!! "
+            click.echo(f"{mark}{r.source:<10} {r.state.value:<18} {r.detail}")
+            if r.fix and not r.ok:
+                click.echo(f"   {'':<10} {'':<18} fix: {r.fix}")
+    measuring = any(r.ok for r in rows if r.source in ("rapl", "model", "nvml"))
+    sys.exit(0 if measuring else 1)
+
+
+def _intensity(cfg: Config) -> tuple[float, str]:
+    if cfg.carbon.g_per_kwh is not None:
+        return cfg.carbon.g_per_kwh, "configured [carbon] g_per_kwh"
+    from wattledger.agent.carbon.static import UnknownZone, lookup
+
+    try:
+        s = lookup(cfg.carbon.zone)
+    except UnknownZone as e:
+        raise click.UsageError(str(e.args[0])) from None
+    return s.g_per_kwh, f"static {s.zone} {s.year} ({s.source})"
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@config_option
+@click.option("-t", "--tag", help="Job tag [default: $WATTLEDGER_JOB, else run-<command>-<time>].")
+@click.option("--interval", "interval_s", type=float, default=0.5, show_default=True,
+              help="Seconds between measurements while the command runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@sysfs_option
+@procfs_option
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bool, sysfs_root: str | None,
+        procfs_root: str | None, cmd: tuple[str, ...]) -> None:
+    """Run CMD tagged, measure it while it runs (no daemon needed), print its energy and CO2e.
+
+    Exits with CMD's exit code. Example: wattledger run -t demo -- python3 train.py
+    """
+    cfg = load_config(config_path, agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root)
+    raw_tag = tag or os.environ.get("WATTLEDGER_JOB") or f"run-{Path(cmd[0]).name}-{int(time.time())}"
+    clean = sanitise_tag(raw_tag, cfg.jobs.max_tag_chars)
+    if not clean:
+        raise click.UsageError(f"tag {raw_tag!r} has no usable characters (allowed: A-Z a-z 0-9 . _ : + @ / = -)")
+    g_per_kwh, intensity_src = _intensity(cfg)
+    with tempfile.TemporaryDirectory(prefix="wattledger-run-") as tmp:
+        ledger = Ledger.in_state_dir(Path(tmp))
+        collected = []
+        a = Agent(cfg, ledger, on_tick=lambda r: collected.extend(r.points))
+        a.commit(a.tick())  # baseline
+        env = dict(os.environ, WATTLEDGER_JOB=clean)
+        started = time.monotonic()
+        try:
+            child = subprocess.Popen(list(cmd), env=env)
+        except OSError as e:
+            raise click.ClickException(f"cannot start {cmd[0]!r}: {e}") from None
+        old_int = signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
+        next_at = started + interval_s
+        while True:
+            # Wait for the child's exit without reaping it: its /proc entry (a
+            # zombie) keeps its final CPU time for the last measurement.
+            info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if info is not None and info.si_pid == child.pid:
+                break
+            if time.monotonic() >= next_at:
+                a.commit(a.tick())
+                next_at += interval_s
+            time.sleep(min(0.05, max(0.0, next_at - time.monotonic())))
+        a.commit(a.tick())  # final: the zombie's last CPU time
+        duration_s = time.monotonic() - started
+        rc = child.wait()
+        signal.signal(signal.SIGINT, old_int)
+        ledger.close()
+    user = _current_user()
+    by_component = sum_job_energy(collected, clean, user)
+    energy_j = sum(by_component.values())
+    sources = sorted({p.tags["source"] for p in collected if p.measurement == "wl_node"})
+    pue = cfg.pue.value
+    result = {
+        "job": clean,
+        "user": user,
+        "command": list(cmd),
+        "exit_code": rc,
+        "duration_s": round(duration_s, 3),
+        "energy_j": energy_j,
+        "energy_kwh": energy_j / J_PER_KWH,
+        "energy_by_component_j": by_component,
+        "pue": pue,
+        "facility_energy_j": energy_j * pue,
+        "carbon_g_per_kwh": g_per_kwh,
+        "carbon_source": intensity_src,
+        "co2e_g": energy_j / J_PER_KWH * pue * g_per_kwh,
+        "source": ",".join(sources) or "none",
+        "estimated": "model" in sources,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(_run_text(result), err=False)
+    sys.exit(rc if rc >= 0 else 128 - rc)
+
+
+def _current_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _run_text(r: dict[str, Any]) -> str:
+    lines = [
+        f"wattledger: job {r['job']} ({r['user']}) ran {r['duration_s']:.1f} s, exit code {r['exit_code']}",
+        f"  energy        {r['energy_j']:.1f} J = {r['energy_kwh']:.6f} kWh   "
+        + "  ".join(f"{k} {v:.1f} J" for k, v in sorted(r["energy_by_component_j"].items())),
+        f"  x PUE {r['pue']:<6}  {r['facility_energy_j']:.1f} J",
+        f"  CO2e          {r['co2e_g']:.3f} g at {r['carbon_g_per_kwh']} g/kWh ({r['carbon_source']})",
+    ]
+    if r["estimated"]:
+        lines.append("  source        model ESTIMATE: no energy counter here (see `wattledger doctor`)")
+    else:
+        lines.append(f"  source        {r['source']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,274 @@
+"""The tick loop: collect -> attribute -> ledger -> sinks.
+
+Each tick: read the processes (per-job CPU seconds), read every energy
+collector (cumulative counters), turn counters into interval energy
+(``counters``), split each pool's energy over jobs (``attribution``, pure),
+write ``wl_node``/``wl_job``/``wl_agent`` points to the local ledger in one
+transaction, print them when the stdout sink is on, and let the delivery
+step send spooled points to a remote sink.
+
+The first read of every counter only sets the baseline, so ``run(ticks=N)``
+primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
+the current tick, flushes with a deadline and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from wattledger.agent.attribution import Pool, StaticPolicy, attribute
+from wattledger.agent.config import Config
+from wattledger.agent.counters import CounterTracker
+from wattledger.agent.jobs import JobKey
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
+from wattledger.collectors.base import EnergySample, ProbeResult
+from wattledger.collectors.estimate import EstimateCollector
+from wattledger.collectors.procs import ProcCollector, ProcSample
+from wattledger.collectors.rapl import RaplCollector
+
+log = logging.getLogger("wattledger.loop")
+
+
+class ReportOnce:
+    """Log each distinct problem once (and again only after it went away)."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.logger = logger
+        self.active: set[tuple[str, ...]] = set()
+
+    def problem(self, key: tuple[str, ...], message: str, level: int = logging.WARNING) -> None:
+        if key not in self.active:
+            self.active.add(key)
+            self.logger.log(level, message)
+
+    def cleared(self, key: tuple[str, ...], message: str = "") -> None:
+        if key in self.active:
+            self.active.discard(key)
+            if message:
+                self.logger.info(message)
+
+
+def choose_energy_collectors(cfg: Config) -> tuple[list[Any], list[ProbeResult]]:
+    """RAPL when it can be read; the model estimate when not (or when configured)."""
+    probes: list[ProbeResult] = []
+    collectors: list[Any] = []
+    rapl = RaplCollector(cfg.agent.sysfs_root)
+    rapl_probe = rapl.probe()
+    probes.append(rapl_probe)
+    if rapl_probe.ok and cfg.agent.estimate != "always":
+        collectors.append(rapl)
+    if cfg.agent.estimate == "always" or (cfg.agent.estimate == "auto" and not rapl_probe.ok):
+        est = EstimateCollector(
+            cfg.agent.procfs_root,
+            cfg.estimate.cpu_idle_w_per_vcpu,
+            cfg.estimate.cpu_max_w_per_vcpu,
+            cfg.estimate.dram_w_per_gib,
+        )
+        probes.append(est.probe())
+        collectors.append(est)
+    return collectors, probes
+
+
+def policy_for(cfg: Config, component: str) -> StaticPolicy:
+    a = cfg.attribution
+    name = {"cpu": a.cpu_static_policy, "dram": a.dram_static_policy, "gpu": a.gpu_static_policy}.get(
+        component, a.cpu_static_policy
+    )
+    return StaticPolicy(name)
+
+
+def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:
+    table = cfg.attribution.idle_power_w
+    return table.get(f"{component}:{device}", table.get(component))
+
+
+@dataclass
+class TickResult:
+    points: list[Point]
+    pools: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class Agent:
+    cfg: Config
+    ledger: Ledger
+    out: TextIO | None = None  # stdout sink: line protocol of every tick
+    energy_collectors: list[Any] | None = None
+    procs: ProcCollector | None = None
+    clock_ns: Callable[[], int] = time.time_ns
+    host: str = ""
+    deliverer: Any = None  # agent.delivery.Deliverer when a remote sink is configured
+    on_tick: Callable[[TickResult], None] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.host = self.host or self.cfg.agent.host or socket.gethostname()
+        self.reporter = ReportOnce()
+        if self.energy_collectors is None:
+            self.energy_collectors, probes = choose_energy_collectors(self.cfg)
+            for p in probes:
+                if not p.ok:
+                    self.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
+        if not self.energy_collectors:
+            self.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
+                                  logging.ERROR)
+        if self.procs is None:
+            self.procs = ProcCollector(
+                procfs_root=self.cfg.agent.procfs_root,
+                tag_vars=tuple(self.cfg.jobs.tag_vars),
+                max_tag_chars=self.cfg.jobs.max_tag_chars,
+            )
+        self.tracker = CounterTracker()
+        self._last_cpu_s = self._own_cpu_s()
+        self.primed = False
+
+    @staticmethod
+    def _own_cpu_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    # -- one tick --------------------------------------------------------------
+    def _read_energy(self, now_ns: int) -> list[EnergySample]:
+        samples = []
+        for c in self.energy_collectors or []:
+            try:
+                s = c.read(now_ns)
+            except OSError as e:
+                self.reporter.problem(("read", c.name), f"{c.name}: read failed: {e}")
+                continue
+            self.reporter.cleared(("read", c.name), f"{c.name}: reading again")
+            for f in s.failures:
+                self.reporter.problem(("fail", f.source, f.detail), f"{f.source}: {f.state.value}: {f.detail}. {f.fix}")
+            samples.append(s)
+        return samples
+
+    def tick(self) -> TickResult:
+        started = time.monotonic()
+        now_ns = self.clock_ns()
+        assert self.procs is not None
+        activity = self.procs.read(now_ns)
+        samples = self._read_energy(now_ns)
+        points: list[Point] = []
+        pools = 0
+        for sample in samples:
+            for counter in sample.counters:
+                delta = self.tracker.delta(counter, sample.now_ns)
+                if delta is None or activity.interval_s is None:
+                    continue
+                if delta.reset:
+                    self.reporter.problem(("reset", *counter.key), f"{counter.source} {counter.device}: counter reset",
+                                          logging.INFO)
+                if delta.suspect:
+                    self.reporter.problem(("suspect", *counter.key),
+                                          f"{counter.source} {counter.device}: tick as long as the counter's wrap "
+                                          "period; a second wrap would go unseen: shorten --interval")
+                idle_w = configured_idle_w(self.cfg, counter.component, counter.device)
+                if idle_w is None:
+                    idle_w = counter.idle_power_w
+                pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
+                            activity.interval_s, idle_w, policy_for(self.cfg, counter.component))
+                points.extend(self._pool_points(pool, activity, now_ns))
+                pools += 1
+        self.primed = True
+        duration_s = time.monotonic() - started
+        if activity.interval_s is not None:
+            points.append(self._agent_point(now_ns, duration_s))
+        return TickResult(points, pools, duration_s)
+
+    def _pool_points(self, pool: Pool, activity: ProcSample, now_ns: int) -> list[Point]:
+        charges = attribute(pool, activity.driver_s, activity.holders)
+        node_tags = {"host": self.host, "component": pool.component, "device": pool.device, "source": pool.source}
+        node_fields = {"energy_j": pool.energy_j, "power_w": pool.energy_j / pool.interval_s,
+                       "interval_s": pool.interval_s}
+        if pool.idle_power_w is not None:
+            node_fields["idle_w"] = pool.idle_power_w
+        points = [Point(WL_NODE, node_tags, node_fields, now_ns)]
+        for job, charge in sorted(charges.items()):
+            points.append(Point(WL_JOB, job_tags(self.host, job, pool), {
+                "energy_j": charge.energy_j, "dynamic_j": charge.dynamic_j,
+                "static_j": charge.static_j, "driver_s": charge.driver_s}, now_ns))
+        return points
+
+    def _agent_point(self, now_ns: int, tick_s: float) -> Point:
+        cpu_s = self._own_cpu_s()
+        fields: dict[str, float] = {
+            "tick_s": tick_s,
+            "cpu_s": cpu_s - self._last_cpu_s,
+            "rss_bytes": float(rss_bytes()),
+        }
+        self._last_cpu_s = cpu_s
+        counts = self.ledger.spool_counts()
+        fields.update({k: float(counts[k]) for k in ("spooled", "delivered", "dropped")})
+        errors = 0
+        if self.deliverer is not None:
+            errors = int(self.deliverer.stats().get("write_errors", 0))
+        fields["write_errors"] = float(errors)
+        return Point(WL_AGENT, {"host": self.host}, fields, now_ns)
+
+    def commit(self, result: TickResult) -> None:
+        self.ledger.append(result.points)
+        if self.out is not None and result.points:
+            self.out.write("".join(p.to_line() + "\n" for p in result.points))
+            self.out.flush()
+        if self.deliverer is not None:
+            self.deliverer.step()
+        if self.on_tick is not None:
+            self.on_tick(result)
+
+    # -- the service -----------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, ticks: int | None = None, interval_s: float | None = None) -> int:
+        """Prime, then tick every interval until ``ticks`` ticks or stop(); returns ticks made."""
+        interval_s = interval_s or self.cfg.agent.interval_s
+        self.commit(self.tick())  # baseline: first counter reads make no energy
+        made = 0
+        next_at = time.monotonic() + interval_s
+        while not self._stop.is_set() and (ticks is None or made < ticks):
+            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                break
+            next_at += interval_s
+            if next_at < time.monotonic():  # fell behind (suspend, overload): do not burst
+                next_at = time.monotonic() + interval_s
+            self.commit(self.tick())
+            made += 1
+        if self.deliverer is not None:
+            self.deliverer.flush(deadline_s=min(10.0, max(1.0, interval_s)))
+        return made
+
+
+def job_tags(host: str, job: JobKey, pool: Pool) -> dict[str, str]:
+    return {"host": host, "job": job.tag, "user": job.user, "project": job.project, "phase": job.phase,
+            "component": pool.component, "device": pool.device, "source": pool.source}
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def sum_job_energy(points: Sequence[Point], tag: str, user: str | None = None) -> dict[str, float]:
+    """Energy per component charged to one job in these points."""
+    out: dict[str, float] = {}
+    for p in points:
+        if p.measurement == WL_JOB and p.tags.get("job") == tag and (user is None or p.tags.get("user") == user):
+            out[p.tags["component"]] = out.get(p.tags["component"], 0.0) + float(p.fields["energy_j"])
+    return out
