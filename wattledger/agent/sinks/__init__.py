@@ -1,1 +1,99 @@
-"""Sinks: where points go besides the local ledger."""
+"""Sinks: where points go besides the local ledger.
+
+``make_sink`` turns the ``[sink]`` config section (file, ``WATTLEDGER_SINK_*``
+env vars, or the CLI's ``--influx-*`` options) into a sink; ``check_connection``
+is what ``doctor`` reports. A sink makes one attempt per ``write`` and
+classifies the answer (``base.Outcome``); ``agent.delivery`` owns retries.
+
+Which sink:
+
+- ``kind = "influx_v1"``: ``/write?db=&rp=`` on InfluxDB 1.x (needs ``database``).
+- ``kind = "influx_v2"``: ``/api/v2/write`` on 2.x, 3.x, 1.8+ (needs ``bucket``, or
+  ``database`` [+ ``retention_policy``] for 1.8, whose token is ``username:password``).
+- ``kind = "stdout"``: line protocol on standard output.
+- ``kind = "none"`` (default) with a ``url``: the kind follows from the other
+  keys (``database`` → v1, ``bucket``/``token`` → v2), so ``--influx-url`` plus
+  ``--influx-database`` or ``--influx-bucket/--influx-org/--influx-token`` suffice.
+"""
+
+from __future__ import annotations
+
+from wattledger.agent.config import ConfigError, SinkSection
+from wattledger.agent.sinks.base import Outcome, Sink, WriteResult, classify, parse_retry_after
+from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
+from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
+from wattledger.agent.sinks.stdout import StdoutSink
+from wattledger.collectors.base import ProbeResult, SourceState
+
+__all__ = [
+    "InfluxV1Sink", "InfluxV2Sink", "Outcome", "Sink", "StdoutSink", "WriteResult",
+    "check_connection", "classify", "make_sink", "parse_retry_after", "resolve_kind",
+]
+
+
+def resolve_kind(cfg: SinkSection) -> str:
+    """The sink kind, inferred from the other keys when ``kind`` is left at "none" but a URL is set."""
+    if cfg.kind != "none" or not cfg.url:
+        return cfg.kind
+    if cfg.bucket or cfg.token:
+        return "influx_v2"
+    if cfg.database:
+        return "influx_v1"
+    raise ConfigError(
+        f"[sink] url is set ({cfg.url}) but neither a database nor a bucket: give --influx-database DB "
+        "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
+        "(or [sink] database / bucket in the config file)"
+    )
+
+
+def make_sink(cfg: SinkSection) -> Sink | None:
+    """The configured sink, or None when only the local ledger is wanted. Raises ConfigError."""
+    kind = resolve_kind(cfg)
+    if kind == "none":
+        return None
+    if kind == "stdout":
+        return StdoutSink()
+    if not cfg.url:
+        raise ConfigError(f"[sink] kind = {kind!r} needs a url (--influx-url or WATTLEDGER_SINK_URL)")
+    if cfg.timeout_s <= 0:
+        raise ConfigError("[sink] timeout_s must be > 0")
+    if cfg.batch_points < 1:
+        raise ConfigError("[sink] batch_points must be >= 1")
+    if kind == "influx_v1":
+        if not cfg.database:
+            raise ConfigError("[sink] kind = 'influx_v1' needs a database (--influx-database or [sink] database)")
+        return InfluxV1Sink(
+            cfg.url, cfg.database, retention_policy=cfg.retention_policy, username=cfg.username,
+            password=cfg.password, timeout_s=cfg.timeout_s, gzip=cfg.gzip,
+        )
+    if kind == "influx_v2":
+        bucket, token = cfg.bucket, cfg.token
+        if not bucket and cfg.database:  # InfluxDB 1.8+ compatibility API
+            bucket = f"{cfg.database}/{cfg.retention_policy}" if cfg.retention_policy else cfg.database
+        if not token and cfg.username:
+            token = f"{cfg.username}:{cfg.password}"
+        if not bucket:
+            raise ConfigError(
+                "[sink] kind = 'influx_v2' needs a bucket (--influx-bucket or [sink] bucket; "
+                "on InfluxDB 1.8 a database works too)"
+            )
+        return InfluxV2Sink(cfg.url, bucket=bucket, org=cfg.org, token=token, timeout_s=cfg.timeout_s, gzip=cfg.gzip)
+    raise ConfigError(f"[sink] kind {cfg.kind!r} is not known")  # config.validate stops this earlier
+
+
+def check_connection(cfg: SinkSection) -> ProbeResult:
+    """For ``doctor``: is the sink reachable, are the credentials good, does the database/bucket exist?"""
+    try:
+        sink = make_sink(cfg)
+    except (ConfigError, ValueError) as e:
+        return ProbeResult("sink", SourceState.ERROR, str(e), "fix the [sink] section or the --influx-* options")
+    if sink is None:
+        return ProbeResult(
+            "sink", SourceState.MISSING, "no sink configured: points stay in the local ledger only",
+            "to stream to InfluxDB give --influx-url with --influx-database (1.x) or "
+            "--influx-bucket/--influx-org/--influx-token (2.x/3.x), or set [sink] in the config file",
+        )
+    try:
+        return sink.probe()
+    finally:
+        sink.close()

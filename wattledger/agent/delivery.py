@@ -1,0 +1,264 @@
+"""Delivery: from the ledger's outbox (the spool) to a sink, with nothing lost or doubled.
+
+The one place that decides what a sink's answer means for the spooled rows
+(docs/delivery.md has the same rules as a table):
+
+- ok (2xx): the rows are marked delivered, and only then.
+- rejected (400/422): bad data can never succeed, so it is not retried; but a
+  batch of 5,000 points must not be thrown away for one bad line, and servers
+  write the good lines of a partial write anyway. The batch is halved until
+  the bad point(s) stand alone; those are set aside (the ledger's ``rejected``
+  table, kept for inspection) and logged once. Resending the good halves is
+  harmless: every point has an explicit timestamp, so a resend overwrites.
+- too_large (413): the batch is halved and each half sent; later batches are
+  fetched no larger than the half that fitted.
+- unauthorized (401/403) and misconfigured (404, other 4xx): nothing can get
+  through until an admin acts; data stays spooled, one loud error, back off.
+- retry (408/429/5xx, timeouts, refused connections): back off exponentially
+  with jitter, never sooner than the server's Retry-After.
+
+``step`` is called by the loop after every tick and is bounded in time: it
+sends while there is backlog and its budget lasts, and returns at once while
+backing off. One request can still take up to the sink's ``timeout_s``.
+``flush`` is for SIGTERM. A crash between the server's 2xx and
+``mark_delivered`` only means the batch is sent again on restart (idempotent).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.points import Batch
+from wattledger.agent.sinks.base import Outcome, Sink, WriteResult
+
+log = logging.getLogger("wattledger.delivery")
+
+
+class _Progress(enum.Enum):
+    IDLE = "idle"          # nothing to send
+    MOVED = "moved"        # something was delivered, set aside or split: go on
+    BLOCKED = "blocked"    # backing off
+
+
+_STOP_OUTCOMES = (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        sink: Sink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+        batch_points: int = 5000,
+        step_budget_s: float = 0.25,
+        base_backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        wall_ns: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if batch_points < 1:
+            raise ValueError("batch_points must be >= 1")
+        self.ledger = ledger
+        self.sink = sink
+        self._clock = clock
+        self._rng = rng
+        self._batch_points = batch_points
+        self._step_budget_s = step_budget_s
+        self._base_backoff_s = base_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._wall_ns = wall_ns
+        self._sleep = sleep
+        # Parts of a split batch still to send, oldest first. Their rows stay in
+        # the outbox until delivered, so the outbox is read only when this is empty.
+        self._queue: deque[Batch] = deque()
+        self._next_attempt_at = float("-inf")
+        self._failures = 0                    # consecutive failed attempts
+        self._last: WriteResult | None = None  # the last failed answer
+        self._alarm: Outcome | None = None    # the problem currently reported (logged once)
+        self._rejection_logged = False
+        self._too_large_logged = False
+        self._counts: Counter[str] = Counter()
+
+    # -- the loop's interface ---------------------------------------------
+    def step(self) -> None:
+        """Send what is due, for at most ``step_budget_s`` (plus one request)."""
+        start = self._clock()
+        if start < self._next_attempt_at:
+            return
+        while self._attempt() is _Progress.MOVED:
+            if self._clock() - start >= self._step_budget_s:
+                return
+
+    def flush(self, deadline_s: float) -> bool:
+        """Try to empty the spool within ``deadline_s`` seconds from now (SIGTERM); True if it is empty.
+
+        The first attempt ignores any backoff in progress (the server may be
+        back); after that, waits follow the backoff but never pass the deadline.
+        Whatever is left stays spooled for the next start.
+        """
+        end = self._clock() + deadline_s
+        self._next_attempt_at = float("-inf")
+        while True:
+            progress = self._attempt()
+            if progress is _Progress.IDLE:
+                return True
+            if progress is _Progress.BLOCKED:
+                if self._last is not None and self._last.outcome in _STOP_OUTCOMES:
+                    break
+                wait_s = self._next_attempt_at - self._clock()
+                if self._clock() + wait_s >= end:
+                    break
+                self._sleep(max(wait_s, 0.0))
+            elif self._clock() >= end:
+                break
+        left = self.backlog_points()
+        if left:
+            log.warning(
+                "delivery: %d point(s) still spooled at shutdown; they stay in %s and are sent on the next start",
+                left, self.ledger.path,
+            )
+        return left == 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the wl_agent point and doctor: write_errors and friends."""
+        keys = (
+            "writes", "write_errors", "delivered_points", "rejected_points", "splits",
+            "retries", "unauthorized", "misconfigured",
+        )
+        return {k: int(self._counts[k]) for k in keys}
+
+    def backlog_points(self) -> int:
+        return int(self.ledger.spool_counts()["spooled"])
+
+    @property
+    def backing_off_s(self) -> float:
+        """Seconds until the next attempt (0 when one is due)."""
+        return max(0.0, self._next_attempt_at - self._clock())
+
+    # -- one attempt -------------------------------------------------------
+    def _next_batch(self) -> Batch:
+        if self._queue:
+            return self._queue.popleft()
+        return self.ledger.pending(self._batch_points)
+
+    def _attempt(self) -> _Progress:
+        batch = self._next_batch()
+        if not batch.ids:
+            return _Progress.IDLE
+        self._counts["writes"] += 1
+        try:
+            result = self.sink.write(batch.points)
+        except Exception as e:  # a bug in a sink must not stop the loop or lose the batch
+            log.exception("delivery: sink %s raised instead of answering; will retry", self.sink.name)
+            result = WriteResult.unreachable(e)
+        if result.ok:
+            self._delivered(batch)
+            return _Progress.MOVED
+        self._counts["write_errors"] += 1
+        if result.outcome is Outcome.REJECTED:
+            self._rejected(batch, result)
+            return _Progress.MOVED
+        if result.outcome is Outcome.TOO_LARGE:
+            self._too_large(batch, result)
+            return _Progress.MOVED
+        self._queue.appendleft(batch)  # keep it; nothing is lost
+        self._back_off(result)
+        return _Progress.BLOCKED
+
+    def _delivered(self, batch: Batch) -> None:
+        self.ledger.mark_delivered(batch.ids)
+        self._counts["delivered_points"] += len(batch.ids)
+        if self._alarm is not None:
+            log.warning(
+                "delivery to %s resumed after %d failed attempt(s)", self.sink.name, self._failures
+            )
+        self._alarm = None
+        self._failures = 0
+        self._last = None
+        self._next_attempt_at = float("-inf")
+
+    def _split(self, batch: Batch) -> None:
+        half = len(batch.ids) // 2
+        self._queue.appendleft(Batch(batch.points[half:], batch.ids[half:]))
+        self._queue.appendleft(Batch(batch.points[:half], batch.ids[:half]))
+        self._counts["splits"] += 1
+
+    def _rejected(self, batch: Batch, result: WriteResult) -> None:
+        if len(batch.ids) > 1:
+            self._split(batch)  # find the bad point(s); the good ones are sent again
+            return
+        reason = f"HTTP {result.status}: {result.detail}" if result.status else result.detail
+        self.ledger.set_aside(batch.ids, reason, self._wall_ns())
+        self._counts["rejected_points"] += 1
+        p = batch.points[0]
+        if not self._rejection_logged:
+            self._rejection_logged = True
+            log.warning(
+                "delivery: %s refused a %s point as bad data (%s); it is set aside in the ledger's "
+                "'rejected' table and not retried. Later rejections are only counted (rejected_points); "
+                "inspect them with: sqlite3 %s 'SELECT * FROM rejected'",
+                self.sink.name, p.measurement, reason, self.ledger.path,
+            )
+        else:
+            log.debug("delivery: set aside a %s point: %s", p.measurement, reason)
+
+    def _too_large(self, batch: Batch, result: WriteResult) -> None:
+        if len(batch.ids) == 1:
+            self._rejected(batch, WriteResult(Outcome.REJECTED, result.status, f"too large alone: {result.detail}"))
+            return
+        self._batch_points = max(1, min(self._batch_points, len(batch.ids) // 2))
+        if not self._too_large_logged:
+            self._too_large_logged = True
+            log.warning(
+                "delivery: %s said a batch of %d points is too large (HTTP 413); sending at most %d per "
+                "request from now on (raise the server's max body size to send more at once)",
+                self.sink.name, len(batch.ids), self._batch_points,
+            )
+        self._split(batch)
+
+    def _back_off(self, result: WriteResult) -> None:
+        self._failures += 1
+        self._last = result
+        if result.outcome is Outcome.RETRY:
+            self._counts["retries"] += 1
+        else:
+            self._counts[result.outcome.value] += 1
+        cap_s = min(self._max_backoff_s, self._base_backoff_s * 2 ** min(self._failures - 1, 30))
+        delay_s = cap_s * (0.5 + 0.5 * self._rng())  # "equal jitter": spread, never near zero
+        if result.retry_after_s is not None:
+            delay_s = max(delay_s, result.retry_after_s)
+        self._next_attempt_at = self._clock() + delay_s
+        if self._alarm is result.outcome:
+            log.debug("delivery: %s again (%s); next try in %.1f s", result.outcome.value, result.detail, delay_s)
+            return
+        self._alarm = result.outcome
+        spooled = self.backlog_points()
+        what = f"HTTP {result.status}" if result.status else "no answer"
+        if result.outcome is Outcome.RETRY:
+            log.warning(
+                "delivery: %s not available (%s: %s); %d point(s) kept in the spool, retrying with backoff "
+                "(next in %.1f s)", self.sink.name, what, result.detail, spooled, delay_s,
+            )
+        elif result.outcome is Outcome.UNAUTHORIZED:
+            log.error(
+                "delivery: %s REFUSED OUR CREDENTIALS (%s: %s). Nothing is sent until this is fixed; "
+                "%d point(s) are kept in the spool (bounded: the oldest are dropped when it is full). "
+                "Fix [sink] token or username/password (WATTLEDGER_SINK_TOKEN / _USERNAME / _PASSWORD), "
+                "then check with: wattledger doctor",
+                self.sink.name, what, result.detail, spooled,
+            )
+        else:
+            log.error(
+                "delivery: %s cannot take our writes (%s: %s): the database/bucket or URL is probably wrong. "
+                "%d point(s) are kept in the spool. Fix [sink] url/database/bucket/org, check with: "
+                "wattledger doctor",
+                self.sink.name, what, result.detail, spooled,
+            )

@@ -1,0 +1,185 @@
+"""What every sink shares: the write outcome classes and how HTTP answers map onto them.
+
+Sinks are deliberately dumb (telegraf's outputs are the model): ``write`` makes
+exactly one attempt and says what happened; it never retries, sleeps or drops
+anything by itself. The spool (``agent.ledger``) and the retry policy
+(``agent.delivery``) live in one place, so that "marked delivered only after a
+2xx" holds for every sink alike.
+
+Status codes (docs/delivery.md has the same table):
+
+====================  ================  =============================================
+HTTP answer           outcome           what the deliverer does
+====================  ================  =============================================
+2xx                   ok                mark the points delivered
+400, 422              rejected          bad data: split down to the bad point(s),
+                                        set those aside, log once, never retry them
+401, 403              unauthorized      keep everything, one loud error, back off
+404, other 4xx, 3xx   misconfigured     database/bucket/URL wrong: as unauthorized
+413                   too_large         split the batch in halves and send each
+408, 429, 5xx,        retry             back off (exponential, jittered), at least
+timeouts, refused                       as long as the server's Retry-After
+====================  ================  =============================================
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+from wattledger.agent.points import Point
+from wattledger.collectors.base import ProbeResult
+
+# The longest server-requested wait we honour; a bogus "Retry-After: 86400"
+# must not silence delivery for a day (the spool would fill and drop data).
+MAX_RETRY_AFTER_S = 900.0
+_MAX_DETAIL_CHARS = 300
+
+
+class Outcome(str, enum.Enum):
+    OK = "ok"
+    REJECTED = "rejected"
+    UNAUTHORIZED = "unauthorized"
+    MISCONFIGURED = "misconfigured"
+    TOO_LARGE = "too_large"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The classified outcome of one write attempt."""
+
+    outcome: Outcome
+    status: int | None = None          # HTTP status; None when no answer came back
+    detail: str = ""                   # the server's own words, shortened; never a credential
+    retry_after_s: float | None = None  # from Retry-After, when the server sent one
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    @classmethod
+    def success(cls, status: int | None = None) -> "WriteResult":
+        return cls(Outcome.OK, status)
+
+    @classmethod
+    def unreachable(cls, error: BaseException) -> "WriteResult":
+        """A timeout, refused connection, reset, DNS failure: try again later."""
+        return cls(Outcome.RETRY, None, _shorten(f"{type(error).__name__}: {error}"))
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where points go besides the local ledger. One attempt per ``write``."""
+
+    name: str
+    remote: bool  # True when points leave the host (the ledger then spools them)
+
+    def write(self, points: list[Point]) -> WriteResult: ...
+
+    def probe(self) -> ProbeResult: ...
+
+    def close(self) -> None: ...
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 3] + "..."
+
+
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), capped."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def error_message(body: bytes | str | None, headers: Mapping[str, str] | None = None) -> str:
+    """The server's explanation: v2 ``{"code","message"}``, v1 ``{"error"}``, else header/text."""
+    text = ""
+    if isinstance(body, bytes):
+        text = body.decode("utf-8", "replace")
+    elif isinstance(body, str):
+        text = body
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            msg = doc.get("message") or doc.get("error")
+            if msg:
+                code = doc.get("code")
+                return _shorten(f"{code}: {msg}" if code else str(msg))
+    if not text and headers is not None:
+        text = _header(headers, "X-Influxdb-Error") or ""
+    return _shorten(text)
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if headers is None:
+        return None
+    getter = getattr(headers, "get", None)
+    value = getter(name) if getter else None
+    if value is None:  # plain dicts are case-sensitive
+        lowered = name.lower()
+        for k, v in headers.items():
+            if str(k).lower() == lowered:
+                return str(v)
+    return None if value is None else str(value)
+
+
+def classify(status: int, body: bytes | str | None = None, headers: Mapping[str, str] | None = None) -> WriteResult:
+    """Map one HTTP answer to an outcome (the table in the module docstring)."""
+    detail = error_message(body, headers) if not 200 <= status < 300 else ""
+    if 200 <= status < 300:
+        return WriteResult(Outcome.OK, status)
+    if status in (400, 422):
+        return WriteResult(Outcome.REJECTED, status, detail)
+    if status in (401, 403):
+        return WriteResult(Outcome.UNAUTHORIZED, status, detail)
+    if status == 413:
+        return WriteResult(Outcome.TOO_LARGE, status, detail)
+    if status in (408, 429) or status >= 500:
+        return WriteResult(Outcome.RETRY, status, detail, parse_retry_after(_header(headers, "Retry-After")))
+    return WriteResult(Outcome.MISCONFIGURED, status, detail)
+
+
+def encode_lines(points: Sequence[Point]) -> list[str] | WriteResult:
+    """Line protocol for each point (escaping by influxdb-client), or REJECTED if one cannot be written.
+
+    A point that has no finite field (NaN/inf are left out by the library) or a
+    value that is not a number can never be stored; rejecting the batch lets
+    the deliverer split it down to that point and set it aside alone.
+    """
+    lines: list[str] = []
+    for i, p in enumerate(points):
+        try:
+            line = p.to_line()
+        except (TypeError, ValueError) as e:
+            return WriteResult(Outcome.REJECTED, None, _shorten(f"point {i} ({p.measurement}) cannot be encoded: {e}"))
+        if not line:
+            return WriteResult(Outcome.REJECTED, None, f"point {i} ({p.measurement}) has no finite field value")
+        lines.append(line)
+    return lines
