@@ -324,5 +324,35 @@ def _run_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@main.command()
+@config_option
+@state_dir_option
+@click.option("--interval", "interval_s", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print the newest tick once and exit.")
+def top(config_path: str | None, state_dir: str | None, interval_s: float, once: bool) -> None:
+    """Live view: power per job in the newest tick of a running agent's ledger."""
+    from wattledger.agent.points import WL_JOB, WL_NODE
+    from wattledger.agent.top import latest_tick, render
+
+    cfg = load_config(config_path, agent__state_dir=state_dir)
+    path = cfg.state_dir / "ledger.sqlite3"
+    if not path.exists():
+        raise click.ClickException(f"no ledger at {path}: start `wattledger agent` (or pass --state-dir)")
+    ledger = Ledger(path)
+    while True:
+        since = time.time_ns() - int(max(60.0, 3 * cfg.agent.interval_s) * 1e9)
+        nodes = ledger.rows(WL_NODE, since_ns=since)
+        t, jobs, host_w = latest_tick(ledger.rows(WL_JOB, since_ns=since), nodes)
+        comps = sorted({str(r["component"]) for r in nodes})
+        text = render(t, jobs, host_w, comps) if t else (
+            f"no tick in the last minute in {path}: is `wattledger agent` running?")
+        if once:
+            click.echo(text)
+            return
+        click.clear()
+        click.echo(time.strftime("%H:%M:%S ") + text)
+        time.sleep(interval_s)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
