@@ -17,6 +17,14 @@ if ! command -v influxd >/dev/null 2>&1; then
   $SUDO systemctl disable --now influxdb >/dev/null 2>&1 || true
 fi
 
+# 1b. systemd-analyze (Debian package systemd), which the service-unit tests
+# run (verify, security --offline); setpriv (util-linux) is essential.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's systemd package (systemd-analyze for the unit tests)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd </dev/null >/dev/null
+fi
+
 # 2. Python: the package and its test dependencies in a private venv.
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
