@@ -121,8 +121,15 @@ def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
     from wattledger.agent.delivery import Deliverer
     from wattledger.agent.sinks import make_sink
 
-    sink = make_sink(cfg.sink)
-    return None if sink is None else Deliverer(ledger, sink)
+    try:
+        sink = make_sink(cfg.sink)
+    except (ConfigError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    if sink is None:
+        return None
+    # Each tick spends at most a tenth of the interval (<= 1 s) sending; an outage's backlog drains over ticks.
+    return Deliverer(ledger, sink, batch_points=cfg.sink.batch_points,
+                     step_budget_s=min(1.0, 0.1 * cfg.agent.interval_s))
 
 
 @main.command()
@@ -181,6 +188,18 @@ def _doctor_rows(cfg: Config) -> list[ProbeResult]:
 
 # Other modules (GPU, sinks) register doctor checks here: fn(cfg) -> list[ProbeResult].
 _extra_doctor_checks: list[Any] = []
+
+
+def _sink_doctor_rows(cfg: Config) -> list[ProbeResult]:
+    """InfluxDB reachable, credentials accepted, database/bucket there (only when a sink is configured)."""
+    if cfg.sink.kind == "none" and not cfg.sink.url:
+        return []
+    from wattledger.agent.sinks import check_connection
+
+    return [check_connection(cfg.sink)]
+
+
+_extra_doctor_checks.append(_sink_doctor_rows)
 
 
 @main.command()

@@ -28,6 +28,7 @@ import email.utils
 import enum
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
@@ -70,7 +71,7 @@ class WriteResult:
     @classmethod
     def unreachable(cls, error: BaseException) -> "WriteResult":
         """A timeout, refused connection, reset, DNS failure: try again later."""
-        return cls(Outcome.RETRY, None, _shorten(f"{type(error).__name__}: {error}"))
+        return cls(Outcome.RETRY, None, describe_error(error))
 
 
 @runtime_checkable
@@ -85,6 +86,14 @@ class Sink(Protocol):
     def probe(self) -> ProbeResult: ...
 
     def close(self) -> None: ...
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*")
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` without urllib3's ``<...Connection object at 0x...>`` noise."""
+    return _shorten(f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error))}")
 
 
 def _shorten(text: str) -> str:

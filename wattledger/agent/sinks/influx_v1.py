@@ -17,7 +17,7 @@ import urllib.parse
 import urllib3
 
 from wattledger.agent.points import Point
-from wattledger.agent.sinks.base import WriteResult, classify, encode_lines, error_message
+from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
 from wattledger.collectors.base import ProbeResult, SourceState
 
 SOURCE = "influx_v1"
@@ -81,7 +81,7 @@ class InfluxV1Sink:
             ping = self._get("/ping")
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {type(e).__name__}: {e}",
+                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {describe_error(e)}",
                 f"check that InfluxDB runs and that [sink] url is right (try: curl -i {self.url}/ping)",
             )
         version = ping.headers.get("X-Influxdb-Version")

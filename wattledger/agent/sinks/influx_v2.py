@@ -21,7 +21,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from wattledger.agent.points import Point
-from wattledger.agent.sinks.base import WriteResult, classify, encode_lines, error_message
+from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
 from wattledger.collectors.base import ProbeResult, SourceState
 
 SOURCE = "influx_v2"
@@ -86,7 +86,7 @@ class InfluxV2Sink:
             )
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {type(e).__name__}: {e}",
+                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {describe_error(e)}",
                 f"check that InfluxDB runs and that [sink] url is right (try: curl -i {self.url}/ping)",
             )
         where = f"InfluxDB {version} at {self.url}"
