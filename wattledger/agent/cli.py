@@ -24,7 +24,7 @@ from wattledger.agent import config as config_mod
 from wattledger.agent.config import Config, ConfigError
 from wattledger.agent.jobs import sanitise_tag
 from wattledger.agent.ledger import Ledger
-from wattledger.agent.loop import Agent, choose_energy_collectors, sum_job_energy
+from wattledger.agent.loop import Agent, choose_energy_collectors, choose_gpu_collector, sum_job_energy
 from wattledger.collectors.base import ProbeResult, SourceState
 from wattledger.collectors.procs import ProcCollector
 
@@ -200,6 +200,17 @@ def _sink_doctor_rows(cfg: Config) -> list[ProbeResult]:
 
 
 _extra_doctor_checks.append(_sink_doctor_rows)
+
+
+def _gpu_doctor_rows(cfg: Config) -> list[ProbeResult]:
+    """The NVML probe, then one row per GPU (docs/gpu.md explains each state)."""
+    gpu, rows = choose_gpu_collector(cfg)
+    if gpu is not None:
+        gpu.close()
+    return rows
+
+
+_extra_doctor_checks.append(_gpu_doctor_rows)
 
 
 @main.command()

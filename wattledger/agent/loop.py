@@ -20,18 +20,20 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.config import Config
 from wattledger.agent.counters import CounterTracker
-from wattledger.agent.jobs import JobKey
+from wattledger.agent.gpu_attribution import gpu_drivers
+from wattledger.agent.jobs import UNTAGGED, JobKey
 from wattledger.agent.ledger import Ledger
 from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
-from wattledger.collectors.base import EnergySample, ProbeResult
+from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult
 from wattledger.collectors.estimate import EstimateCollector
+from wattledger.collectors.nvml import GpuDeviceReading, GpuSample, NvmlCollector
 from wattledger.collectors.procs import ProcCollector, ProcSample
 from wattledger.collectors.rapl import RaplCollector
 
@@ -78,6 +80,19 @@ def choose_energy_collectors(cfg: Config) -> tuple[list[Any], list[ProbeResult]]
     return collectors, probes
 
 
+def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector | None, list[ProbeResult]]:
+    """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU."""
+    if cfg.agent.gpus == "never":
+        return None, []
+    gpu = NvmlCollector(nvml)
+    probe = gpu.probe()
+    rows = [probe, *gpu.device_probes()]
+    if not probe.ok:
+        gpu.close()
+        return None, rows
+    return gpu, rows
+
+
 def policy_for(cfg: Config, component: str) -> StaticPolicy:
     a = cfg.attribution
     name = {"cpu": a.cpu_static_policy, "dram": a.dram_static_policy, "gpu": a.gpu_static_policy}.get(
@@ -108,6 +123,7 @@ class Agent:
     clock_ns: Callable[[], int] = time.time_ns
     host: str = ""
     deliverer: Any = None  # agent.delivery.Deliverer when a remote sink is configured
+    gpu: NvmlCollector | None = None  # chosen with the energy collectors when those are not given
     on_tick: Callable[[TickResult], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -116,6 +132,8 @@ class Agent:
         self.reporter = ReportOnce()
         if self.energy_collectors is None:
             self.energy_collectors, probes = choose_energy_collectors(self.cfg)
+            if self.gpu is None:
+                self.gpu, _ = choose_gpu_collector(self.cfg)  # NVML logs its own problems once
             for p in probes:
                 if not p.ok:
                     self.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
@@ -152,41 +170,65 @@ class Agent:
             samples.append(s)
         return samples
 
+    def _read_gpu(self, now_ns: int) -> GpuSample | None:
+        if self.gpu is None:
+            return None
+        try:
+            sample = self.gpu.read(now_ns)  # per-GPU failures come back in sample.failures
+        except Exception as e:  # noqa: BLE001 - a GPU problem must never stop the CPU ledger
+            self.reporter.problem(("read", "nvml"), f"nvml: read failed: {e!r}; GPU energy not measured",
+                                  logging.ERROR)
+            return None
+        self.reporter.cleared(("read", "nvml"), "nvml: reading again")
+        return sample
+
     def tick(self) -> TickResult:
         started = time.monotonic()
         now_ns = self.clock_ns()
         assert self.procs is not None
         activity = self.procs.read(now_ns)
         samples = self._read_energy(now_ns)
+        gpu_sample = self._read_gpu(now_ns)
+        inputs: list[tuple[EnergyCounter, int, GpuDeviceReading | None]] = [
+            (c, s.now_ns, None) for s in samples for c in s.counters]
+        if gpu_sample is not None:
+            inputs += [(r.counter, gpu_sample.now_ns, r) for r in gpu_sample.devices]
+        job_of_pid = getattr(self.procs, "job_of_pid", lambda pid: JobKey(UNTAGGED, ""))
         points: list[Point] = []
         pools = 0
-        for sample in samples:
-            for counter in sample.counters:
-                delta = self.tracker.delta(counter, sample.now_ns)
-                if delta is None or activity.interval_s is None:
-                    continue
-                if delta.reset:
-                    self.reporter.problem(("reset", *counter.key), f"{counter.source} {counter.device}: counter reset",
-                                          logging.INFO)
-                if delta.suspect:
-                    self.reporter.problem(("suspect", *counter.key),
-                                          f"{counter.source} {counter.device}: tick as long as the counter's wrap "
-                                          "period; a second wrap would go unseen: shorten --interval")
-                idle_w = configured_idle_w(self.cfg, counter.component, counter.device)
-                if idle_w is None:
-                    idle_w = counter.idle_power_w
-                pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
-                            activity.interval_s, idle_w, policy_for(self.cfg, counter.component))
-                points.extend(self._pool_points(pool, activity, now_ns))
-                pools += 1
+        for counter, at_ns, gpu_reading in inputs:
+            delta = self.tracker.delta(counter, at_ns)
+            if delta is None or activity.interval_s is None:
+                continue
+            interval_s, driver_s, holders = activity.interval_s, activity.driver_s, activity.holders
+            if gpu_reading is not None:
+                if gpu_reading.interval_s is None:
+                    continue  # first read of this GPU pool after a gap: baseline only
+                interval_s = gpu_reading.interval_s
+                driver_s, holders = gpu_drivers(gpu_reading, job_of_pid)
+            if delta.reset:
+                self.reporter.problem(("reset", *counter.key), f"{counter.source} {counter.device}: counter reset",
+                                      logging.INFO)
+            if delta.suspect:
+                self.reporter.problem(("suspect", *counter.key),
+                                      f"{counter.source} {counter.device}: tick as long as the counter's wrap "
+                                      "period; a second wrap would go unseen: shorten --interval")
+            idle_w = configured_idle_w(self.cfg, counter.component, counter.device)
+            if idle_w is None:
+                idle_w = counter.idle_power_w
+            pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
+                        interval_s, idle_w, policy_for(self.cfg, counter.component))
+            points.extend(self._pool_points(pool, driver_s, holders, now_ns))
+            pools += 1
         self.primed = True
         duration_s = time.monotonic() - started
         if activity.interval_s is not None:
             points.append(self._agent_point(now_ns, duration_s))
         return TickResult(points, pools, duration_s)
 
-    def _pool_points(self, pool: Pool, activity: ProcSample, now_ns: int) -> list[Point]:
-        charges = attribute(pool, activity.driver_s, activity.holders)
+    def _pool_points(self, pool: Pool, driver_s: Mapping[JobKey, float], holders: Mapping[JobKey, float] | None,
+                     now_ns: int) -> list[Point]:
+        charges = attribute(pool, driver_s, holders)
         node_tags = {"host": self.host, "component": pool.component, "device": pool.device, "source": pool.source}
         node_fields = {"energy_j": pool.energy_j, "power_w": pool.energy_j / pool.interval_s,
                        "interval_s": pool.interval_s}

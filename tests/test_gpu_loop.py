@@ -1,0 +1,155 @@
+"""The GPU in the tick loop: wl_node/wl_job rows per GPU pool, failures isolated, doctor rows."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.fake_nvml import FakeGpu, FakeNvml, Load
+from wattledger.agent.cli import main
+from wattledger.agent.config import Config
+from wattledger.agent.jobs import IDLE_JOB, JobKey
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.loop import Agent, choose_gpu_collector
+from wattledger.agent.points import WL_JOB, WL_NODE, Point
+from wattledger.collectors.base import EnergyCounter, EnergySample
+from wattledger.collectors.nvml import NvmlCollector
+from wattledger.collectors.procs import ProcSample
+
+GIB = 1 << 30
+T0 = 1_700_000_000_000_000_000
+A = JobKey("llm-a", "alice", "nlp", "train")
+B = JobKey("vision-b", "bob")
+
+
+class FakeCpu:
+    """A CPU package counter rising 50 J per second of fake time."""
+
+    name = "fakecpu"
+
+    def read(self, now_ns: int) -> EnergySample:
+        return EnergySample(now_ns, (EnergyCounter("cpu", "package-0", "fake", int((now_ns - T0) / 1e9 * 50e6)),))
+
+
+class Procs:
+    name = "procfs"
+
+    def __init__(self) -> None:
+        self.last_ns: int | None = None
+
+    def read(self, now_ns: int) -> ProcSample:
+        interval = None if self.last_ns is None else (now_ns - self.last_ns) / 1e9
+        self.last_ns = now_ns
+        drivers = {} if interval is None else {A: 0.5 * interval}
+        return ProcSample(now_ns, interval, 0.5 * (interval or 0), 2 * (interval or 0), drivers, {A: 1.0})
+
+    def job_of_pid(self, pid: int) -> JobKey:
+        return {101: A, 102: B}.get(pid, JobKey("_untagged", ""))
+
+
+def make_agent(tmp_path: Path, fake: FakeNvml, cfg: Config | None = None) -> tuple[Agent, list[Point]]:
+    cfg = cfg or Config()
+    cfg.attribution.idle_power_w = {"gpu": 60.0, "cpu": 10.0}
+    points: list[Point] = []
+    agent = Agent(cfg, Ledger.in_state_dir(tmp_path), energy_collectors=[FakeCpu()], procs=Procs(),  # type: ignore[arg-type]
+                  clock_ns=lambda: fake.now_ns, host="gpu01", gpu=NvmlCollector(fake),
+                  on_tick=lambda r: points.extend(r.points))
+    return agent, points
+
+
+def rows(points: list[Point], measurement: str, component: str, device: str | None = None) -> list[Point]:
+    return [p for p in points if p.measurement == measurement and p.tags["component"] == component
+            and (device is None or p.tags["device"] == device)]
+
+
+def gpus() -> FakeNvml:
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: 2 * GIB, 102: 2 * GIB}), FakeGpu("GPU-b")],
+                    start_us=T0 // 1000)
+    return fake
+
+
+def test_one_node_row_per_gpu_and_job_rows_that_sum_to_it(tmp_path: Path) -> None:
+    fake = gpus()
+    agent, points = make_agent(tmp_path, fake)
+    agent.commit(agent.tick())
+    fake.step(2.0, {0: Load(360.0, {101: 75, 102: 25}), 1: Load(70.0)})
+    agent.commit(agent.tick())
+    node_a = rows(points, WL_NODE, "gpu", "GPU-a")
+    assert len(node_a) == 1 and node_a[0].tags["source"] == "nvml"
+    assert node_a[0].fields["energy_j"] == pytest.approx(720.0)
+    assert node_a[0].fields["interval_s"] == pytest.approx(2.0)
+    jobs_a = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a")}
+    assert math.fsum(f["energy_j"] for f in jobs_a.values()) == pytest.approx(720.0)
+    # dynamic 720 - 2 s x 60 W = 600 J split 3:1 by SM-busy seconds; static 120 J by memory 1:1
+    assert jobs_a["llm-a"]["dynamic_j"] == pytest.approx(450.0)
+    assert jobs_a["vision-b"]["dynamic_j"] == pytest.approx(150.0)
+    assert jobs_a["llm-a"]["static_j"] == pytest.approx(60.0)
+    assert jobs_a["llm-a"]["driver_s"] == pytest.approx(1.5)
+    # GPU-b held by nobody: its static is idle, the rest is unexplained
+    jobs_b = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-b")}
+    assert jobs_b[IDLE_JOB.tag]["static_j"] == pytest.approx(120.0)
+    assert math.fsum(f["energy_j"] for f in jobs_b.values()) == pytest.approx(140.0)
+    assert rows(points, WL_NODE, "cpu")  # the CPU ledger is there too
+
+
+def test_lost_gpu_does_not_stop_the_other_gpu_or_the_cpu(tmp_path: Path) -> None:
+    fake = gpus()
+    agent, points = make_agent(tmp_path, fake)
+    agent.commit(agent.tick())
+    fake.gpus[0].lost = True
+    fake.step(1.0, {0: Load(300.0), 1: Load(70.0)})
+    agent.commit(agent.tick())
+    assert not rows(points, WL_NODE, "gpu", "GPU-a")
+    assert rows(points, WL_NODE, "gpu", "GPU-b")[0].fields["energy_j"] == pytest.approx(70.0)
+    assert rows(points, WL_NODE, "cpu")[0].fields["energy_j"] == pytest.approx(50.0)
+    # back: one baseline read (the gap is not charged to this tick's jobs), then normal
+    fake.gpus[0].lost = False
+    points.clear()
+    fake.step(1.0, {0: Load(300.0), 1: Load(70.0)})
+    agent.commit(agent.tick())
+    assert not rows(points, WL_NODE, "gpu", "GPU-a")
+    fake.step(1.0, {0: Load(300.0), 1: Load(70.0)})
+    agent.commit(agent.tick())
+    assert rows(points, WL_NODE, "gpu", "GPU-a")[-1].fields["energy_j"] == pytest.approx(300.0)
+
+
+def test_a_crashing_gpu_collector_never_stops_the_cpu_ledger(tmp_path: Path) -> None:
+    fake = gpus()
+    agent, points = make_agent(tmp_path, fake)
+    agent.commit(agent.tick())
+
+    def boom(now_ns: int) -> None:
+        raise RuntimeError("bug")
+
+    agent.gpu.read = boom  # type: ignore[union-attr,method-assign]
+    fake.step(1.0)
+    agent.commit(agent.tick())
+    assert rows(points, WL_NODE, "cpu") and not rows(points, WL_NODE, "gpu")
+
+
+def test_choose_gpu_collector() -> None:
+    cfg = Config()
+    gpu, found = choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a"), FakeGpu("GPU-b")]))
+    assert gpu is not None and [r.source for r in found] == ["nvml"] * 3
+    assert found[0].devices == ("GPU-a", "GPU-b")
+    gpu, found = choose_gpu_collector(cfg, FakeNvml([], init_error=9))
+    assert gpu is None and found[0].detail.startswith("driver not loaded")
+    cfg.agent.gpus = "never"
+    assert choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")])) == (None, [])
+
+
+def test_doctor_shows_the_nvml_probe(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n')
+    result = CliRunner().invoke(main, ["doctor", "--config", str(cfg), "--json"])
+    lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    nvml = [x for x in lines if x["source"] == "nvml"]
+    assert nvml, result.output
+    if nvml[0]["state"] != "found":  # this host: no NVIDIA driver
+        assert nvml[0]["fix"] and ":" in nvml[0]["detail"]
+    else:  # pragma: no cover - a GPU host: one row per GPU after the probe
+        assert len(nvml) >= 2

@@ -1,0 +1,319 @@
+"""NvmlCollector over the fake NVML: energy, processes, utilisation, fallbacks, failures."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from tests import fake_nvml as F
+from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
+from wattledger.agent.counters import CounterTracker
+from wattledger.collectors.base import SourceState
+from wattledger.collectors.nvml import (
+    SOURCE,
+    SOURCE_MIG,
+    SOURCE_POWER,
+    UNALLOCATED_SUFFIX,
+    GpuSample,
+    NvmlCollector,
+    NvmlProblem,
+    mig_shares,
+    problem_of,
+)
+
+GIB = 1 << 30
+
+
+def started(*gpus: FakeGpu) -> tuple[FakeNvml, NvmlCollector]:
+    fake = FakeNvml(gpus)
+    c = NvmlCollector(fake)
+    assert c.probe().ok
+    return fake, c
+
+
+def by_device(sample: GpuSample) -> dict[str, object]:
+    return {r.device: r for r in sample.devices}
+
+
+# -- probe states ----------------------------------------------------------------
+
+@pytest.mark.parametrize("code,problem,state", [
+    (F.NVML_ERROR_LIBRARY_NOT_FOUND, NvmlProblem.LIBRARY_MISSING, SourceState.MISSING),
+    (F.NVML_ERROR_DRIVER_NOT_LOADED, NvmlProblem.DRIVER_NOT_LOADED, SourceState.MISSING),
+    (F.NVML_ERROR_NO_PERMISSION, NvmlProblem.NO_PERMISSION, SourceState.PERMISSION_DENIED),
+    (F.NVML_ERROR_UNKNOWN, NvmlProblem.ERROR, SourceState.ERROR),
+])
+def test_init_failures_are_typed_states(code: int, problem: NvmlProblem, state: SourceState) -> None:
+    c = NvmlCollector(FakeNvml([FakeGpu("GPU-a")], init_error=code))
+    result = c.probe()
+    assert result.state is state
+    assert problem_of(result) is problem
+    assert result.fix
+    sample = c.read(1)
+    assert sample.devices == () and sample.failures == (result,)
+
+
+def test_no_gpu_is_missing() -> None:
+    result = NvmlCollector(FakeNvml([])).probe()
+    assert problem_of(result) is NvmlProblem.NO_GPU and result.state is SourceState.MISSING
+
+
+def test_python_package_missing_is_library_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    result = NvmlCollector().probe()
+    assert problem_of(result) is NvmlProblem.LIBRARY_MISSING
+    assert "nvidia-ml-py" in result.detail
+
+
+def test_probe_lists_each_gpu_and_its_capabilities() -> None:
+    old = FakeGpu("GPU-old", name="Tesla P100", unsupported={"nvmlDeviceGetTotalEnergyConsumption",
+                                                              "nvmlDeviceGetProcessUtilization"})
+    fake, c = started(FakeGpu("GPU-new"), old)
+    rows = c.device_probes()
+    assert [r.devices for r in rows] == [("GPU-new",), ("GPU-old",)]
+    assert "energy counter" in rows[0].detail and "SM utilisation" in rows[0].detail
+    assert "integrating power" in rows[1].detail and "split by memory" in rows[1].detail
+
+
+def test_one_gpu_lost_at_probe_others_measured() -> None:
+    lost = FakeGpu("GPU-b", lost=True)
+    fake, c = started(FakeGpu("GPU-a"), lost)
+    assert c._probe is not None and c._probe.devices == ("GPU-a",)
+    assert "1 failed" in c._probe.detail and "GPU lost" in c._probe.detail
+    assert problem_of(c.device_probes()[1]) is NvmlProblem.GPU_LOST
+
+
+# -- energy ----------------------------------------------------------------------------
+
+def test_counter_is_mj_converted_to_integer_uj() -> None:
+    fake, c = started(FakeGpu("GPU-a", energy_mj=123_456))
+    counter = c.read(fake.now_ns).devices[0].counter
+    assert counter.counter_uj == 123_456_000 and isinstance(counter.counter_uj, int)
+    assert (counter.component, counter.device, counter.source) == ("gpu", "GPU-a", SOURCE)
+    assert counter.wrap_uj is None
+
+
+def test_counter_reset_gives_the_energy_since_reset_not_negative() -> None:
+    fake, c = started(FakeGpu("GPU-a", energy_mj=5_000_000))
+    tracker = CounterTracker()
+    s = c.read(fake.now_ns)
+    assert tracker.delta(s.devices[0].counter, s.now_ns) is None
+    fake.step(1.0, {0: Load(200.0)})
+    s = c.read(fake.now_ns)
+    assert tracker.delta(s.devices[0].counter, s.now_ns).energy_j == pytest.approx(200.0)
+    fake.gpus[0].energy_mj = 0  # driver reload
+    fake.step(1.0, {0: Load(150.0)})
+    s = c.read(fake.now_ns)
+    d = tracker.delta(s.devices[0].counter, s.now_ns)
+    assert d.reset and d.energy_j == pytest.approx(150.0)
+
+
+def test_power_integration_prefers_the_instant_field_and_is_flagged() -> None:
+    gpu = FakeGpu("GPU-a", unsupported={"nvmlDeviceGetTotalEnergyConsumption"})
+    fake, c = started(gpu)
+    assert c.read(fake.now_ns).devices[0].counter.counter_uj == 0  # first read adds nothing
+    fake.step(2.0, {0: Load(power_w=100.0, power_instant_w=300.0)})
+    r = c.read(fake.now_ns).devices[0]
+    assert r.counter.source == SOURCE_POWER
+    # trapezoid between 60 W (the fake's initial instant power) and 300 W over 2 s
+    assert r.counter.counter_uj == pytest.approx((60 + 300) / 2 * 2.0 * 1e6)
+
+
+def test_power_integration_falls_back_to_the_averaged_power(caplog: pytest.LogCaptureFixture) -> None:
+    gpu = FakeGpu("GPU-a", power_mw=100_000,
+                  unsupported={"nvmlDeviceGetTotalEnergyConsumption", "power_instant"})
+    fake, c = started(gpu)
+    with caplog.at_level(logging.INFO, "wattledger.collectors.nvml"):
+        c.read(fake.now_ns)
+        fake.step(1.0, {0: Load(power_w=100.0)})
+        r = c.read(fake.now_ns).devices[0]
+    assert r.counter.source == SOURCE_POWER
+    assert r.counter.counter_uj == pytest.approx(100.0 * 1e6)
+    assert sum("no instantaneous power field" in m for m in caplog.messages) == 1
+
+
+# -- processes and utilisation ---------------------------------------------------------
+
+def test_sm_busy_seconds_from_utilisation_samples() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: 2 * GIB, 102: 6 * GIB}))
+    first = c.read(fake.now_ns).devices[0]
+    assert first.interval_s is None and all(p.sm_busy_s is None for p in first.processes)
+    fake.step(2.0, {0: Load(300.0, {101: 75, 102: 25})})
+    r = c.read(fake.now_ns).devices[0]
+    assert r.driver == "sm" and r.interval_s == pytest.approx(2.0)
+    procs = {p.pid: p for p in r.processes}
+    assert procs[101].sm_busy_s == pytest.approx(1.5)
+    assert procs[102].sm_busy_s == pytest.approx(0.5)
+    assert procs[102].used_memory_bytes == 6 * GIB
+
+
+def test_last_seen_timestamp_means_samples_are_not_counted_twice() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}))
+    c.read(fake.now_ns)
+    fake.step(1.0, {0: Load(300.0, {101: 100})})
+    assert c.read(fake.now_ns).devices[0].processes[0].sm_busy_s == pytest.approx(1.0)
+    fake.step(1.0, {0: Load(80.0, {101: 0})})  # idle: no new samples -> NOT_FOUND
+    assert c.read(fake.now_ns).devices[0].processes[0].sm_busy_s == 0.0
+
+
+def test_empty_success_quirk_counts_as_no_samples() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}, util_empty_is_success=True))
+    c.read(fake.now_ns)
+    fake.step(1.0)
+    s = c.read(fake.now_ns)
+    assert not s.failures and s.devices[0].processes[0].sm_busy_s == 0.0
+
+
+def test_processes_appear_and_leave_between_reads() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}))
+    c.read(fake.now_ns)
+    fake.gpus[0].compute[102] = GIB
+    fake.step(1.0, {0: Load(300.0, {101: 50, 102: 50})})
+    assert {p.pid for p in c.read(fake.now_ns).devices[0].processes} == {101, 102}
+    # 101 was busy during this interval, then exited before the read: still charged, not a holder
+    fake.step(1.0, {0: Load(300.0, {101: 80, 102: 20})})
+    del fake.gpus[0].compute[101]
+    procs = {p.pid: p for p in c.read(fake.now_ns).devices[0].processes}
+    assert procs[101].holds_context is False and procs[101].sm_busy_s == pytest.approx(0.8)
+    assert procs[102].holds_context is True
+
+
+def test_graphics_processes_count_and_a_pid_in_both_lists_once() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}, graphics={101: GIB, 103: 2 * GIB}))
+    procs = c.read(fake.now_ns).devices[0].processes
+    assert [(p.pid, p.used_memory_bytes) for p in procs] == [(101, GIB), (103, 2 * GIB)]
+
+
+def test_utilisation_not_supported_falls_back_to_memory_then_equal(caplog: pytest.LogCaptureFixture) -> None:
+    gpu = FakeGpu("GPU-a", compute={101: GIB, 102: 3 * GIB}, unsupported={"nvmlDeviceGetProcessUtilization"})
+    fake, c = started(gpu)
+    with caplog.at_level(logging.INFO, "wattledger.collectors.nvml"):
+        r = c.read(fake.now_ns).devices[0]
+    assert r.driver == "memory" and all(p.sm_busy_s is None for p in r.processes)
+    gpu.compute = {101: None, 102: None}  # e.g. memory not reported
+    fake.step(1.0)
+    assert c.read(fake.now_ns).devices[0].driver == "equal"
+
+
+def test_process_list_without_permission_is_logged_once_and_energy_still_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    gpu = FakeGpu("GPU-a", compute={101: GIB}, errors={"nvmlDeviceGetComputeRunningProcesses": F.NVML_ERROR_NO_PERMISSION})
+    fake, c = started(gpu)
+    with caplog.at_level(logging.WARNING, "wattledger.collectors.nvml"):
+        for _ in range(3):
+            fake.step(1.0)
+            s = c.read(fake.now_ns)
+            assert not s.failures and s.devices[0].processes == ()
+    assert sum("nvmlDeviceGetComputeRunningProcesses" in m for m in caplog.messages) == 1
+
+
+# -- failures ---------------------------------------------------------------------------
+
+def test_gpu_lost_mid_run_is_reported_once_and_the_others_continue(caplog: pytest.LogCaptureFixture) -> None:
+    fake, c = started(FakeGpu("GPU-a"), FakeGpu("GPU-b"))
+    tracker = CounterTracker()
+    for r in c.read(fake.now_ns).devices:
+        tracker.delta(r.counter, fake.now_ns)
+    fake.gpus[1].lost = True
+    with caplog.at_level(logging.WARNING, "wattledger.collectors.nvml"):
+        for _ in range(3):
+            fake.step(1.0, {0: Load(100.0), 1: Load(100.0)})
+            s = c.read(fake.now_ns)
+            assert [r.device for r in s.devices] == ["GPU-a"]
+            assert len(s.failures) == 1
+            f = s.failures[0]
+            assert problem_of(f) is NvmlProblem.GPU_LOST and f.devices == ("GPU-b",)
+            assert f.state is SourceState.ERROR and "dmesg" in f.fix
+            assert tracker.delta(s.devices[0].counter, s.now_ns).energy_j == pytest.approx(100.0)
+    assert sum("GPU lost" in m for m in caplog.messages) == 1
+    # It comes back: the first read after the gap is a baseline (no interval), then normal.
+    fake.gpus[1].lost = False
+    fake.step(1.0, {0: Load(100.0), 1: Load(100.0)})
+    back = by_device(c.read(fake.now_ns))
+    assert back["GPU-b"].interval_s is None
+    fake.step(1.0, {0: Load(100.0), 1: Load(100.0)})
+    assert by_device(c.read(fake.now_ns))["GPU-b"].interval_s == pytest.approx(1.0)
+
+
+def test_integrated_power_does_not_bridge_a_gap() -> None:
+    gpu = FakeGpu("GPU-a", unsupported={"nvmlDeviceGetTotalEnergyConsumption"})
+    fake, c = started(gpu)
+    c.read(fake.now_ns)
+    fake.step(1.0, {0: Load(100.0)})
+    before = c.read(fake.now_ns).devices[0].counter.counter_uj
+    gpu.lost = True
+    fake.step(100.0, {0: Load(100.0)})
+    assert c.read(fake.now_ns).failures
+    gpu.lost = False
+    fake.step(1.0, {0: Load(100.0)})
+    assert c.read(fake.now_ns).devices[0].counter.counter_uj == before  # nothing invented for the gap
+
+
+def test_unexpected_error_on_one_call_fails_that_gpu_only() -> None:
+    fake, c = started(FakeGpu("GPU-a"), FakeGpu("GPU-b"))
+    fake.gpus[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = F.NVML_ERROR_UNKNOWN
+    s = c.read(fake.now_ns)
+    assert [r.device for r in s.devices] == ["GPU-b"]
+    assert problem_of(s.failures[0]) is NvmlProblem.ERROR
+
+
+# -- MIG -----------------------------------------------------------------------------------
+
+def mig_gpu() -> FakeGpu:
+    return FakeGpu("GPU-m", mig_mode=F.NVML_DEVICE_MIG_ENABLE, max_mig=7, mig=[
+        FakeMig("MIG-a", gi_id=1, gi_slices=3, ci_slices=3, compute={201: 10 * GIB}),
+        FakeMig("MIG-b", gi_id=2, gi_slices=2, ci_slices=2, compute={202: 5 * GIB}),
+    ])
+
+
+def test_mig_shares_by_slices() -> None:
+    shares = mig_shares({"a": (1, 3, 3), "b": (2, 2, 2)}, 7)
+    assert shares == pytest.approx({"a": 3 / 7, "b": 2 / 7})
+    # two compute instances of one 4-slice GPU instance (1 + 3 compute slices)
+    shares = mig_shares({"c1": (5, 4, 1), "c3": (5, 4, 3)}, 7)
+    assert shares == pytest.approx({"c1": 4 / 7 * 1 / 4, "c3": 4 / 7 * 3 / 4})
+
+
+def test_mig_instances_are_pools_and_conserve_the_parent_energy() -> None:
+    fake, c = started(mig_gpu())
+    tracker = CounterTracker()
+    s = c.read(fake.now_ns)
+    assert [r.device for r in s.devices] == ["MIG-a", "MIG-b", "GPU-m" + UNALLOCATED_SUFFIX]
+    for r in s.devices:
+        assert tracker.delta(r.counter, s.now_ns) is None
+    fake.step(1.0, {0: Load(350.0)})
+    s = c.read(fake.now_ns)
+    deltas = {r.device: tracker.delta(r.counter, s.now_ns).energy_j for r in s.devices}
+    assert sum(deltas.values()) == pytest.approx(350.0)
+    assert deltas["MIG-a"] == pytest.approx(150.0) and deltas["MIG-b"] == pytest.approx(100.0)
+    r = by_device(s)["MIG-a"]
+    assert r.counter.source == SOURCE_MIG and r.parent == "GPU-m"
+    assert r.driver == "memory" and r.processes[0].pid == 201  # no per-process util on MIG
+
+
+def test_mig_new_instance_share_goes_to_unallocated_for_its_first_read() -> None:
+    gpu = mig_gpu()
+    fake, c = started(gpu)
+    tracker = CounterTracker()
+
+    def deltas() -> dict[str, float | None]:
+        s = c.read(fake.now_ns)
+        out = {}
+        for r in s.devices:
+            d = tracker.delta(r.counter, s.now_ns)
+            out[r.device] = None if d is None else d.energy_j
+        return out
+
+    deltas()
+    fake.step(1.0, {0: Load(700.0)})
+    deltas()
+    gpu.mig.append(FakeMig("MIG-c", gi_id=3, gi_slices=2, ci_slices=2, parent=gpu))
+    fake.step(1.0, {0: Load(700.0)})
+    d = deltas()
+    assert d["MIG-c"] is None  # first read: baseline
+    assert sum(v for v in d.values() if v) == pytest.approx(700.0)  # nothing lost
+    fake.step(1.0, {0: Load(700.0)})
+    d = deltas()
+    assert d["MIG-c"] == pytest.approx(200.0) and sum(d.values()) == pytest.approx(700.0)
