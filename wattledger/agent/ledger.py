@@ -17,9 +17,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from wattledger.agent.points import SCHEMA, Batch, Point
+from wattledger.agent.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
 
 LEDGER_FILE = "ledger.sqlite3"
+
+# Series that hold one value per (key tags, time): a newer point replaces the stored
+# one, as a same-tags same-time point does in InfluxDB. Carbon history backfill turns
+# forecasts into actuals (``kind`` is deliberately not in the key) and a corrected
+# PUE replaces the old figure.
+REPLACE_KEYS: dict[str, tuple[str, ...]] = {WL_CARBON: ("zone", "provider"), WL_PUE: ("site",)}
 
 
 def _ddl() -> list[str]:
@@ -83,6 +89,12 @@ class Ledger:
                 by_measurement.setdefault(p.measurement, []).append(p)
             for measurement, pts in by_measurement.items():
                 tags, fields = SCHEMA[measurement]
+                key = REPLACE_KEYS.get(measurement)
+                if key:
+                    latest = {(p.time_ns, *(p.tags.get(k, "") for k in key)): p for p in pts}
+                    pts = list(latest.values())
+                    where = " AND ".join(["time_ns = ?"] + [f"{k} = ?" for k in key])
+                    db.executemany(f"DELETE FROM {measurement} WHERE {where}", list(latest))
                 cols = ("time_ns",) + tags + fields
                 sql = f"INSERT INTO {measurement} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
                 db.executemany(

@@ -1,0 +1,173 @@
+"""A small JSON-over-HTTP client for the intensity APIs (stdlib urllib, no new dependency).
+
+Why not a library: each API is two or three GET endpoints; what matters is the
+policy, kept here in one place:
+
+* 429: wait ``Retry-After`` (seconds or an HTTP date) when it is short, else
+  give up with ``retry_after_s`` set so the caller can come back later;
+* 5xx, timeouts, refused connections: a few retries with exponential backoff
+  and jitter;
+* other 4xx: no retry; the provider turns the status into advice (401: check
+  the token; 404: check the zone).
+
+Secrets (tokens, passwords) travel in headers only and are scrubbed from every
+message this module makes, including server bodies quoted in errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import random
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from wattledger.agent.carbon.base import CarbonProviderError
+
+log = logging.getLogger("wattledger.carbon")
+
+Hint = Callable[[int, str], str]
+
+
+def _no_hint(status: int, body: str) -> str:
+    return ""
+
+
+class JsonClient:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        secrets: Iterable[str] = (),
+        timeout_s: float = 20.0,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+        max_wait_s: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        hint: Hint = _no_hint,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._secrets = [s for s in secrets if s]
+        self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.sleep = sleep
+        self.hint = hint
+
+    def add_secret(self, secret: str) -> None:
+        if secret:
+            self._secrets.append(secret)
+
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def get_json(
+        self, path: str, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        url = self.base_url + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        shown = self.scrub(path)  # never the query or headers in messages
+        last_error = ""
+        for attempt in range(1, self.attempts + 1):
+            req = urllib.request.Request(url, headers={"Accept": "application/json", **(headers or {})})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    body = resp.read()
+                try:
+                    return json.loads(body)
+                except ValueError:
+                    raise CarbonProviderError(
+                        f"{self.provider}: {shown} answered with something that is not JSON; "
+                        "check [carbon] api_url points at the API"
+                    ) from None
+            except urllib.error.HTTPError as e:
+                status = e.code
+                body_text = self.scrub(_read_body(e))
+                if status == 429:
+                    wait_s = _retry_after_s(e.headers.get("Retry-After"))
+                    if wait_s is None:
+                        wait_s = self._backoff(attempt)
+                    if wait_s > self.max_wait_s or attempt == self.attempts:
+                        raise CarbonProviderError(
+                            f"{self.provider}: rate limited (HTTP 429) on {shown}; "
+                            f"retry after {wait_s:.0f} s (the agent will try again at its next sync)",
+                            status=429,
+                            retry_after_s=wait_s,
+                        ) from None
+                    log.info("%s: rate limited on %s; waiting %.1f s as Retry-After asks", self.provider, shown, wait_s)
+                    self.sleep(wait_s)
+                    continue
+                if status >= 500:
+                    last_error = f"HTTP {status} {body_text[:200]}".strip()
+                    if attempt < self.attempts:
+                        wait_s = self._backoff(attempt)
+                        log.info("%s: %s on %s; retrying in %.1f s", self.provider, last_error, shown, wait_s)
+                        self.sleep(wait_s)
+                        continue
+                    raise CarbonProviderError(
+                        f"{self.provider}: server error on {shown} after {attempt} tries ({last_error}); "
+                        "the service is having trouble, try again later",
+                        status=status,
+                    ) from None
+                advice = self.hint(status, body_text)
+                raise CarbonProviderError(
+                    f"{self.provider}: HTTP {status} on {shown}: {body_text[:200] or e.reason}"
+                    + (f"; {advice}" if advice else ""),
+                    status=status,
+                ) from None
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
+                reason = getattr(e, "reason", e)
+                last_error = self.scrub(str(reason))
+                if attempt < self.attempts:
+                    wait_s = self._backoff(attempt)
+                    log.info("%s: cannot reach %s (%s); retrying in %.1f s", self.provider, shown, last_error, wait_s)
+                    self.sleep(wait_s)
+                    continue
+                raise CarbonProviderError(
+                    f"{self.provider}: cannot reach {self.scrub(self.base_url)} ({last_error}); "
+                    "check the network and [carbon] api_url"
+                ) from None
+        raise CarbonProviderError(f"{self.provider}: no answer from {shown} ({last_error})")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        return self.backoff_s * (2 ** (attempt - 1)) * (1.0 + 0.25 * random.random())
+
+
+def _read_body(e: urllib.error.HTTPError) -> str:
+    try:
+        return e.read().decode("utf-8", "replace").strip()
+    except Exception:  # noqa: BLE001 - a body we cannot read is just no body
+        return ""
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
