@@ -16,6 +16,7 @@ agent loop calls every tick (it syncs every ``[carbon] sync_interval_s``).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,8 +155,9 @@ class PeriodicSync:
             if e.retry_after_s:
                 self.next_ns = max(self.next_ns, now_ns + int(e.retry_after_s * NS_PER_S))
             msg = str(e)
-            if msg not in self._logged:
-                self._logged.add(msg)
+            problem = f"{e.status}:{re.sub(r'[0-9]', '', msg)}"  # the same problem, whatever the window
+            if problem not in self._logged:
+                self._logged.add(problem)
                 log.warning("carbon sync failed (will retry every %.0f s; reports use the static figure "
                             "where intensity is missing): %s", self.interval_ns / NS_PER_S, msg)
             return None

@@ -1,0 +1,175 @@
+"""The ``report`` command and the ``carbon`` group (``carbon sync``): parsing and presenting only.
+
+cli.py registers them with ``main.add_command(report)`` and
+``main.add_command(carbon)``; the logic lives in ``report.py`` and ``carbon/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wattledger.agent import config as config_mod
+from wattledger.agent.carbon.base import CarbonProviderError
+from wattledger.agent.carbon.timeutil import BadTime, iso, parse_when
+from wattledger.agent.config import Config, ConfigError
+
+log = logging.getLogger("wattledger")
+
+_config_option = click.option(
+    "--config", "config_path", envvar="WATTLEDGER_CONFIG", type=click.Path(dir_okay=False),
+    help="TOML config file [default: /etc/wattledger/config.toml if it exists].",
+)
+_state_dir_option = click.option(
+    "--state-dir", envvar="WATTLEDGER_AGENT_STATE_DIR", type=click.Path(file_okay=False),
+    help="Where the SQLite ledger lives [default: [agent] state_dir, /var/lib/wattledger].",
+)
+
+
+def _load(config_path: str | None, state_dir: str | None) -> Config:
+    try:
+        cfg = config_mod.load(Path(config_path) if config_path else None)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    if state_dir:
+        cfg.agent.state_dir = state_dir
+    return cfg
+
+
+def _when(text: str | None, now_ns: int, name: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_when(text, now_ns)
+    except BadTime as e:
+        raise click.BadParameter(str(e), param_hint=name) from None
+
+
+def _open_ledger(cfg: Config, *, write: bool) -> Any:
+    from wattledger.agent.ledger import LEDGER_FILE, Ledger
+
+    path = cfg.state_dir / LEDGER_FILE
+    if not write and not path.exists():
+        raise click.ClickException(f"no ledger at {path}: pass --state-dir DIR (where the agent keeps it), "
+                                   "or --from-influx")
+    remote = cfg.sink.kind in ("influx_v1", "influx_v2")
+    try:
+        return Ledger(path, spool=remote and write, spool_max_rows=cfg.spool.max_rows)
+    except OSError as e:
+        raise click.ClickException(f"cannot open the ledger {path}: {e}") from None
+
+
+@click.command()
+@_config_option
+@_state_dir_option
+@click.option("--since", help="Start: ISO-8601 or an age (30m, 2h, 7d) [default: 24h; with --lifecycle: all].")
+@click.option("--until", default="now", show_default=True, help="End (exclusive): ISO-8601, an age, or now.")
+@click.option("--by", type=click.Choice(["job", "user", "project", "phase"]), default="job", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--pue", type=float, help="Use this constant PUE [default: wl_pue series, else [pue] value].")
+@click.option("--zone", help="Carbon zone [default: [carbon] zone].")
+@click.option("--host", help="Only this host's energy (InfluxDB holds many hosts).")
+@click.option("--from-influx", is_flag=True, help="Read InfluxDB ([sink] url/database, InfluxQL) instead of the ledger.")
+@click.option("--influx-url", envvar="WATTLEDGER_SINK_URL", help="InfluxDB URL [default: [sink] url].")
+@click.option("--influx-database", envvar="WATTLEDGER_SINK_DATABASE", help="Database [default: [sink] database].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw the top rows over time to a PNG.")
+@click.option("--lifecycle", is_flag=True, help="Life-cycle model CT + T + e*I of one --project.")
+@click.option("--project", help="With --lifecycle: the project (WATTLEDGER_PROJECT of its runs).")
+@click.option("--inferences-count", type=int, help="With --lifecycle: inferences served by the measured inference energy.")
+@click.option("--expected-inferences", type=int, default=0, show_default=True,
+              help="With --lifecycle: e, the inferences to project over the model's life.")
+def report(config_path: str | None, state_dir: str | None, since: str | None, until: str, by: str, fmt: str,
+           pue: float | None, zone: str | None, host: str | None, from_influx: bool, influx_url: str | None,
+           influx_database: str | None, plot_path: str | None, lifecycle: bool, project: str | None,
+           inferences_count: int | None, expected_inferences: int) -> None:
+    """Energy (IT and x PUE) and CO2e per job, user, project or phase over a time range.
+
+    \b
+    Examples:
+      wattledger report --since 7d --by project
+      wattledger report --since 2024-03-01 --until 2024-04-01 --format csv > march.csv
+      wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
+                        --expected-inferences 100000000
+    """
+    from wattledger.agent import report as rp
+
+    cfg = _load(config_path, state_dir)
+    if influx_url:
+        cfg.sink.url = influx_url
+    if influx_database:
+        cfg.sink.database = influx_database
+    now_ns = time.time_ns()
+    if lifecycle:
+        if not project:
+            raise click.UsageError("--lifecycle needs --project P")
+        since = since or "1970-01-01"  # a life cycle is all the measured history unless told otherwise
+        by = "phase"
+    since = since or "24h"
+    since_ns = _when(since, now_ns, "--since")
+    until_ns = _when(until, now_ns, "--until")
+    assert since_ns is not None and until_ns is not None
+    if since_ns >= until_ns:
+        raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
+    opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project if lifecycle else None)
+    try:
+        if from_influx:
+            result = rp.from_influx(rp.InfluxQL.from_config(cfg), cfg, since_ns, until_ns, opts)
+        else:
+            ledger = _open_ledger(cfg, write=False)
+            try:
+                result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts)
+            finally:
+                ledger.close()
+        if lifecycle:
+            click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
+                                                        expected_inferences), fmt), nl=False)
+        else:
+            click.echo(rp.render(result, fmt), nl=False)
+        if plot_path:
+            rp.plot(result, plot_path)
+            click.echo(f"plot written to {plot_path}", err=True)
+    except rp.ReportError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+def carbon() -> None:
+    """Grid carbon intensity: fetch it from the configured provider into the ledger."""
+
+
+@carbon.command("sync")
+@_config_option
+@_state_dir_option
+@click.option("--since", help="Start: ISO-8601 or an age (7d) [default: 24 h before the last sync, or 24h].")
+@click.option("--until", default="now", show_default=True, help="End (exclusive).")
+def carbon_sync(config_path: str | None, state_dir: str | None, since: str | None, until: str) -> None:
+    """Fetch intensities ([carbon] provider, zone) and store them as wl_carbon points.
+
+    Points carry the intensity's own time; a later sync replaces forecasts by actuals.
+    With a remote sink configured the points are spooled to it like all others.
+    """
+    from wattledger.agent.carbon.sync import sync
+
+    cfg = _load(config_path, state_dir)
+    now_ns = time.time_ns()
+    since_ns = _when(since, now_ns, "--since")
+    until_ns = _when(until, now_ns, "--until")
+    ledger = _open_ledger(cfg, write=True)
+    try:
+        result = sync(cfg, ledger, since_ns=since_ns, until_ns=until_ns, now_ns=now_ns)
+    except CarbonProviderError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        ledger.close()
+    if result.skipped:
+        click.echo(f"carbon sync: nothing to do for provider {result.provider}: {result.skipped}")
+        return
+    span = (f"{iso(result.first_ns)} .. {iso(result.last_ns)}" if result.first_ns is not None
+            and result.last_ns is not None else "none in the window")
+    click.echo(f"carbon sync: {result.written} wl_carbon points for zone {result.zone} from {result.provider} "
+               f"({'/'.join(result.kinds) or 'no data'}), {span}; asked {iso(result.since_ns)} .. "
+               f"{iso(result.until_ns)}")
