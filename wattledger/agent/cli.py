@@ -384,5 +384,10 @@ def top(config_path: str | None, state_dir: str | None, interval_s: float, once:
         time.sleep(interval_s)
 
 
+from wattledger.agent.cli_report import carbon, report  # noqa: E402 - commands defined in their own module
+
+main.add_command(report)
+main.add_command(carbon)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
