@@ -223,7 +223,7 @@ class Load:
     power_instant_w: float | None = None  # default: power_w
 
 
-SAMPLE_PERIOD_US = 166_667  # the driver samples per-process utilisation about 6 times a second
+SAMPLE_PERIOD_US = 200_000  # the fake driver's utilisation sample period (the real period is not documented)
 
 
 class FakeNvml:

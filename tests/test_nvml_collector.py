@@ -21,6 +21,7 @@ from wattledger.collectors.nvml import (
     NvmlProblem,
     mig_shares,
     problem_of,
+    sm_busy_seconds,
 )
 
 GIB = 1 << 30
@@ -317,3 +318,27 @@ def test_mig_new_instance_share_goes_to_unallocated_for_its_first_read() -> None
     fake.step(1.0, {0: Load(700.0)})
     d = deltas()
     assert d["MIG-c"] == pytest.approx(200.0) and sum(d.values()) == pytest.approx(700.0)
+
+
+# -- SM-busy seconds from samples -----------------------------------------------------------
+
+def test_sm_busy_short_burst_is_not_stretched_to_the_interval() -> None:
+    """One 100% sample of a short job next to a steady 50% job over a 5 s tick."""
+    steady = [(1, 1_000_000 + k * 200_000, 50) for k in range(1, 26)]
+    burst = [(2, 3_000_000, 100)]
+    busy = sm_busy_seconds(steady + burst, 1_000_000, 5.0)
+    assert busy[1] == pytest.approx(2.5)
+    assert busy[2] == pytest.approx(0.2)  # one sampling period, not 5 s
+
+
+def test_sm_busy_idle_gaps_count_as_idle() -> None:
+    # samples every 0.2 s for 1 s, then nothing for 3 s, then one more
+    samples = [(1, k * 200_000, 100) for k in range(1, 6)] + [(1, 4_200_000, 100)]
+    assert sm_busy_seconds(samples, 0, 5.0)[1] == pytest.approx(1.2)
+
+
+def test_sm_busy_single_sample_stands_for_the_interval() -> None:
+    assert sm_busy_seconds([(7, 123, 40)], 0, 2.0) == {7: pytest.approx(0.8)}
+    # a previous read's timestamp gives the sample its span, capped at the interval
+    assert sm_busy_seconds([(7, 5_000_000, 40)], 4_500_000, 2.0) == {7: pytest.approx(0.2)}
+    assert sm_busy_seconds([(7, 9_000_000, 100)], 1_000_000, 2.0) == {7: pytest.approx(2.0)}

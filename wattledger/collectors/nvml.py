@@ -38,6 +38,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -530,23 +531,19 @@ class NvmlCollector:
         if act.last_read_ns is not None and now_ns > act.last_read_ns:
             interval_s = (now_ns - act.last_read_ns) / 1e9
         act.last_read_ns = now_ns
-        util: dict[int, list[int]] | None = None
+        util: list[tuple[int, int, int]] | None = None  # (pid, timestamp_us, smUtil %)
+        prev_seen_us = act.last_seen_us
         if act.util_supported:
             try:
                 samples = nvml.nvmlDeviceGetProcessUtilization(handle, act.last_seen_us)
-                util = {}
-                for s in samples:
-                    ts = int(s.timeStamp)
-                    if ts <= act.last_seen_us:
-                        continue
-                    util.setdefault(int(s.pid), []).append(min(100, max(0, int(s.smUtil))))
-                newest = max((int(s.timeStamp) for s in samples), default=act.last_seen_us)
-                act.last_seen_us = max(act.last_seen_us, newest)
+                util = [(int(s.pid), int(s.timeStamp), min(100, max(0, int(s.smUtil))))
+                        for s in samples if int(s.timeStamp) > prev_seen_us]
+                act.last_seen_us = max([prev_seen_us] + [ts for _, ts, _ in util])
             except nvml.NVMLError as e:
                 if e.value in (nvml.NVML_ERROR_NOT_FOUND, nvml.NVML_SUCCESS):
                     # No samples since last_seen: every holder was idle. (pynvml raises
                     # NVMLError(SUCCESS) when the driver answers an empty SUCCESS.)
-                    util = {}
+                    util = []
                 elif classify(nvml, e) in (NvmlProblem.NOT_SUPPORTED, NvmlProblem.NO_PERMISSION):
                     act.util_supported = False
                     self._once((device, "util"), logging.INFO,
@@ -554,13 +551,13 @@ class NvmlCollector:
                                "used memory instead", device, _errtext(e))
                 else:
                     raise
+        busy = sm_busy_seconds(util, prev_seen_us, interval_s) if util is not None and interval_s else {}
         processes: list[GpuProcess] = []
-        pids = set(holders) | set(util or {})
+        pids = set(holders) | {pid for pid, _, _ in util or ()}
         for pid in sorted(pids):
             sm_busy_s: float | None = None
             if util is not None and interval_s is not None:
-                pct = util.get(pid)
-                sm_busy_s = (math.fsum(pct) / len(pct) / 100.0 * interval_s) if pct else 0.0
+                sm_busy_s = busy.get(pid, 0.0)
             processes.append(GpuProcess(pid, sm_busy_s, holders.get(pid), holds_context=pid in holders))
         if util is not None:
             driver = DRIVER_SM
@@ -614,6 +611,49 @@ class NvmlCollector:
                 pass
             self._initialised = False
             self._probe = None
+
+
+def sm_busy_seconds(
+    samples: list[tuple[int, int, int]], prev_seen_us: int, interval_s: float
+) -> dict[int, float]:
+    """SM-busy seconds per pid in one interval from NVML utilisation samples.
+
+    ``samples`` are (pid, timestamp_us, smUtil %) newer than ``prev_seen_us``
+    (the newest timestamp of the previous read, 0 if none). Each sample is
+    weighted by the time it covers: the gap to the device's previous sample
+    timestamp, capped at the device's sampling period (the median gap between
+    consecutive sample timestamps) because the driver emits no sample for a
+    period in which nobody was busy, so a long gap is idle time, not busy
+    time. With a single sample timestamp and nothing to compare, the sample
+    stands for the whole interval. Each pid's total is capped at the interval.
+
+    Why not "mean smUtil x interval": a pid with one sample in the interval
+    (it started or stopped near a tick, or ran one short burst) would be
+    charged as if it had run the whole interval; see docs/gpu.md.
+    """
+    if not samples:
+        return {}
+    times = sorted({ts for _, ts, _ in samples})
+    chain = ([prev_seen_us] if prev_seen_us > 0 else []) + times
+    gaps = [b - a for a, b in zip(chain, chain[1:])]
+    inner = [b - a for a, b in zip(times, times[1:])] or gaps
+    period_us = statistics.median(inner) if inner else None
+    interval_us = interval_s * 1e6
+    cover: dict[int, float] = {}
+    previous = prev_seen_us if prev_seen_us > 0 else None
+    for ts in times:
+        if period_us is None:
+            span = interval_us
+        elif previous is None:
+            span = period_us
+        else:
+            span = min(ts - previous, period_us)
+        cover[ts] = min(max(span, 0.0), interval_us)
+        previous = ts
+    busy: dict[int, float] = {}
+    for pid, ts, pct in samples:
+        busy[pid] = busy.get(pid, 0.0) + pct / 100.0 * cover[ts] / 1e6
+    return {pid: min(b, interval_s) for pid, b in busy.items()}
 
 
 def mig_shares(slots: dict[str, tuple[int, int, int]], total_slices: int) -> dict[str, float]:
