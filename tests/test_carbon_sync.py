@@ -196,3 +196,19 @@ def test_when_forms() -> None:
 def test_provider_errors_carry_status() -> None:
     e = CarbonProviderError("x", status=429, retry_after_s=3.0)
     assert (e.status, e.retry_after_s) == (429, 3.0)
+
+
+def test_agent_loop_syncs_in_the_background(fake: FakeCarbonAPIs, tmp_path: Path) -> None:
+    from wattledger.agent.loop import Agent, TickResult
+
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    cfg = ukci_cfg(fake, sync_interval_s=300.0)
+    agent = Agent(cfg, ledger, energy_collectors=[], clock_ns=lambda: NOW)
+    assert agent.carbon_sync is not None and agent.carbon_sync.background
+    agent.commit(TickResult([]))
+    agent.carbon_sync.join(10)
+    assert len(ledger.rows(WL_CARBON)) == 12  # NOW - 24 h .. NOW: the recorded half hours
+    agent.commit(TickResult([]))  # not due again: no new request
+    agent.carbon_sync.join(10)
+    assert len(fake.seen("ukci_range")) == 1
+    assert Agent(Config(), ledger, energy_collectors=[]).carbon_sync is None  # off by default

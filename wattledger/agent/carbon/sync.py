@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,7 +110,9 @@ class PeriodicSync:
 
     Failures never stop the agent: each distinct problem is logged once (with
     what to do), and the next attempt waits for the interval or for the
-    server's Retry-After, whichever is longer.
+    server's Retry-After, whichever is longer. With ``background=True`` (the
+    agent loop) the HTTP calls run in a thread of their own, so a slow API
+    (timeouts, retries) never delays a tick; one sync at a time.
     """
 
     def __init__(
@@ -119,10 +122,13 @@ class PeriodicSync:
         *,
         provider: IntensityProvider | None = None,
         clock: Callable[[], int] = time.time_ns,
+        background: bool = False,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
         self.clock = clock
+        self.background = background
+        self._thread: threading.Thread | None = None
         self.interval_ns = int(cfg.carbon.sync_interval_s * NS_PER_S)
         self.next_ns = 0
         self.last_result: SyncResult | None = None
@@ -143,12 +149,35 @@ class PeriodicSync:
         return self.provider is not None
 
     def maybe_sync(self, now_ns: int | None = None) -> SyncResult | None:
+        """Sync when due. Returns the result (None when not due or failed; in background mode always None)."""
         if self.provider is None:
             return None
         now_ns = self.clock() if now_ns is None else now_ns
         if now_ns < self.next_ns:
             return None
+        if self.background:
+            if self._thread is not None and self._thread.is_alive():
+                return None  # the previous sync is still running
+            self.next_ns = now_ns + self.interval_ns
+            self._thread = threading.Thread(target=self._run_guarded, args=(now_ns,), name="carbon-sync",
+                                            daemon=True)
+            self._thread.start()
+            return None
         self.next_ns = now_ns + self.interval_ns
+        return self._run(now_ns)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run_guarded(self, now_ns: int) -> None:
+        try:
+            self._run(now_ns)
+        except Exception as e:  # noqa: BLE001 - a background failure must not vanish nor kill the agent
+            log.error("carbon sync crashed: %s: %s", type(e).__name__, e)
+
+    def _run(self, now_ns: int) -> SyncResult | None:
+        assert self.provider is not None
         try:
             self.last_result = sync(self.cfg, self.ledger, now_ns=now_ns, provider=self.provider)
         except CarbonProviderError as e:
