@@ -125,6 +125,7 @@ class Agent:
     deliverer: Any = None  # agent.delivery.Deliverer when a remote sink is configured
     gpu: NvmlCollector | None = None  # chosen with the energy collectors when those are not given
     on_tick: Callable[[TickResult], None] | None = None
+    carbon_sync: Any = None  # carbon.sync.PeriodicSync; built from [carbon] sync_interval_s when None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -149,6 +150,10 @@ class Agent:
         self.tracker = CounterTracker()
         self._last_cpu_s = self._own_cpu_s()
         self.primed = False
+        if self.carbon_sync is None and self.cfg.carbon.sync_interval_s > 0:
+            from wattledger.agent.carbon.sync import PeriodicSync
+
+            self.carbon_sync = PeriodicSync(self.cfg, self.ledger, clock=self.clock_ns, background=True)
 
     @staticmethod
     def _own_cpu_s() -> float:
@@ -259,6 +264,8 @@ class Agent:
 
     def commit(self, result: TickResult) -> None:
         self.ledger.append(result.points)
+        if self.carbon_sync is not None:
+            self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick
         if self.out is not None and result.points:
             self.out.write("".join(p.to_line() + "\n" for p in result.points))
             self.out.flush()
