@@ -212,3 +212,12 @@ def test_agent_loop_syncs_in_the_background(fake: FakeCarbonAPIs, tmp_path: Path
     agent.carbon_sync.join(10)
     assert len(fake.seen("ukci_range")) == 1
     assert Agent(Config(), ledger, energy_collectors=[]).carbon_sync is None  # off by default
+
+
+def test_docs_table_matches_the_static_table() -> None:
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "carbon.md").read_text()
+    section = text[text.index("### Static table"):text.index("## Configuration")]
+    documented = {z: float(g) for z, g in re.findall(r"\| ([A-Z]{2,5}(?:-[A-Z]{2})?) \| ([\d.]+) ", section)}
+    assert documented == {z: s.g_per_kwh for z, s in TABLE.items()}

@@ -718,7 +718,7 @@ def plot(report: Report, path: str, *, top: int = 5) -> None:
         raise ReportError(
             "--plot needs matplotlib: pip install 'wattledger[plot]' (or pip install matplotlib)"
         ) from None
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     if not report.hours:
         raise ReportError("nothing to plot: no wl_job energy in this window")
@@ -728,53 +728,52 @@ def plot(report: Report, path: str, *, top: int = 5) -> None:
     rest = report.rows[top:]
 
     def label(r: Row) -> str:
-        return " / ".join(v or "(none)" for v in r.key)
+        # Matplotlib hides legend labels that start with "_": name reserved jobs by what they are.
+        head = f"{category(r.key[0])} ({r.key[0]})" if report.by == "job" and r.key[0] in _CATEGORY_OF else None
+        parts = [head or r.key[0] or "(none)", *(v for v in r.key[1:] if v)]
+        return " / ".join(parts)
 
-    def values(keys: list[tuple[str, ...]], attr: str) -> list[float]:
-        out = []
-        for h in hours:
-            s = 0.0
-            for k in keys:
-                cell = report.series.get(k, {}).get(h)
-                if cell is not None:
-                    s += getattr(cell, attr) / (J_PER_KWH if attr == "it_j" else 1)
-            out.append(s)
-        return out
+    def per_hour(keys: list[tuple[str, ...]], attr: str) -> list[float]:
+        return [sum(getattr(report.series[k][h], attr) for k in keys if h in report.series.get(k, {}))
+                for h in hours]
 
     stacks = [(label(r), [r.key]) for r in leaders]
     if rest:
         stacks.append((f"{len(rest)} others", [r.key for r in rest]))
-    fig, (ax_e, ax_c) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, constrained_layout=True)
-    width = 1 / 24 * 0.9
+    fig, (ax_e, ax_c) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, constrained_layout=True)
+    width = timedelta(hours=0.9)
     colors = plt.get_cmap("tab10").colors
     for ax, attr, ylabel in ((ax_e, "facility_kwh", "facility kWh per hour"), (ax_c, "g_co2e", "gCO2e per hour")):
         bottom = [0.0] * len(hours)
         for i, (name, keys) in enumerate(stacks):
-            v = values(keys, attr)
-            color = "0.75" if name.endswith("others") else colors[i % len(colors)]
+            v = per_hour(keys, attr)
+            color = "0.75" if rest and i == len(stacks) - 1 else colors[i % len(colors)]
             ax.bar(xs, v, width=width, bottom=bottom, label=name, color=color, align="edge")
             bottom = [b + x for b, x in zip(bottom, v)]
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-    ci = [report.intensity_by_hour[h].g_per_kwh for h in hours]
     ax_ci = ax_c.twinx()
-    mid = [x for x in xs]
-    ax_ci.step(mid, ci, where="post", color="black", linewidth=1.2, label="grid intensity (g/kWh)")
-    fallback = [x for x, h in zip(xs, hours) if report.intensity_by_hour[h].fallback]
+    ci = [report.intensity_by_hour[h].g_per_kwh for h in hours]
+    # A step per hour, drawn across the whole hour (the last one too).
+    ax_ci.step([*xs, xs[-1] + timedelta(hours=1)], [*ci, ci[-1]], where="post", color="black", linewidth=1.3,
+               label="grid intensity, g/kWh (right axis)")
+    fallback = [(x + timedelta(minutes=30), c) for x, h, c in zip(xs, hours, ci) if report.intensity_by_hour[h].fallback]
     if fallback:
-        ax_ci.scatter(fallback, [report.intensity_by_hour[h].g_per_kwh for h in hours
-                                 if report.intensity_by_hour[h].fallback],
-                      marker="x", color="red", zorder=5, label="static fallback hour")
+        ax_ci.scatter([x for x, _ in fallback], [c for _, c in fallback], marker="x", color="red", zorder=5,
+                      label="hour at the static figure (no wl_carbon)")
     ax_ci.set_ylabel("grid intensity g/kWh")
-    ax_ci.set_ylim(bottom=0)
-    ax_e.legend(loc="upper left", fontsize=8, ncol=2, title=f"top {report.by}s")
-    lines1, labels1 = ax_ci.get_legend_handles_labels()
-    ax_c.legend(lines1, labels1, loc="upper left", fontsize=8)
-    ax_e.set_title(f"Energy and CO2e by {report.by}, zone {report.zone}, PUE {report.pue}\n"
-                   f"{iso(report.since_ns)} .. {iso(report.until_ns)}: total {_num(report.total.facility_kwh)} "
-                   f"facility kWh, {_num(report.total.g_co2e / 1000)} kgCO2e", fontsize=10)
+    ax_ci.set_ylim(bottom=0, top=max(ci) * 1.15)
+    handles, labels = ax_e.get_legend_handles_labels()
+    more_h, more_l = ax_ci.get_legend_handles_labels()
+    fig.legend(handles + more_h, labels + more_l, loc="outside right upper", fontsize=8,
+               title=f"top {report.by}s", title_fontsize=9, frameon=False)
+    fig.suptitle(f"Energy and CO2e by {report.by}, zone {report.zone}, PUE {report.pue}\n"
+                 f"{iso(report.since_ns)} .. {iso(report.until_ns)}: {_num(report.total.facility_kwh)} facility kWh, "
+                 f"{_num(report.total.g_co2e / 1000)} kg CO2e", fontsize=10)
     ax_c.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=timezone.utc))
     ax_c.set_xlabel("UTC")
-    fig.autofmt_xdate()
+    for lbl in ax_c.get_xticklabels():
+        lbl.set_rotation(30)
+        lbl.set_horizontalalignment("right")
     fig.savefig(path, dpi=110)
     plt.close(fig)

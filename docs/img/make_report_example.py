@@ -1,0 +1,98 @@
+"""Regenerate docs/img/report-example.png (and print the matching table) from a synthetic ledger.
+
+    .venv/bin/python docs/img/make_report_example.py
+
+The ledger is SYNTHETIC but shaped like a real week-end on a 4-GPU server:
+two days at 5-minute ticks, an architecture search, two trainings, a model
+served for inference, an untagged notebook, idle GPUs, the kernel and the
+agent; carbon intensity for zone DE with a daily curve (midday solar dip) and
+the last three hours missing, so the static fallback shows.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from wattledger.agent import report as rp
+from wattledger.agent.carbon.timeutil import HOUR_NS, parse_iso_ns
+from wattledger.agent.config import Config
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.points import WL_CARBON, WL_JOB, Point
+
+START = parse_iso_ns("2024-03-09T00:00:00Z")
+HOURS = 48
+TICK_S = 300
+GPU_IDLE_W = 55.0
+
+# (job, user, project, phase, gpu, first hour, last hour, watts)
+RUNS = [
+    ("nas-cifar", "carol", "tinynet", "search", "3", 0, 12, 240.0),
+    ("resnet50-sweep", "alice", "vision", "train", "0", 2, 30, 290.0),
+    ("resnet50-sweep", "alice", "vision", "train", "1", 2, 30, 280.0),
+    ("bert-finetune", "bob", "nlp", "train", "2", 10, 22, 265.0),
+    ("tinynet-serve", "carol", "tinynet", "inference", "3", 30, 48, 110.0),
+]
+
+
+def points() -> list[Point]:
+    out: list[Point] = []
+    host = "gpu01"
+    for tick in range(HOURS * 3600 // TICK_S):
+        t = START + (tick + 1) * TICK_S * 10**9
+        hour = tick * TICK_S / 3600
+
+        def add(job: str, user: str, project: str, phase: str, component: str, device: str, watts: float,
+                source: str) -> None:
+            e = watts * TICK_S
+            out.append(Point(WL_JOB, {"host": host, "job": job, "user": user, "project": project, "phase": phase,
+                                      "component": component, "device": device, "source": source},
+                             {"energy_j": e, "dynamic_j": e * 0.8, "static_j": e * 0.2, "driver_s": TICK_S}, t))
+
+        busy = set()
+        for job, user, project, phase, gpu, h0, h1, watts in RUNS:
+            if h0 <= hour < h1:
+                wobble = 1 + 0.06 * math.sin(tick / 7.0 + int(gpu))
+                add(job, user, project, phase, "gpu", gpu, watts * wobble, "nvml")
+                add(job, user, project, phase, "cpu", "package-0", 18.0, "rapl")
+                busy.add(gpu)
+        for gpu in "0123":
+            if gpu not in busy:
+                add("_idle", "", "", "", "gpu", gpu, GPU_IDLE_W, "nvml")
+        if 9 <= hour % 24 < 18:  # a notebook without a tag during the day
+            add("_untagged", "dave", "", "", "cpu", "package-0", 22.0, "rapl")
+        add("_idle", "", "", "", "cpu", "package-0", 38.0, "rapl")
+        add("_system", "", "", "", "cpu", "package-0", 9.0, "rapl")
+        add("_agent", "", "", "", "cpu", "package-0", 0.4, "rapl")
+    for h in range(HOURS - 3):  # the newest three hours are not synced yet
+        local = (h + 1) % 24  # CET
+        g = 380 + 110 * math.cos((local - 19) / 24 * 2 * math.pi) - 90 * math.exp(-((local - 13) ** 2) / 8)
+        out.append(Point(WL_CARBON, {"zone": "DE", "provider": "electricitymaps", "kind": "actual"},
+                         {"g_per_kwh": round(g, 1)}, START + h * HOUR_NS))
+    return out
+
+
+def main() -> int:
+    out_png = Path(__file__).with_name("report-example.png")
+    cfg = Config()
+    cfg.carbon.zone = "DE"
+    cfg.carbon.provider = "electricitymaps"
+    with tempfile.TemporaryDirectory() as d:
+        ledger = Ledger(Path(d) / "ledger.sqlite3")
+        ledger.append(points())
+        r = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS)
+        r.origin = "synthetic ledger"
+        sys.stdout.write(rp.format_table(r))
+        rp.plot(r, str(out_png))
+        lc = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS, rp.Options(by="phase", project="tinynet"))
+        lc.origin = "synthetic ledger"
+        sys.stdout.write("\n" + rp.format_lifecycle(rp.lifecycle(lc, "tinynet", 250_000, 50_000_000), "table"))
+        ledger.close()
+    print(f"\nwrote {out_png}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
