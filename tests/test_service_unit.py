@@ -139,7 +139,8 @@ def test_unit_grants_exactly_the_two_capabilities_as_ambient() -> None:
     assert one(unit, "Service", "User") == "wattledger"
     # ptrace(2) itself stays forbidden: the capability is only for /proc/<pid>/environ.
     denied = " ".join(v for v in values(unit, "Service", "SystemCallFilter") if v.startswith("~"))
-    assert "@debug" in denied
+    assert "@debug" in denied  # ptrace, pidfd_getfd
+    assert "process_vm_readv" in denied and "process_vm_writev" in denied  # in @system-service's @ipc
 
 
 def test_unit_required_settings() -> None:
