@@ -342,3 +342,15 @@ def test_sm_busy_single_sample_stands_for_the_interval() -> None:
     # a previous read's timestamp gives the sample its span, capped at the interval
     assert sm_busy_seconds([(7, 5_000_000, 40)], 4_500_000, 2.0) == {7: pytest.approx(0.2)}
     assert sm_busy_seconds([(7, 9_000_000, 100)], 1_000_000, 2.0) == {7: pytest.approx(2.0)}
+
+
+def test_a_gpu_lost_at_discovery_is_found_again_later() -> None:
+    fake, c = started(FakeGpu("GPU-a"), FakeGpu("GPU-b", lost=True))
+    c.reprobe_every = 3
+    assert [r.device for r in c.read(fake.now_ns).devices] == ["GPU-a"]
+    fake.gpus[1].lost = False
+    seen = set()
+    for _ in range(3):
+        fake.step(1.0)
+        seen |= {r.device for r in c.read(fake.now_ns).devices}
+    assert seen == {"GPU-a", "GPU-b"}

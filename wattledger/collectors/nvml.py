@@ -248,6 +248,8 @@ class NvmlCollector:
         self._device_probes: list[ProbeResult] = []
         self._probe: ProbeResult | None = None
         self._logged: set[tuple[str, str]] = set()
+        self._reads = 0
+        self.reprobe_every = 60  # reads between looking again for GPUs that failed discovery
 
     # -- logging once ------------------------------------------------------
 
@@ -434,6 +436,9 @@ class NvmlCollector:
         assert self._probe is not None
         if not self._probe.ok:
             return GpuSample(now_ns, (), (self._probe,))
+        self._reads += 1
+        if self._reads % self.reprobe_every == 0 and any(not p.ok for p in self._device_probes):
+            self.probe()  # a GPU lost at discovery may be back (known GPUs keep their state)
         nvml = self._nvml
         readings: list[GpuDeviceReading] = []
         failures: list[ProbeResult] = []
