@@ -278,3 +278,18 @@ def test_lifecycle_refuses_what_it_cannot_know(tmp_path: Path) -> None:
     lc = rp.lifecycle(r2, "bert", None, 0)
     assert lc.ct is None and lc.projected() == pytest.approx((6.0, 1696.5))
     assert "unmeasured" in rp.format_lifecycle(lc, "table")
+
+
+def test_ledger_hourly_sums_match_a_row_by_row_sum(ledger: Ledger) -> None:
+    tags = ("job", "user", "source")
+    got = {(r["time_ns"], *(r[t] for t in tags)): r["energy_j"]
+           for r in ledger.hourly_sums(WL_JOB, "energy_j", tags, H0, H3)}
+    want: dict[tuple, float] = {}
+    for r in ledger.rows(WL_JOB, H0, H3):
+        k = (r["time_ns"] - r["time_ns"] % HOUR_NS, *(r[t] for t in tags))
+        want[k] = want.get(k, 0.0) + r["energy_j"]
+    assert got == pytest.approx(want) and len(got) == 8
+    only_bob = ledger.hourly_sums(WL_JOB, "energy_j", ("job",), H0, H3, {"user": "bob"})
+    assert only_bob == [{"time_ns": H1, "job": "_untagged", "energy_j": KWH}]
+    with pytest.raises(ValueError):
+        ledger.hourly_sums(WL_JOB, "energy_j; DROP TABLE wl_job", ("job",), H0, H3)

@@ -210,3 +210,30 @@ class Ledger:
         sql += " ORDER BY time_ns"
         with self._lock:
             return [dict(zip(cols, r)) for r in self._db.execute(sql, args).fetchall()]
+
+    def hourly_sums(
+        self,
+        measurement: str,
+        field: str,
+        group_tags: Sequence[str],
+        since_ns: int,
+        until_ns: int,
+        equal: dict[str, str] | None = None,
+    ) -> list[dict[str, object]]:
+        """Sum of one field per UTC hour and tag set in [since, until), summed by SQLite.
+
+        What InfluxDB's ``SUM(field) ... GROUP BY time(1h), tags`` gives; rows carry
+        ``time_ns`` (the hour's start). Reports use it so a month of ticks is not
+        loaded row by row.
+        """
+        tags, fields = SCHEMA[measurement]
+        if field not in fields or any(t not in tags for t in [*group_tags, *(equal or {})]):
+            raise ValueError(f"{measurement} has no field {field!r} or no such tags")
+        hour = 3_600_000_000_000
+        cols = ", ".join(group_tags)
+        where = ["time_ns >= ?", "time_ns < ?", f"{field} IS NOT NULL"] + [f"{t} = ?" for t in equal or {}]
+        sql = (f"SELECT (time_ns / {hour}) * {hour} AS hour_ns, {cols}, SUM({field}) FROM {measurement} "
+               f"WHERE {' AND '.join(where)} GROUP BY hour_ns, {cols}")
+        with self._lock:
+            rows = self._db.execute(sql, [since_ns, until_ns, *(equal or {}).values()]).fetchall()
+        return [dict(zip(("time_ns", *group_tags, field), r)) for r in rows]

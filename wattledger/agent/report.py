@@ -322,19 +322,6 @@ def build(
 # -- reading the ledger ------------------------------------------------------------------------
 
 
-def cells_from_rows(rows: Iterable[Mapping[str, Any]], host: str | None = None) -> list[EnergyCell]:
-    """Sum raw wl_job rows into hourly cells (what InfluxDB's GROUP BY time(1h) does)."""
-    sums: dict[tuple[Any, ...], float] = defaultdict(float)
-    for r in rows:
-        if host and r.get("host") != host:
-            continue
-        e = r.get("energy_j")
-        if e is None:
-            continue
-        sums[(hour_floor(int(r["time_ns"])), *(str(r.get(t) or "") for t in CELL_TAGS))] += float(e)
-    return [EnergyCell(k[0], *k[1:], energy_j=v) for k, v in sums.items()]  # type: ignore[misc]
-
-
 def _hour_window(since_ns: int, until_ns: int) -> tuple[int, int]:
     """The whole hours that the window's buckets span: carbon and PUE are read for all of them."""
     end = hour_floor(until_ns - 1) + HOUR_NS if until_ns > 0 else HOUR_NS
@@ -350,11 +337,6 @@ class Options:
     project: str | None = None  # keep only this project
 
 
-def _series_inputs(cfg: Config, opts: Options) -> tuple[str, Callable[[], StaticIntensity], float | None, str]:
-    zone = (opts.zone or cfg.carbon.zone).upper()
-    return zone, (lambda: fallback_intensity(cfg.carbon, zone)), opts.pue, cfg.carbon.provider
-
-
 def _assemble(
     cfg: Config,
     opts: Options,
@@ -365,15 +347,16 @@ def _assemble(
     until_ns: int,
     origin: str,
 ) -> Report:
-    zone, fallback_fn, pue_override, provider = _series_inputs(cfg, opts)
+    zone = (opts.zone or cfg.carbon.zone).upper()
     if opts.project is not None:
         cells = [c for c in cells if c.project == opts.project]
-    intensity = intensity_series(carbon_rows, zone, prefer_provider=provider, fallback_fn=fallback_fn,
-                                 configured_static=provider == "static")
-    if pue_override is not None:
-        if pue_override < 1.0:
-            raise ReportError(f"--pue must be >= 1.0 (facility energy >= IT energy), got {pue_override}")
-        pue = PueSeries({}, pue_override, "--pue")
+    intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
+                                 fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
+                                 configured_static=cfg.carbon.provider == "static")
+    if opts.pue is not None:
+        if opts.pue < 1.0:
+            raise ReportError(f"--pue must be >= 1.0 (facility energy >= IT energy), got {opts.pue}")
+        pue = PueSeries({}, opts.pue, "--pue")
     else:
         pue = pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value, constant_source="[pue] value")
     return build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin)
@@ -382,7 +365,12 @@ def _assemble(
 def from_ledger(ledger: Any, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
     """Report from the local SQLite ledger (``Ledger``)."""
     h0, h1 = _hour_window(since_ns, until_ns)
-    cells = cells_from_rows(ledger.rows(WL_JOB, since_ns, until_ns), opts.host)
+    equal = {"host": opts.host} if opts.host else {}
+    if opts.project is not None:
+        equal["project"] = opts.project
+    sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, equal)
+    cells = [EnergyCell(int(r["time_ns"]), *(str(r[t] or "") for t in CELL_TAGS), energy_j=float(r["energy_j"]))
+             for r in sums]
     return _assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
                      since_ns, until_ns, f"ledger {ledger.path}")
 
@@ -458,6 +446,8 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
     zone = (opts.zone or cfg.carbon.zone).upper()
     host = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
+    if opts.project is not None:
+        host += f' AND "project" = {_quote(opts.project)}' if opts.project else ' AND "project" = \'\''
     cells: list[EnergyCell] = []
     first = client.query(f'SELECT first("energy_j") FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}{host}')
     # Start at the first point: a life cycle asks from 1970, and empty weeks cost a query each.
