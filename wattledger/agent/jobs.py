@@ -2,15 +2,29 @@
 
 A job is (user, tag). The tag comes from the process environment (the first
 configured variable that is set: by default WATTLEDGER_JOB, SLURM_JOB_ID,
-PBS_JOBID, LSB_JOBID), else from the cgroup path (Slurm ``job_<id>``, container
-ids). Because the user is part of the key, a user who sets another user's tag
-gets a job of their own, never a share of the other's.
+PBS_JOBID, LSB_JOBID), else from the cgroup path (Slurm ``job_<id>``,
+docker/containerd/CRI-O/podman container ids). Because the user is part of the
+key, a user who sets another user's tag gets a job of their own, never a
+share of the other's.
+
+Scheduler ids get the scheduler's name as a prefix (``SLURM_JOB_ID=42`` and a
+``.../job_42/...`` cgroup both give ``slurm-42``), so that a job keeps one tag
+whether it was found through its environment or through its cgroup, and a
+user's own ``WATTLEDGER_JOB=42`` is not confused with Slurm job 42.
 
 Tags are user input. ``sanitise_tag`` is the one rule applied before a tag
-reaches any store: NUL-free text, at most ``MAX_TAG_CHARS`` characters from
-``[A-Za-z0-9._:+@/=-]``; every run of other characters becomes one ``_``;
-leading ``_`` are removed (names starting with ``_`` are reserved for the
-ledger's own jobs). A tag that is empty after this is no tag.
+(or a project or phase) reaches any store:
+
+1. every run of characters outside ``[A-Za-z0-9._:+@/=-]`` (spaces, quotes,
+   commas, backslashes, newlines, NUL, non-ASCII...) becomes one ``_``;
+2. leading ``_`` are removed: names starting with ``_`` are reserved for the
+   ledger's own jobs (``_idle``, ``_untagged``, ``_system``, ``_agent``);
+3. the result is cut to ``max_chars`` characters (default 128) and trailing
+   ``_`` are removed;
+4. a tag that is empty after this is no tag (the process is ``_untagged``).
+
+The line-protocol library escapes what is left (``=`` in a tag value), so no
+tag can break a write or inject a field, a tag or a measurement.
 """
 
 from __future__ import annotations
@@ -22,18 +36,28 @@ MAX_TAG_CHARS = 128
 DEFAULT_TAG_VARS: tuple[str, ...] = ("WATTLEDGER_JOB", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
 PROJECT_VAR = "WATTLEDGER_PROJECT"
 PHASE_VAR = "WATTLEDGER_PHASE"
+# Scheduler variables whose value is a bare id: prefixed so that the tag is the
+# same as the one the scheduler's cgroup gives (see tag_from_cgroup).
+TAG_VAR_PREFIX: dict[str, str] = {"SLURM_JOB_ID": "slurm-", "PBS_JOBID": "pbs-", "LSB_JOBID": "lsf-"}
 
 # Reserved jobs (DESIGN.md, "Attribution").
 IDLE = "_idle"            # static energy nobody used
 UNTAGGED = "_untagged"    # processes without a tag, kept per user
-SYSTEM = "_system"        # busy time that no observed process explains
+SYSTEM = "_system"        # busy time that no observed process explains, kernel threads
 AGENT = "_agent"          # wattledger itself
 RESERVED = frozenset({IDLE, UNTAGGED, SYSTEM, AGENT})
+ALLOWED_TAG_CHARS = "A-Z a-z 0-9 . _ : + @ / = -"
 
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._:+@/=-]+")
-_SLURM_CGROUP = re.compile(r"/job_(\d+)(?:/|$)")
+# A Slurm job cgroup: cgroup v1 ".../uid_1000/job_42/step_0", v2
+# ".../system.slice/slurmstepd.scope/job_42/step_0/user/task_0".
+_SLURM_CGROUP = re.compile(r"/job_(\d+)(?=/|$)")
+# Container scopes: docker (cgroupfs "/docker/<id>", systemd "docker-<id>.scope"),
+# containerd / CRI ("cri-containerd-<id>.scope"), CRI-O ("crio-<id>.scope"),
+# podman ("libpod-<id>.scope"; "libpod-conmon-..." is podman's monitor, not
+# the container). Ids are 64 hex digits; the tag keeps the usual 12.
 _CONTAINER_CGROUP = re.compile(
-    r"(?:docker[-/]|containerd[-/]|cri-containerd[-/]|libpod[-/]|crio[-/])([0-9a-f]{12,64})(?:\.scope)?(?:/|$)"
+    r"/(?:docker[-/]|containerd[-/]|cri-containerd-|libpod-|crio-)([0-9a-f]{12,64})(?:\.scope)?(?=/|$)"
 )
 
 
@@ -41,8 +65,8 @@ def sanitise_tag(raw: str | None, max_chars: int = MAX_TAG_CHARS) -> str | None:
     """Apply the tag rule above; None when nothing usable is left."""
     if raw is None:
         return None
-    tag = _DISALLOWED.sub("_", raw).lstrip("_")[:max_chars].rstrip("_") or None
-    return tag
+    tag = _DISALLOWED.sub("_", raw).lstrip("_")[: max(0, max_chars)].rstrip("_")
+    return tag or None
 
 
 @dataclass(frozen=True, order=True)
@@ -64,8 +88,16 @@ IDLE_JOB = JobKey(IDLE)
 AGENT_JOB = JobKey(AGENT)
 
 
+def untagged(user: str) -> JobKey:
+    """The catch-all job of one user's untagged processes."""
+    return JobKey(UNTAGGED, user)
+
+
 def parse_environ(blob: bytes, wanted: frozenset[str]) -> dict[str, str]:
-    """Pick the wanted variables out of a NUL-separated /proc/<pid>/environ blob."""
+    """Pick the wanted variables out of a NUL-separated /proc/<pid>/environ blob.
+
+    The first occurrence of a name wins, as getenv(3) does.
+    """
     found: dict[str, str] = {}
     for entry in blob.split(b"\0"):
         name, sep, value = entry.partition(b"=")
@@ -88,6 +120,34 @@ def tag_from_cgroup(cgroup_text: str) -> str | None:
     return None
 
 
+def unified_cgroup_path(cgroup_text: str) -> str | None:
+    """The cgroup v2 path of a process (the ``0::/path`` line), or None on pure v1."""
+    for line in cgroup_text.splitlines():
+        if line.startswith("0::"):
+            return line[3:].strip() or "/"
+    return None
+
+
+def job_cgroup(cgroup_text: str) -> tuple[str, str] | None:
+    """(tag, cgroup v2 directory of the whole job) when the process sits in a job cgroup.
+
+    The directory is the path up to and including the ``job_<id>`` or container
+    component, so that its ``cpu.stat`` covers every process of the job, those
+    that have already exited included. None when the process has no v2 path
+    or its path names no job.
+    """
+    path = unified_cgroup_path(cgroup_text)
+    if path is None:
+        return None
+    m = _SLURM_CGROUP.search(path)
+    if m:
+        return f"slurm-{m.group(1)}", path[: m.end()]
+    m = _CONTAINER_CGROUP.search(path)
+    if m:
+        return f"container-{m.group(1)[:12]}", path[: m.end()]
+    return None
+
+
 def job_for(
     user: str,
     env: dict[str, str],
@@ -98,13 +158,16 @@ def job_for(
     """The job of a process from its user, its tag variables and its cgroup."""
     tag = None
     for var in tag_vars:
-        tag = sanitise_tag(env.get(var), max_chars)
+        value = env.get(var)
+        if value and var in TAG_VAR_PREFIX:
+            value = TAG_VAR_PREFIX[var] + value
+        tag = sanitise_tag(value, max_chars)
         if tag:
             break
     if not tag:
         tag = sanitise_tag(tag_from_cgroup(cgroup_text), max_chars)
     if not tag:
-        return JobKey(UNTAGGED, user)
+        return untagged(user)
     return JobKey(
         tag,
         user,

@@ -1,26 +1,45 @@
-"""Per-job CPU time from /proc, cheap enough for thousands of processes.
+"""Per-job CPU time from /proc (and cgroup v2), cheap enough for thousands of processes.
 
-Reading every process every tick costs too much (FIELD-NOTES: ~50 ms of CPU per
-pass over 2,000 processes in Python, ~5% of a core at 1 s ticks). So:
+Reading every process every tick costs too much (FIELD-NOTES: psutil needs
+~350 ms of CPU per pass over 2,000 processes; a raw ``stat`` pass ~20-50 ms).
+Most processes on a server sleep, so the collector reads what can have
+changed and uses the kernel's own totals to notice what it did not read:
 
-* ``/proc/stat`` once per tick gives the host's busy CPU time: the total that
-  processes must explain.
+* ``/proc/stat`` once per tick: the host's busy CPU time (the total that
+  processes must explain) and the fork counter. ``/proc/loadavg``: the
+  number of tasks. When neither the fork counter nor the task count moved,
+  no process was born or died and the directory listing of ``/proc`` is
+  skipped.
 * A new process (new pid, or a pid whose start time changed: reuse) is read
-  in full once: ``stat``, owner uid, ``environ`` (the job tag), ``cgroup``.
-* Every tick we re-read only the processes that can matter: tagged ones, the
-  agent itself, *hot* ones (CPU changed recently) and the parents of
-  processes that vanished (to collect their children's CPU).
-* If the busy time the re-read processes explain falls short of
-  ``/proc/stat`` by more than a small threshold, a *cold* process woke up:
-  the remaining processes are read in the same tick (a full scan). A full
-  scan also runs every ``full_scan_every`` ticks as a safety net.
+  in full once: ``stat``, real uid (``status``), ``environ`` (the job tag),
+  ``cgroup``. A process whose command name changes (it called exec) is
+  identified again: ``env WATTLEDGER_JOB=x cmd`` tags ``cmd``.
+* Every tick only *hot* processes are re-read: those whose CPU time (their
+  own, or their reaped children's) moved within their last ``patience``
+  reads, the agent itself, the parents of processes that vanished (to collect
+  the children's CPU) and the orphans of those that vanished (new parent).
+  A process that stays unchanged goes *cold* and is not read any more.
+* If the CPU time the re-read processes explain falls short of what
+  ``/proc/stat`` counted by more than a small threshold, a cold process woke
+  up: cold processes are read, most recently active first, until the gap is
+  closed. A process found that way stays hot twice as long next time. Every
+  ``full_scan_every`` ticks all processes are read as a safety net.
 * Children that live shorter than a tick are charged through their parent's
   ``cutime + cstime`` (fields 16-17 of stat), minus what was already charged
-  for the children we did see before they exited.
-* Busy time no process explains is charged to ``_system``.
+  for the children we saw before they exited. Where a job has its own cgroup
+  v2 (Slurm ``job_<id>``, a container), the cgroup's ``cpu.stat``
+  ``usage_usec`` is the ground truth for that job: per-process charges inside
+  it are completed (children the parents never reaped) or scaled down (double
+  counting) to match it.
+* Busy time no process explains, interrupts and kernel threads go to
+  ``_system``. CPU time discovered late (a cold process read at a later tick)
+  is charged when it is found; the ``_system`` time that stood in for it is
+  paid back from the next ticks' ``_system`` (a bounded carry), so over time
+  nothing is counted twice.
 
 A process is identified by (pid, start time), field 22 of stat. Per-tick work
-is proportional to the new, tagged and busy processes, not to all of them.
+is proportional to the new, busy and changed processes, not to all of them.
+docs/attribution.md describes the scheme and its limits.
 
 Unlike the energy collectors this one returns interval activity per job, not
 cumulative counters: identifying processes across ticks needs the per-pid
@@ -31,6 +50,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +63,10 @@ from wattledger.agent.jobs import (
     SYSTEM_JOB,
     UNTAGGED,
     JobKey,
+    job_cgroup,
     job_for,
     parse_environ,
+    untagged,
 )
 from wattledger.collectors.base import ProbeResult, SourceState
 
@@ -53,56 +75,111 @@ ENVIRON_FIX = (
     "reading other users' /proc/<pid>/environ needs CAP_SYS_PTRACE: run the agent as root or as the "
     "wattledger service (ambient CAP_SYS_PTRACE); until then other users' processes count as _untagged"
 )
+KTHREADD = "2"  # parent of every kernel thread
+_READ_MAX = 4096  # /proc/<pid>/stat is a few hundred bytes
 
 
+# -- pure parsers ---------------------------------------------------------------
 @dataclass(frozen=True)
 class StatFields:
     ppid: int
     cpu_ticks: int  # utime + stime
     child_ticks: int  # cutime + cstime (reaped children)
     start_ticks: int
+    comm: str = ""
 
 
-def parse_stat(text: str) -> StatFields:
-    """Parse /proc/<pid>/stat. The command name (field 2) may hold spaces and ')'."""
-    rest = text[text.rindex(")") + 2 :].split()
+def _split_stat(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(comm, [field 3, field 4, ..., field 22, rest]). comm may hold spaces and ')'."""
+    close = data.rindex(b")")
+    return data[data.index(b"(") + 1 : close], data[close + 2 :].split(None, 20)
+
+
+def parse_stat(text: str | bytes) -> StatFields:
+    """Parse /proc/<pid>/stat."""
+    data = text.encode() if isinstance(text, str) else text
+    comm, rest = _split_stat(data)
     # rest[0] is field 3 (state); field n is rest[n - 3].
     return StatFields(
         ppid=int(rest[1]),
         cpu_ticks=int(rest[11]) + int(rest[12]),
         child_ticks=int(rest[13]) + int(rest[14]),
         start_ticks=int(rest[19]),
+        comm=comm.decode("utf-8", "replace"),
     )
 
 
 @dataclass(frozen=True)
 class HostCpu:
-    busy_ticks: int
+    busy_ticks: int  # user + nice + system + irq + softirq
     ncpu: int
+    task_ticks: int = 0  # user + nice + system: what processes' utime/stime can explain
+    forks: int | None = None  # "processes": tasks created since boot
 
 
 def parse_proc_stat(text: str) -> HostCpu:
     """Busy = user + nice + system + irq + softirq (guest is inside user; steal is not ours)."""
-    busy = 0
+    busy = task = 0
     ncpu = 0
+    forks: int | None = None
     for line in text.splitlines():
         if line.startswith("cpu "):
             v = [int(x) for x in line.split()[1:]]
-            busy = v[0] + v[1] + v[2] + (v[5] if len(v) > 5 else 0) + (v[6] if len(v) > 6 else 0)
+            task = v[0] + v[1] + v[2]
+            busy = task + (v[5] if len(v) > 5 else 0) + (v[6] if len(v) > 6 else 0)
         elif line.startswith("cpu"):
             ncpu += 1
-    return HostCpu(busy, max(ncpu, 1))
+        elif line.startswith("processes "):
+            forks = int(line.split()[1])
+    return HostCpu(busy, max(ncpu, 1), task, forks)
 
 
-@dataclass
+def parse_loadavg_tasks(text: str) -> int | None:
+    """The total task count from /proc/loadavg ("0.00 0.01 0.05 1/123 4567")."""
+    try:
+        return int(text.split()[3].split("/")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_real_uid(status: bytes) -> int | None:
+    """The real uid from /proc/<pid>/status ("Uid:\\treal\\teffective\\tsaved\\tfs")."""
+    start = status.find(b"\nUid:")
+    if start < 0:
+        return None
+    return int(status[start + 5 :].split(None, 1)[0])
+
+
+def parse_cpu_stat_usec(text: str) -> int | None:
+    """usage_usec from a cgroup v2 cpu.stat."""
+    for line in text.splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1])
+    return None
+
+
+def cgroup_v2_root(cgroup_root: Path) -> Path | None:
+    """The cgroup v2 hierarchy under cgroup_root: itself (unified), ``unified/`` (hybrid) or None."""
+    for candidate in (cgroup_root, cgroup_root / "unified"):
+        if (candidate / "cgroup.controllers").exists():
+            return candidate
+    return None
+
+
+# -- per-process state ------------------------------------------------------------
+@dataclass(slots=True)
 class _Proc:
-    start_ticks: int
-    ppid: int
+    start: int
+    ppid: str
+    comm: bytes
     uid: int
     job: JobKey
-    cpu_ticks: int
-    child_ticks: int
+    cpu: int  # utime + stime at the last read (clock ticks)
+    child: int  # cutime + cstime at the last read
+    cg: str | None  # the job cgroup (v2 path) it sits in, if any
+    env_denied: bool = False
     idle_reads: int = 0  # consecutive reads without any CPU change
+    patience: int = 3  # idle reads before it goes cold
 
 
 @dataclass(frozen=True)
@@ -116,6 +193,10 @@ class ProcSample:
     processes_read: int = 0
     full_scan: bool = False
     environ_denied: int = 0
+    cold_scan: bool = False  # cold processes were read because busy time was unexplained
+    listed: bool = True  # /proc was listed (something was born or died)
+    cgroups_read: int = 0
+    processes: int = 0  # processes known (alive at the last listing)
 
 
 @dataclass
@@ -124,26 +205,51 @@ class ProcCollector:
     tag_vars: tuple[str, ...] = DEFAULT_TAG_VARS
     max_tag_chars: int = MAX_TAG_CHARS
     agent_pid: int = field(default_factory=os.getpid)
-    hot_after_idle_reads: int = 3  # a process stays hot this many unchanged reads
+    hot_after_idle_reads: int = 3  # a process stays hot this many unchanged reads (at first)
+    max_patience: int = 64  # ... and at most this many, for processes that keep waking up
     full_scan_every: int = 60
+    # Unexplained task time that starts a cold scan: max(min_gap_ticks, 2% of busy + 0.5% of capacity).
+    min_gap_ticks: int = 4
+    cgroup_root: Path | None = Path("/sys/fs/cgroup")  # None: no cgroup ground truth
+    use_cgroups: bool = True  # False: neither cgroup tags nor cgroup CPU ([jobs] use_cgroups)
     name: str = SOURCE
 
     def __post_init__(self) -> None:
         self.procfs_root = Path(self.procfs_root)
+        self._root = str(self.procfs_root)
         self.clk_tck = os.sysconf("SC_CLK_TCK")
-        self._procs: dict[int, _Proc] = {}
+        self._agent = str(self.agent_pid)
+        self._cg_root = None
+        if self.use_cgroups and self.cgroup_root is not None:
+            self._cg_root = cgroup_v2_root(Path(self.cgroup_root))
+        self._procs: dict[str, _Proc] = {}
+        self._hot: set[str] = set()
+        self._cold: dict[str, None] = {}  # ordered: the most recently cooled last
+        self._kids: dict[str, set[str]] = {}
+        self._holders: Counter[JobKey] = Counter()
+        self._cg_members: Counter[str] = Counter()
+        self._cg_owner: dict[str, JobKey] = {}
+        self._cg_last: dict[str, int] = {}  # cgroup -> usage_usec at the last read
         self._users: dict[int, str] = {}
-        self._last_busy: int | None = None
-        self._last_ns: int | None = None
-        self._last_uptime_ticks: int | None = None
+        self.environ_denied_pids: set[int] = set()  # live processes whose tags we cannot see
+        self._last: tuple[int, int, int] | None = None  # (now_ns, busy_ticks, task_ticks)
+        self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
+        self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
+        self._carry_ticks = 0.0  # task time charged late, still to be paid back from _system (<= 0)
         self._ticks = 0
         self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR}
-        self.environ_denied_pids: set[int] = set()
 
     # -- small readers -------------------------------------------------------
     def _read(self, *parts: str | int) -> bytes:
-        with open(os.path.join(self.procfs_root, *map(str, parts)), "rb") as f:
+        with open(os.path.join(self._root, *map(str, parts)), "rb") as f:
             return f.read()
+
+    def _read_stat(self, pid: str) -> bytes:
+        fd = os.open(f"{self._root}/{pid}/stat", os.O_RDONLY)
+        try:
+            return os.read(fd, _READ_MAX)
+        finally:
+            os.close(fd)
 
     def _user(self, uid: int) -> str:
         name = self._users.get(uid)
@@ -155,42 +261,99 @@ class ProcCollector:
             self._users[uid] = name
         return name
 
-    def _uptime_ticks(self) -> int:
-        return int(float(self._read("uptime").split()[0]) * self.clk_tck)
+    def _uid(self, pid: str) -> int:
+        """The real uid: the user who ran it. The owner of /proc/<pid> is the
+        effective uid, and root for non-dumpable processes, which a user could
+        use to charge root's job."""
+        try:
+            uid = parse_real_uid(self._read(pid, "status"))
+            if uid is not None:
+                return uid
+        except (OSError, ValueError):
+            pass
+        return os.stat(f"{self._root}/{pid}").st_uid
 
     # -- identity ------------------------------------------------------------
-    def _identify(self, pid: int, stat: StatFields) -> _Proc:
-        uid = os.stat(os.path.join(self.procfs_root, str(pid))).st_uid
+    def _identify(self, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> _Proc:
+        uid = self._uid(pid)
         user = self._user(uid)
-        if pid == self.agent_pid:
-            return _Proc(stat.start_ticks, stat.ppid, uid, AGENT_JOB, stat.cpu_ticks, stat.child_ticks)
-        env: dict[str, str] = {}
-        try:
-            env = parse_environ(self._read(pid, "environ"), self._wanted_env)
-        except PermissionError:
-            self.environ_denied_pids.add(pid)
-        except OSError:
-            pass  # kernel threads and zombies have no environ
-        cgroup = ""
-        try:
-            cgroup = self._read(pid, "cgroup").decode("utf-8", "replace")
-        except OSError:
-            pass
-        job = job_for(user, env, cgroup, self.tag_vars, self.max_tag_chars)
-        parent = self._procs.get(stat.ppid)
-        if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
-            job = parent.job  # children inherit, within the same user only
-        return _Proc(stat.start_ticks, stat.ppid, uid, job, stat.cpu_ticks, stat.child_ticks)
+        cg: str | None = None
+        denied = False
+        if pid == self._agent:
+            job = AGENT_JOB
+        elif pid == KTHREADD or ppid == KTHREADD:
+            job = SYSTEM_JOB  # kernel threads: part of "kernel" in _system
+        else:
+            env: dict[str, str] = {}
+            try:
+                env = parse_environ(self._read(pid, "environ"), self._wanted_env)
+            except PermissionError:
+                denied = True
+                self.environ_denied_pids.add(int(pid))
+            except OSError:
+                pass  # zombies have no environ
+            cgroup = ""
+            if self.use_cgroups:
+                try:
+                    cgroup = self._read(pid, "cgroup").decode("utf-8", "replace")
+                except OSError:
+                    pass
+            job = job_for(user, env, cgroup, self.tag_vars, self.max_tag_chars)
+            parent = self._procs.get(ppid)
+            if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
+                job = parent.job  # children inherit, within the same user only
+            if self._cg_root is not None:
+                found = job_cgroup(cgroup)
+                if found is not None:
+                    cg = found[1]
+                    owner = self._cg_owner.get(cg)
+                    if owner is None or (owner.user == "root" and user != "root"):
+                        self._cg_owner[cg] = job if job.tag == found[0] else JobKey(found[0], user)
+        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads)
+
+    def _track(self, pid: str, proc: _Proc) -> None:
+        self._procs[pid] = proc
+        self._hot.add(pid)
+        self._kids.setdefault(proc.ppid, set()).add(pid)
+        self._holders[proc.job] += 1
+        if proc.cg is not None:
+            self._cg_members[proc.cg] += 1
+
+    def _forget(self, pid: str, proc: _Proc) -> None:
+        self._hot.discard(pid)
+        self._cold.pop(pid, None)
+        kids = self._kids.get(proc.ppid)
+        if kids is not None:
+            kids.discard(pid)
+            if not kids:
+                del self._kids[proc.ppid]
+        self._holders[proc.job] -= 1
+        if self._holders[proc.job] <= 0:
+            del self._holders[proc.job]
+        if proc.cg is not None:
+            self._cg_members[proc.cg] -= 1
+            if self._cg_members[proc.cg] <= 0:
+                del self._cg_members[proc.cg]
+        if proc.env_denied:
+            self.environ_denied_pids.discard(int(pid))
+
+    def _retag(self, proc: _Proc, job: JobKey) -> None:
+        self._holders[proc.job] -= 1
+        if self._holders[proc.job] <= 0:
+            del self._holders[proc.job]
+        proc.job = job
+        self._holders[job] += 1
 
     def job_of_pid(self, pid: int) -> JobKey:
         """The job of a host pid (NVML reports host pids); read on demand if new."""
-        proc = self._procs.get(pid)
+        key = str(pid)
+        proc = self._procs.get(key)
         if proc is None:
             try:
-                stat = parse_stat(self._read(pid, "stat").decode())
-                proc = self._identify(pid, stat)
+                comm, rest = _split_stat(self._read_stat(key))
+                proc = self._identify(key, comm, rest[1].decode(), int(rest[19]), 0, 0)
             except (OSError, ValueError, IndexError):
-                return JobKey(UNTAGGED, "")
+                return untagged("")
         return proc.job
 
     # -- the protocol --------------------------------------------------------
@@ -212,7 +375,8 @@ class ProcCollector:
                 denied += 1
             except OSError:
                 pass
-        detail = f"{len(pids)} processes, {host.ncpu} CPUs"
+        cg = f"cgroup v2 CPU ground truth from {self._cg_root}" if self._cg_root else "no cgroup v2 ground truth"
+        detail = f"{len(pids)} processes, {host.ncpu} CPUs, {cg}"
         if denied:
             return ProbeResult(
                 SOURCE, SourceState.PERMISSION_DENIED,
@@ -221,105 +385,251 @@ class ProcCollector:
             )
         return ProbeResult(SOURCE, SourceState.FOUND, detail)
 
+    def _gap_threshold(self, task_ticks: int, capacity_ticks: float) -> float:
+        return max(float(self.min_gap_ticks), 0.02 * task_ticks + 0.005 * capacity_ticks)
+
     def read(self, now_ns: int) -> ProcSample:
         host = parse_proc_stat(self._read("stat").decode())
-        uptime_ticks = self._uptime_ticks()
-        first = self._last_busy is None
-        interval_s = None if first else (now_ns - (self._last_ns or now_ns)) / 1e9
-        busy_ticks = 0 if first else max(0, host.busy_ticks - (self._last_busy or 0))
-        since_ticks = self._last_uptime_ticks
-        self._last_busy, self._last_ns, self._last_uptime_ticks = host.busy_ticks, now_ns, uptime_ticks
+        try:
+            tasks = parse_loadavg_tasks(self._read("loadavg").decode())
+        except OSError:
+            tasks = None
+        first = self._last is None
+        interval_s = 0.0
+        busy_ticks = task_ticks = 0
+        if self._last is not None:
+            interval_s = (now_ns - self._last[0]) / 1e9
+            busy_ticks = max(0, host.busy_ticks - self._last[1])
+            task_ticks = max(0, host.task_ticks - self._last[2])
+        self._last = (now_ns, host.busy_ticks, host.task_ticks)
         self._ticks += 1
+        capacity_ticks = host.ncpu * interval_s * self.clk_tck
 
-        charged: dict[JobKey, int] = {}  # ticks
-
-        def charge(job: JobKey, ticks: int) -> None:
-            if ticks > 0:
-                charged[job] = charged.get(job, 0) + ticks
-
-        live = {int(p) for p in os.listdir(self.procfs_root) if p.isdigit()}
         known = self._procs
+        hot = self._hot
+        cold = self._cold
+        agent = self._agent
+        read_stat = self._read_stat
+        charged: dict[JobKey, float] = {}  # ticks
+        cg_charged: dict[str, dict[JobKey, float]] = {}
 
-        # Vanished processes: remember what we had already charged for them,
-        # per parent, so the parent's cutime only adds what we never saw.
-        seen_child_ticks: dict[int, int] = {}
-        must_read: set[int] = set()
-        for pid in list(known):
-            if pid not in live:
-                gone = known.pop(pid)
-                seen_child_ticks[gone.ppid] = seen_child_ticks.get(gone.ppid, 0) + gone.cpu_ticks + gone.child_ticks
-                must_read.add(gone.ppid)
+        def charge(job: JobKey, ticks: float, cg: str | None) -> None:
+            if ticks > 0:
+                charged[job] = charged.get(job, 0.0) + ticks
+                if cg is not None:
+                    per_job = cg_charged.setdefault(cg, {})
+                    per_job[job] = per_job.get(job, 0.0) + ticks
+
+        # Vanished processes: what we charged for them is already in their
+        # parent's future cutime; remember it per (live) parent.
+        seen, self._seen_carry = self._seen_carry, {}
+        gone_kids: dict[str, list[_Proc]] = {}
+        must_read: set[str] = {agent}
+
+        def bury(pid: str, proc: _Proc, gone: dict[str, _Proc]) -> None:
+            self._forget(pid, proc)
+            parent, hops = proc.ppid, 0
+            while parent in gone and hops < 64:  # the whole subtree exited: fold into the first live ancestor
+                parent, hops = gone[parent].ppid, hops + 1
+            seen[parent] = seen.get(parent, 0) + proc.cpu + proc.child
+            gone_kids.setdefault(parent, []).append(proc)
+            if parent in known:
+                must_read.add(parent)
+            for kid in self._kids.pop(pid, ()):  # orphans: re-read to learn their new parent
+                if kid in known:
+                    must_read.add(kid)
+
+        full_scan = first or self._ticks % self.full_scan_every == 0
+        listing = (host.forks, tasks)
+        listed = full_scan or None in listing or listing != self._last_listing
+        self._last_listing = listing
+        new: list[str] = []
+        new_set: set[str] = set()
+        if listed:
+            live = set(os.listdir(self._root))
+            gone_pids = known.keys() - live
+            if gone_pids:
+                gone = {pid: known.pop(pid) for pid in gone_pids}
+                for pid, proc in gone.items():
+                    bury(pid, proc, gone)
+            new_set = {p for p in live.difference(known) if p.isdigit()}
+            new = sorted(new_set, key=int)  # parents first: children inherit their tags
 
         reads = 0
-        full_scan = first or self._ticks % self.full_scan_every == 0
 
-        def visit(pid: int) -> None:
+        def visit(pid: str) -> bool:
+            """Read one process and charge its CPU since the last read; True if it used any."""
             nonlocal reads
             try:
-                stat = parse_stat(self._read(pid, "stat").decode())
+                comm, f = _split_stat(read_stat(pid))
+                cpu = int(f[11]) + int(f[12])
+                child = int(f[13]) + int(f[14])
+                start = int(f[19])
             except (OSError, ValueError, IndexError):
-                return  # exited between listdir and read
+                return False  # exited between listing and reading: buried next listing
             reads += 1
             proc = known.get(pid)
-            if proc is not None and proc.start_ticks != stat.start_ticks:
-                proc = None  # pid reused
+            if proc is not None and proc.start != start:  # pid reused
+                del known[pid]
+                bury(pid, proc, {})
+                proc = None
             if proc is None:
                 try:
-                    proc = self._identify(pid, stat)
+                    proc = self._identify(pid, comm, f[1].decode(), start, cpu, child)
                 except OSError:
-                    return
-                known[pid] = proc
-                # A process born in this interval: all its CPU (and its reaped
-                # children's) was spent in the interval. Older ones: baseline.
-                if since_ticks is not None and stat.start_ticks >= since_ticks:
-                    charge(proc.job, stat.cpu_ticks + stat.child_ticks - seen_child_ticks.pop(pid, 0))
-                return
-            d_cpu = max(0, stat.cpu_ticks - proc.cpu_ticks)
-            d_child = max(0, stat.child_ticks - proc.child_ticks - seen_child_ticks.pop(pid, 0))
-            charge(proc.job, d_cpu + d_child)
-            proc.idle_reads = 0 if (d_cpu or stat.child_ticks != proc.child_ticks) else proc.idle_reads + 1
-            proc.cpu_ticks, proc.child_ticks, proc.ppid = stat.cpu_ticks, stat.child_ticks, stat.ppid
+                    return False
+                self._track(pid, proc)
+                if not first:
+                    # Unknown at the last listing: all its CPU (and its reaped
+                    # children's) was spent since, or was never charged.
+                    charge(proc.job, cpu + child - seen.pop(pid, 0), proc.cg)
+                return cpu + child > 0
+            ppid = f[1].decode()
+            if ppid != proc.ppid:  # reparented
+                kids = self._kids.get(proc.ppid)
+                if kids is not None:
+                    kids.discard(pid)
+                self._kids.setdefault(ppid, set()).add(pid)
+                proc.ppid = ppid
+            if comm != proc.comm and pid != agent:  # exec: the environment may be new
+                proc.comm = comm
+                try:
+                    fresh = self._identify(pid, comm, ppid, start, cpu, child)
+                except OSError:
+                    fresh = proc
+                if fresh.job != proc.job:
+                    self._retag(proc, fresh.job)
+            d_cpu = cpu - proc.cpu
+            d_child = child - proc.child
+            moved = d_cpu > 0 or d_child > 0
+            d_child -= seen.pop(pid, 0)
+            charge(proc.job, d_cpu, proc.cg)
+            if d_child > 0:
+                kids_gone = gone_kids.get(pid, ())
+                tagged = [k for k in kids_gone if not k.job.reserved]
+                if proc.job.reserved and tagged:
+                    # A reserved parent (a login shell's _untagged, the agent) reaped
+                    # tagged children: the tail of their CPU since our last read is theirs.
+                    weights = [k.cpu + k.child + 1 for k in tagged]
+                    total = float(sum(weights))
+                    for k, w in zip(tagged, weights):
+                        charge(k.job, d_child * w / total, k.cg)
+                else:
+                    charge(proc.job, d_child, proc.cg)
+            proc.cpu, proc.child = cpu, child
+            if moved:
+                proc.idle_reads = 0
+            else:
+                proc.idle_reads += 1
+            return moved
 
-        visited: set[int] = set()
-        for pid in live:
+        def cool(pid: str, proc: _Proc | None) -> None:
+            if proc is not None and proc.idle_reads >= proc.patience and pid != agent:
+                hot.discard(pid)
+                cold[pid] = None
+
+        def warm(pid: str) -> None:
             proc = known.get(pid)
-            if (
-                full_scan
-                or proc is None
-                or pid in must_read
-                or not proc.job.reserved
-                or proc.job == AGENT_JOB
-                or proc.idle_reads < self.hot_after_idle_reads
-            ):
-                visit(pid)
-                visited.add(pid)
+            if proc is not None and proc.idle_reads == 0 and pid in cold:
+                del cold[pid]
+                hot.add(pid)
 
-        # Cold processes woke up? Compare with the host's busy time.
-        if not first and not full_scan:
-            explained = sum(charged.values())
-            threshold = max(3, int(0.01 * host.ncpu * (interval_s or 0) * self.clk_tck))
-            if busy_ticks - explained > threshold:
-                full_scan = True
-                for pid in live - visited:
-                    visit(pid)
+        for pid in new:
+            visit(pid)
+        if full_scan:
+            for pid in [p for p in known if p not in new_set]:
+                visit(pid)
+                warm(pid)
+            for pid in list(hot):
+                cool(pid, known.get(pid))
+        else:
+            for pid in (hot | must_read).difference(new_set):
+                visit(pid)
+                warm(pid)
+                cool(pid, known.get(pid))
+
+        # Cold processes woke up? Compare with the task time /proc/stat counted.
+        cold_scan = False
+        if not first and not full_scan and cold:
+            threshold = self._gap_threshold(task_ticks, capacity_ticks)
+            if task_ticks - sum(charged.values()) > threshold:
+                cold_scan = True
+                for pid in list(reversed(cold)):
+                    if visit(pid) and pid in known:
+                        proc = known[pid]
+                        proc.patience = min(self.max_patience, 2 * proc.patience)
+                        cold.pop(pid, None)
+                        hot.add(pid)
+                        if task_ticks - sum(charged.values()) <= threshold / 2:
+                            break
+
+        cgroups_read = self._reconcile_cgroups(charged, cg_charged)  # the first read is a baseline
+        # Credit for children buried this tick whose parent was not read: next time.
+        self._seen_carry = {pid: ticks for pid, ticks in seen.items() if pid in known}
 
         driver_s: dict[JobKey, float] = {}
         if not first:
-            explained = sum(charged.values())
             for job, ticks in charged.items():
                 driver_s[job] = ticks / self.clk_tck
-            unexplained = busy_ticks - explained
-            if unexplained > 0:
-                driver_s[SYSTEM_JOB] = driver_s.get(SYSTEM_JOB, 0.0) + unexplained / self.clk_tck
-        holders = {p.job: 1.0 for p in known.values() if p.job != AGENT_JOB}
+            # Busy time nobody explains goes to _system, less what late charges owe it.
+            residual = busy_ticks - sum(charged.values()) + self._carry_ticks
+            if residual > 0:
+                driver_s[SYSTEM_JOB] = driver_s.get(SYSTEM_JOB, 0.0) + residual / self.clk_tck
+                self._carry_ticks = 0.0
+            else:
+                self._carry_ticks = max(residual, -capacity_ticks)
+        holders = {job: 1.0 for job in self._holders if job not in (AGENT_JOB, SYSTEM_JOB)}
         return ProcSample(
             now_ns=now_ns,
-            interval_s=interval_s,
+            interval_s=None if first else interval_s,
             busy_s=busy_ticks / self.clk_tck,
-            capacity_s=host.ncpu * (interval_s or 0.0),
+            capacity_s=host.ncpu * interval_s,
             driver_s=driver_s,
             holders=holders,
             processes_read=reads,
             full_scan=full_scan,
             environ_denied=len(self.environ_denied_pids),
+            cold_scan=cold_scan,
+            listed=listed,
+            cgroups_read=cgroups_read,
+            processes=len(known),
         )
+
+    # -- cgroup v2 ground truth ---------------------------------------------
+    def _reconcile_cgroups(self, charged: dict[JobKey, float], cg_charged: dict[str, dict[JobKey, float]]) -> int:
+        """Make each job cgroup's charges add up to its cpu.stat usage delta.
+
+        Per-process charges inside the cgroup that fall short of the cgroup's
+        usage (children the parents have not reaped, reaped by an ignoring
+        parent, or orphaned) are completed on the cgroup's owner job; charges
+        that exceed it (late or doubly counted CPU) are scaled down.
+        """
+        if self._cg_root is None:
+            return 0
+        reads = 0
+        for cg in set(self._cg_members) | set(self._cg_last):
+            try:
+                with open(f"{self._cg_root}/{cg.lstrip('/')}/cpu.stat") as f:
+                    usage = parse_cpu_stat_usec(f.read())
+            except OSError:
+                usage = None
+            reads += 1
+            last = self._cg_last.pop(cg, None)
+            owner = self._cg_owner.get(cg)
+            if cg in self._cg_members and usage is not None:
+                self._cg_last[cg] = usage
+            else:
+                self._cg_owner.pop(cg, None)  # its last processes left: one final read, now forgotten
+            if usage is None or last is None or usage < last:
+                continue
+            truth = (usage - last) * self.clk_tck / 1e6
+            per_job = cg_charged.get(cg, {})
+            seen_ticks = sum(per_job.values())
+            if seen_ticks > truth:
+                scale = truth / seen_ticks
+                for job, ticks in per_job.items():
+                    charged[job] -= ticks * (1.0 - scale)
+            elif truth > seen_ticks:
+                if owner is not None:
+                    charged[owner] = charged.get(owner, 0.0) + truth - seen_ticks
+        return reads
