@@ -336,3 +336,16 @@ def test_secrets_never_reach_logs_or_errors(
     assert "***" in text  # the echoes were there, and scrubbed
     for secret in (EM_TOKEN, WT_PASSWORD, fake.wt_token):
         assert secret not in text
+
+
+def test_wt_api_warnings_are_logged_once(fake: FakeCarbonAPIs, sleeps: list[float],
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    body = fixture("watttime_historical.json")
+    body["meta"]["warnings"] = [{"type": "EXAMPLE_WARNING", "message": "This is just an example"}]
+    fake.queue("wt_historical", 200, body, times=2)
+    p = wt(fake, sleeps)
+    window = (parse_iso_ns("2024-03-05T00:00:00Z"), parse_iso_ns("2024-03-05T01:00:00Z"))
+    caplog.set_level(logging.WARNING)
+    p.fetch(*window)
+    p.fetch(*window)
+    assert caplog.text.count("This is just an example") == 1

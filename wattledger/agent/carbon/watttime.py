@@ -73,6 +73,7 @@ class WattTime:
                                sleep=sleep, timeout_s=timeout_s, hint=_hint)
         self._token = ""
         self._token_until_ns = 0
+        self._warned: set[str] = set()
 
     def _login(self) -> str:
         if self._token and self.clock() < self._token_until_ns:
@@ -121,7 +122,10 @@ class WattTime:
         if factor is None:
             raise CarbonProviderError(f"watttime: values in unknown units {units!r}; expected lbs_co2_per_mwh")
         for w in meta.get("warnings") or []:
-            log.info("watttime: %s", w.get("message", w) if isinstance(w, dict) else w)
+            text = str(w.get("message", w) if isinstance(w, dict) else w)
+            if text not in self._warned:  # each warning once, not at every sync
+                self._warned.add(text)
+                log.warning("watttime: the API warns: %s", text)
         out = []
         for e in data.get("data") or []:
             if e.get("value") is None or not e.get("point_time"):
