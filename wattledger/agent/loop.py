@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.config import Config
 from wattledger.agent.counters import CounterTracker
 from wattledger.agent.gpu_attribution import gpu_drivers
+from wattledger.agent.idle import IdleBaselines, activity_fraction
 from wattledger.agent.jobs import UNTAGGED, JobKey
 from wattledger.agent.ledger import Ledger
 from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
@@ -146,8 +148,12 @@ class Agent:
                 procfs_root=self.cfg.agent.procfs_root,
                 tag_vars=tuple(self.cfg.jobs.tag_vars),
                 max_tag_chars=self.cfg.jobs.max_tag_chars,
+                cgroup_root=Path(self.cfg.agent.cgroup_root),
+                use_cgroups=self.cfg.jobs.use_cgroups,
             )
         self.tracker = CounterTracker()
+        a = self.cfg.attribution  # P_idle: configured > model > learned > none (agent/idle.py)
+        self.idle = IdleBaselines.load(self.ledger.path.parent, a.idle_percentile, a.learn_idle)
         self._last_cpu_s = self._own_cpu_s()
         self.primed = False
         if self.carbon_sync is None and self.cfg.carbon.sync_interval_s > 0:
@@ -218,9 +224,13 @@ class Agent:
                 self.reporter.problem(("suspect", *counter.key),
                                       f"{counter.source} {counter.device}: tick as long as the counter's wrap "
                                       "period; a second wrap would go unseen: shorten --interval")
-            idle_w = configured_idle_w(self.cfg, counter.component, counter.device)
-            if idle_w is None:
-                idle_w = counter.idle_power_w
+            idle_w = self.idle.resolve(counter.component, counter.device,
+                                       configured_idle_w(self.cfg, counter.component, counter.device),
+                                       counter.idle_power_w, now_ns).power_w
+            self.idle.observe(counter.component, counter.device, delta.energy_j / interval_s, activity_fraction(
+                counter.component, activity.busy_s, activity.capacity_s, interval_s=interval_s,
+                gpu_processes=None if gpu_reading is None else len(gpu_reading.processes),
+                gpu_driver="" if gpu_reading is None else gpu_reading.driver, gpu_driver_s=sum(driver_s.values())))
             pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
                         interval_s, idle_w, policy_for(self.cfg, counter.component))
             points.extend(self._pool_points(pool, driver_s, holders, now_ns))
@@ -229,6 +239,7 @@ class Agent:
         duration_s = time.monotonic() - started
         if activity.interval_s is not None:
             points.append(self._agent_point(now_ns, duration_s))
+            self.idle.maybe_save()
         return TickResult(points, pools, duration_s)
 
     def _pool_points(self, pool: Pool, driver_s: Mapping[JobKey, float], holders: Mapping[JobKey, float] | None,
@@ -298,6 +309,7 @@ class Agent:
             made += 1
         if self.deliverer is not None:
             self.deliverer.flush(deadline_s=min(10.0, max(1.0, interval_s)))
+        self.idle.save()
         return made
 
 
