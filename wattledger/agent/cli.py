@@ -26,7 +26,7 @@ from wattledger.agent.jobs import sanitise_tag
 from wattledger.agent.ledger import Ledger
 from wattledger.agent.loop import Agent, choose_energy_collectors, choose_gpu_collector, sum_job_energy
 from wattledger.collectors.base import ProbeResult, SourceState
-from wattledger.collectors.procs import ProcCollector
+from wattledger.collectors.procs import ProcCollector, cgroup_v2_root
 
 log = logging.getLogger("wattledger")
 
@@ -175,12 +175,14 @@ def _doctor_rows(cfg: Config) -> list[ProbeResult]:
         rows.append(ProbeResult("energy", SourceState.MISSING, "no energy source can be read",
                                 "see the RAPL line above, or set [agent] estimate = \"auto\""))
     rows.append(ProcCollector(procfs_root=Path(cfg.agent.procfs_root), tag_vars=tuple(cfg.jobs.tag_vars)).probe())
-    cgroup = Path(cfg.agent.cgroup_root)
-    if (cgroup / "cgroup.controllers").exists():
-        rows.append(ProbeResult("cgroup", SourceState.FOUND, f"cgroup v2 at {cgroup}"))
+    cgroup = cgroup_v2_root(Path(cfg.agent.cgroup_root))
+    if cgroup is not None:
+        rows.append(ProbeResult("cgroup", SourceState.FOUND,
+                                f"cgroup v2 at {cgroup}: job cgroups (Slurm, containers) give their jobs' CPU time"))
     else:
-        rows.append(ProbeResult("cgroup", SourceState.MISSING, f"no cgroup v2 hierarchy at {cgroup}",
-                                "job tags still come from the environment; cgroup tags (Slurm, containers) are off"))
+        rows.append(ProbeResult("cgroup", SourceState.MISSING, f"no cgroup v2 hierarchy at {cfg.agent.cgroup_root}",
+                                "tags still come from the environment and cgroup paths; CPU of children that "
+                                "no parent reaps counts as _system"))
     for extra in _extra_doctor_checks:
         rows.extend(extra(cfg))
     return rows
@@ -211,6 +213,10 @@ def _gpu_doctor_rows(cfg: Config) -> list[ProbeResult]:
 
 
 _extra_doctor_checks.append(_gpu_doctor_rows)
+
+from wattledger.agent.idle import doctor_rows as _idle_doctor_rows  # noqa: E402 - each pool's P_idle and its source
+
+_extra_doctor_checks.append(_idle_doctor_rows)
 
 
 @main.command()
