@@ -36,7 +36,7 @@ from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult
 from wattledger.collectors.estimate import EstimateCollector
 from wattledger.collectors.nvml import GpuDeviceReading, GpuSample, NvmlCollector
-from wattledger.collectors.procs import ProcCollector, ProcSample
+from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
 
 log = logging.getLogger("wattledger.loop")
