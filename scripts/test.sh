@@ -33,9 +33,15 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
 
 # 3. Node: Grafana's own @grafana/data, to evaluate dashboard transformations.
-if [ -f tests/node/package.json ] && command -v npm >/dev/null 2>&1; then
-  if [ ! -d tests/node/node_modules ]; then
-    (cd tests/node && npm install --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
+#    (Debian's nodejs 18 is enough; tests/node/package-lock.json pins the tree.)
+if [ -f tests/node/package.json ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "test.sh: installing Debian's nodejs and npm (dashboard transformation tests)" >&2
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm </dev/null >/dev/null
+  fi
+  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
   fi
 fi
 

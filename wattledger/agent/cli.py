@@ -395,5 +395,9 @@ from wattledger.agent.cli_report import carbon, report  # noqa: E402 - commands 
 main.add_command(report)
 main.add_command(carbon)
 
+from wattledger.agent.cli_dashboards import dashboards  # noqa: E402 - commands defined in their own module
+
+main.add_command(dashboards)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,66 @@
+"""The CO2e a job's dashboard shows equals `wattledger report`'s for the same job, range and settings.
+
+Both apply the same rule: per UTC hour, facility kWh (IT x PUE) x the zone's
+intensity (mean of the hour's wl_carbon points, else the static figure), summed.
+The dashboard side runs the job page's CO2e panel as Grafana would (queries on
+a real InfluxDB, transformations in @grafana/data); the report side reads the
+SQLite ledger holding the same points, and InfluxDB. Data and hand-worked
+figures: tests/test_dashboards_queries.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.test_dashboards_queries import (  # noqa: F401  (influx_url is a fixture)
+    ALICE_CO2E_TOTAL,
+    DB,
+    POINTS,
+    RANGE,
+    influx_url,
+    run_panel,
+)
+from wattledger.agent import dashboards as dash
+from wattledger.agent.config import Config
+from wattledger.agent.ledger import Ledger
+from wattledger.agent.report import InfluxQL, Options, from_influx, from_ledger
+
+pytestmark = pytest.mark.influx
+
+
+def report_config() -> Config:
+    cfg = Config()
+    cfg.carbon.zone = "DE"
+    cfg.carbon.provider = "electricitymaps"  # the provider the dashboard's variable selects
+    return cfg
+
+
+def dashboard_co2e(url: str, user: str) -> float:
+    dashboard = dash.job()
+    panel = next(p for p in dash.panels(dashboard) if p["title"] == "CO2e")
+    return run_panel(url, dashboard, panel, {"user": [user], "host": "$__all"}).reduced(dash.CO2E, "sum")
+
+
+def test_job_co2e_equals_report_from_ledger(influx_url: str, tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.append(POINTS)
+    since, until = RANGE.from_ms * 1_000_000, RANGE.to_ms * 1_000_000
+    report = from_ledger(ledger, report_config(), since, until, Options(by="job"))
+    ledger.close()
+    row = next(r for r in report.rows if r.key == ("train-a", "alice"))
+    shown = dashboard_co2e(influx_url, "alice")
+    assert math.isclose(shown, row.g_co2e, rel_tol=1e-3), (shown, row.g_co2e)
+    assert math.isclose(row.g_co2e, ALICE_CO2E_TOTAL, rel_tol=1e-9)  # both equal the hand-worked figure
+    assert row.fallback_kwh == pytest.approx(180_000 / 3.6e6)  # hour 3 used the static figure, flagged
+
+
+def test_job_co2e_equals_report_from_influx(influx_url: str) -> None:
+    since, until = RANGE.from_ms * 1_000_000, RANGE.to_ms * 1_000_000
+    report = from_influx(InfluxQL(influx_url, DB), report_config(), since, until, Options(by="job"))
+    for user in ("alice", "bob"):
+        row = next(r for r in report.rows if r.key == ("train-a", user))
+        shown = dashboard_co2e(influx_url, user)
+        assert math.isclose(shown, row.g_co2e, rel_tol=1e-3), (user, shown, row.g_co2e)
