@@ -115,7 +115,7 @@ def attribute(
         static = _split(static_j, driver_s, IDLE_JOB)
     elif pool.policy is StaticPolicy.OCCUPANCY:
         if holders is None:
-            holders = {job: 1.0 for job, d in driver_s.items() if d > 0}
+            holders = {job: 1.0 for job, d in driver_s.items() if d > 0 and math.isfinite(d)}
         static = _split(static_j, holders, IDLE_JOB)
     else:
         static = {IDLE_JOB: static_j} if static_j else {}
