@@ -212,6 +212,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[agent] interval_s must be > 0")
     if cfg.agent.estimate not in ("auto", "always", "never"):
         raise ConfigError("[agent] estimate must be auto, always or never")
+    if cfg.agent.gpus not in ("auto", "never"):
+        raise ConfigError("[agent] gpus must be auto or never")
     if cfg.pue.value < 1.0:
         raise ConfigError(f"[pue] value must be >= 1.0 (facility energy >= IT energy), got {cfg.pue.value}")
     if cfg.spool.max_rows < 1:
