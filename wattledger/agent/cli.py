@@ -247,15 +247,13 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
 
 
 def _intensity(cfg: Config) -> tuple[float, str]:
-    if cfg.carbon.g_per_kwh is not None:
-        return cfg.carbon.g_per_kwh, "configured [carbon] g_per_kwh"
-    from wattledger.agent.carbon.static import UnknownZone, lookup
+    from wattledger.agent.carbon import intensity_now
+    from wattledger.agent.carbon.static import UnknownZone
 
     try:
-        s = lookup(cfg.carbon.zone)
+        return intensity_now(cfg.carbon)
     except UnknownZone as e:
         raise click.UsageError(str(e.args[0])) from None
-    return s.g_per_kwh, f"static {s.zone} {s.year} ({s.source})"
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
