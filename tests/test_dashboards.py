@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from wattledger.agent import dashboards as dash
+from wattledger.agent.carbon.static import lookup
 from wattledger.agent.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ def test_pue_and_carbon_variables() -> None:
             assert variables["pue"]["type"] == "textbox" and variables["pue"]["current"]["value"] == "1.58"
         if "wl_carbon" in uses:
             assert variables["zone"]["query"] == 'SHOW TAG VALUES FROM "wl_carbon" WITH KEY = "zone"'
-            assert variables["ci_fallback"]["current"]["value"] == "480"  # static table, WORLD
+            assert variables["ci_fallback"]["current"]["value"] == f"{lookup('WORLD').g_per_kwh:g}"
     job_vars = {v["name"]: v for v in dash.job()["templating"]["list"]}
     assert job_vars["job"]["query"] == 'SHOW TAG VALUES FROM "wl_job" WITH KEY = "job"'
     assert job_vars["job"]["multi"] is False

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from wattledger.agent.carbon.static import TABLE as STATIC_TABLE
 from wattledger.agent.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
 from wattledger.agent.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 
@@ -69,13 +70,14 @@ ENERGY_CLASSES: tuple[tuple[str, str], ...] = (
     ("agent", f"\"job\" = '{AGENT}'"),
 )
 
+
 @dataclass(frozen=True)
 class Defaults:
     """The variables' initial values; ``wattledger dashboards export --config`` takes them from the config."""
 
     pue: float = DEFAULT_PUE
     zone: str = "WORLD"
-    fallback_g_per_kwh: float = 480.0  # the static table's WORLD figure (carbon/static.py)
+    fallback_g_per_kwh: float = STATIC_TABLE["WORLD"].g_per_kwh  # what the report falls back to for WORLD
 
 
 FACILITY_KWH = "facility_kwh"
