@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_carbon_apis import FakeCarbonAPIs, fixture
+from wattledger.agent.carbon.base import KIND_RANK
 from wattledger.agent.carbon import CarbonProviderError, fallback_intensity, intensity_now
 from wattledger.agent.carbon.static import TABLE, StaticProvider, UnknownZone, lookup
 from wattledger.agent.carbon.sync import PeriodicSync, sync
@@ -59,8 +60,16 @@ def test_sync_writes_points_at_the_intensity_time_and_backfill_replaces_forecast
 
     second = sync(cfg, ledger, since_ns=T0, until_ns=NOW, now_ns=NOW)  # actuals have arrived
     assert second.kinds == ("actual", "forecast")
-    rows = ledger.rows(WL_CARBON)
-    assert len(rows) == 12  # one value per (zone, provider, time): the newest
+    all_rows = ledger.rows(WL_CARBON)
+    # As in InfluxDB, kind is part of the point's identity: the forecasts stay, each
+    # re-synced forecast replaced its own older value, and readers prefer the actual.
+    assert len([r for r in all_rows if r["kind"] == "forecast"]) == 12
+    best: dict[int, dict] = {}
+    for r in all_rows:
+        if r["time_ns"] not in best or KIND_RANK[r["kind"]] < KIND_RANK[best[r["time_ns"]]["kind"]]:
+            best[r["time_ns"]] = r
+    rows = [best[t] for t in sorted(best)]
+    assert len(rows) == 12
     data = fixture("ukci_intensity_range.json")["data"]
     for r, e in zip(rows, data):
         actual = e["intensity"]["actual"]

@@ -22,10 +22,12 @@ from wattledger.agent.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
 LEDGER_FILE = "ledger.sqlite3"
 
 # Series that hold one value per (key tags, time): a newer point replaces the stored
-# one, as a same-tags same-time point does in InfluxDB. Carbon history backfill turns
-# forecasts into actuals (``kind`` is deliberately not in the key) and a corrected
-# PUE replaces the old figure.
-REPLACE_KEYS: dict[str, tuple[str, ...]] = {WL_CARBON: ("zone", "provider"), WL_PUE: ("site",)}
+# one, exactly as a same-tags same-time point does in InfluxDB: a re-synced or
+# corrected intensity replaces the old figure of the same kind, and a corrected
+# PUE replaces the old one. ``kind`` is a tag, so a forecast and the later actual
+# for one hour are two rows here as in InfluxDB; readers prefer the actual
+# (docs/design-notes.md), and a late forecast can never replace an actual.
+REPLACE_KEYS: dict[str, tuple[str, ...]] = {WL_CARBON: ("zone", "provider", "kind"), WL_PUE: ("site",)}
 
 
 def _ddl() -> list[str]:
