@@ -224,6 +224,23 @@ def test_step_is_bounded_in_time(ledger: Ledger) -> None:
     assert len(sink.writes) == 6
 
 
+def test_step_sizes_batches_to_fit_the_budget(ledger: Ledger) -> None:
+    """After one measured write, a step reads only what fits its budget: a backlog never stalls a tick."""
+    ledger.append([pt(i) for i in range(3000)])
+    t = FakeTime()
+    sink = ScriptedSink()
+    sink.on_write = lambda: setattr(t, "now", t.now + 0.001 * sink.writes[-1])  # 1,000 points/s
+    d = deliverer(ledger, sink, t, batch_points=1000, step_budget_s=0.25)
+    d.step()
+    assert sink.writes == [1000]  # nothing measured yet: one full batch
+    for _ in range(4):
+        started = t.now
+        d.step()
+        assert t.now - started <= 0.25 + 1e-9
+    assert sink.writes[1:] == [250] * 4
+    assert d.flush(deadline_s=60) and sink.writes[-1] == 1000  # flush goes for throughput
+
+
 def test_a_sink_that_raises_is_retried_not_fatal(ledger: Ledger) -> None:
     ledger.append([pt(0)])
 

@@ -18,8 +18,9 @@ The one place that decides what a sink's answer means for the spooled rows
   with jitter, never sooner than the server's Retry-After.
 
 ``step`` is called by the loop after every tick and is bounded in time: it
-sends while there is backlog and its budget lasts, and returns at once while
-backing off. One request can still take up to the sink's ``timeout_s``.
+sends while there is backlog and its budget lasts (batches sized from the
+measured rate to fit), and returns at once while backing off. A server that
+hangs can still hold one request for up to the sink's ``timeout_s``.
 ``flush`` is for SIGTERM. A crash between the server's 2xx and
 ``mark_delivered`` only means the batch is sent again on restart (idempotent).
 """
@@ -47,6 +48,7 @@ class _Progress(enum.Enum):
 
 
 _STOP_OUTCOMES = (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED)
+MIN_STEP_POINTS = 100
 
 
 class Deliverer:
@@ -86,14 +88,24 @@ class Deliverer:
         self._rejection_logged = False
         self._too_large_logged = False
         self._counts: Counter[str] = Counter()
+        self._rate_pts_per_s: float | None = None  # measured: spool read + encode + request + mark
 
     # -- the loop's interface ---------------------------------------------
     def step(self) -> None:
-        """Send what is due, for at most ``step_budget_s`` (plus one request)."""
+        """Send what is due, for about ``step_budget_s`` at most.
+
+        Batches read from the spool are sized from the measured delivery rate
+        so that one request fits in what is left of the budget (never fewer
+        than MIN_STEP_POINTS, never more than batch_points): a backlog drains
+        over many ticks instead of delaying one tick by a 5,000-point write.
+        """
         start = self._clock()
         if start < self._next_attempt_at:
             return
-        while self._attempt() is _Progress.MOVED:
+        while True:
+            left_s = self._step_budget_s - (self._clock() - start)
+            if self._attempt(self._fetch_limit(left_s)) is not _Progress.MOVED:
+                return
             if self._clock() - start >= self._step_budget_s:
                 return
 
@@ -144,13 +156,20 @@ class Deliverer:
         return max(0.0, self._next_attempt_at - self._clock())
 
     # -- one attempt -------------------------------------------------------
-    def _next_batch(self) -> Batch:
+    def _fetch_limit(self, budget_left_s: float) -> int:
+        if self._rate_pts_per_s is None:
+            return self._batch_points
+        fits = int(self._rate_pts_per_s * max(budget_left_s, 0.0))
+        return max(1, min(self._batch_points, max(MIN_STEP_POINTS, fits)))
+
+    def _next_batch(self, limit: int) -> Batch:
         if self._queue:
             return self._queue.popleft()
-        return self.ledger.pending(self._batch_points)
+        return self.ledger.pending(limit)
 
-    def _attempt(self) -> _Progress:
-        batch = self._next_batch()
+    def _attempt(self, limit: int | None = None) -> _Progress:
+        started = self._clock()
+        batch = self._next_batch(self._batch_points if limit is None else limit)
         if not batch.ids:
             return _Progress.IDLE
         self._counts["writes"] += 1
@@ -161,6 +180,11 @@ class Deliverer:
             result = WriteResult.unreachable(e)
         if result.ok:
             self._delivered(batch)
+            elapsed_s = self._clock() - started
+            if elapsed_s > 0:
+                rate = len(batch.ids) / elapsed_s
+                old = self._rate_pts_per_s
+                self._rate_pts_per_s = rate if old is None else 0.7 * old + 0.3 * rate
             return _Progress.MOVED
         self._counts["write_errors"] += 1
         if result.outcome is Outcome.REJECTED:
