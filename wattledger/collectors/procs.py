@@ -76,6 +76,7 @@ ENVIRON_FIX = (
     "wattledger service (ambient CAP_SYS_PTRACE); until then other users' processes count as _untagged"
 )
 KTHREADD = "2"  # parent of every kernel thread
+INIT = "1"  # reaps orphans
 _READ_MAX = 4096  # /proc/<pid>/stat is a few hundred bytes
 
 
@@ -337,12 +338,19 @@ class ProcCollector:
         if proc.env_denied:
             self.environ_denied_pids.discard(int(pid))
 
-    def _retag(self, proc: _Proc, job: JobKey) -> None:
+    def _move(self, proc: _Proc, job: JobKey, cg: str | None) -> None:
+        """A process identified again (after exec) belongs to another job or job cgroup."""
         self._holders[proc.job] -= 1
         if self._holders[proc.job] <= 0:
             del self._holders[proc.job]
-        proc.job = job
+        if proc.cg is not None:
+            self._cg_members[proc.cg] -= 1
+            if self._cg_members[proc.cg] <= 0:
+                del self._cg_members[proc.cg]
+        proc.job, proc.cg = job, cg
         self._holders[job] += 1
+        if cg is not None:
+            self._cg_members[cg] += 1
 
     def job_of_pid(self, pid: int) -> JobKey:
         """The job of a host pid (NVML reports host pids); read on demand if new."""
@@ -497,8 +505,8 @@ class ProcCollector:
                     fresh = self._identify(pid, comm, ppid, start, cpu, child)
                 except OSError:
                     fresh = proc
-                if fresh.job != proc.job:
-                    self._retag(proc, fresh.job)
+                if fresh.job != proc.job or fresh.cg != proc.cg:
+                    self._move(proc, fresh.job, fresh.cg)
             d_cpu = cpu - proc.cpu
             d_child = child - proc.child
             moved = d_cpu > 0 or d_child > 0
@@ -514,6 +522,10 @@ class ProcCollector:
                     total = float(sum(weights))
                     for k, w in zip(tagged, weights):
                         charge(k.job, d_child * w / total, k.cg)
+                elif pid == INIT:
+                    # Orphans init reaped that we never saw: nobody's job we know
+                    # (a job cgroup claims its own through cpu.stat).
+                    charge(SYSTEM_JOB, d_child, None)
                 else:
                     charge(proc.job, d_child, proc.cg)
             proc.cpu, proc.child = cpu, child
