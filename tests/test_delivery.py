@@ -344,3 +344,30 @@ def test_property_nothing_lost_nothing_doubled(
     set_aside = {r[0] for r in led._db.execute("SELECT time_ns FROM rejected")}
     assert set_aside == {T0 + i for i in bad if i < n_points}
     led.close()
+
+
+def test_spool_counts_stay_exact_when_the_bound_drops_rows_in_flight(tmp_path: Path) -> None:
+    """The outbox size is kept in meta (no COUNT(*) per tick); rows dropped mid-delivery are not 'delivered'."""
+    led = Ledger(tmp_path / "l.sqlite3", spool=True, spool_max_rows=10)
+    t = FakeTime()
+    led.append([pt(i) for i in range(8)])
+    in_flight = led.pending(8)
+
+    def outbox_rows() -> int:
+        return int(led._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    led.append([pt(i) for i in range(8, 14)])  # 14 > 10: the 4 oldest are dropped, counted
+    assert led.spool_counts()["spooled"] == outbox_rows() == 10
+    assert led.spool_counts()["dropped"] == 4
+    led.mark_delivered(in_flight.ids)  # 4 of these 8 ids were already dropped
+    assert led.spool_counts()["delivered"] == 4
+    assert led.spool_counts()["spooled"] == outbox_rows() == 6
+    d = deliverer(led, ScriptedSink(is_bad=lambda p: p.time_ns == T0 + 9), t)
+    d.step()
+    counts = led.spool_counts()
+    assert (counts["spooled"], counts["delivered"], counts["rejected"], counts["dropped"]) == (0, 9, 1, 4)
+    assert outbox_rows() == 0
+    led.close()
+    reopened = Ledger(tmp_path / "l.sqlite3", spool=True)
+    assert reopened.spool_counts()["spooled"] == 0
+    reopened.close()

@@ -121,3 +121,21 @@ def test_sink_settings_from_file_and_environment(tmp_path) -> None:  # type: ign
 def test_no_sink_is_reported_not_an_error() -> None:
     probe = check_connection(SinkSection())
     assert probe.state is SourceState.MISSING and "local ledger" in probe.detail and "--influx-url" in probe.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ("DOMAIN\\alice", False), ('say "hi", a=b', False), ("ü€😀", False), ("a\\b\\c", False),
+        ("a\\", True), ("a\\ b", True), ("a\\,b", True), ("a\\=b", True), ("a\\\\b", True),
+        ("x\ny", True), ("tab\t", True), ("nul\x00", True), ("del\x7f", True),
+    ],
+)
+def test_tag_values_line_protocol_cannot_carry_are_refused_unsent(value: str, refused: bool) -> None:
+    p = Point(WL_NODE, {"host": "h", "user": value}, {"energy_j": 1.0}, 1)
+    result = encode_lines([p])
+    if refused:
+        assert not isinstance(result, list) and result.outcome is Outcome.REJECTED
+        assert result.status is None and "tag 'user'" in result.detail
+    else:
+        assert isinstance(result, list) and len(result) == 1

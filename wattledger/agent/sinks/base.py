@@ -175,15 +175,45 @@ def classify(status: int, body: bytes | str | None = None, headers: Mapping[str,
     return WriteResult(Outcome.MISCONFIGURED, status, detail)
 
 
+# Tag values that line protocol cannot carry faithfully through influxdb-client's
+# escaping: control characters (newline, tab and CR come out as two characters;
+# a NUL breaks InfluxDB 1.x's error header), and a backslash before a space,
+# comma, '=', another backslash or the end. The library does not escape
+# backslashes, so InfluxDB's line splitter and its tag parser read such a value
+# differently: with a '="' after it, the splitter takes the newline into a
+# "quoted string" and two lines of the batch run together. Job tags, projects
+# and phases never hold these (jobs.sanitise_tag); a backslash before a letter
+# (DOMAIN\user names) is safe and passes.
+_UNSAFE_TAG_VALUE = re.compile(r"[\x00-\x1f\x7f]|\\(?=[\\ ,=]|$)")
+
+
+def unsafe_tag(point: Point) -> str | None:
+    """The first tag whose value line protocol cannot carry faithfully, or None."""
+    for key, value in point.tags.items():
+        if value and _UNSAFE_TAG_VALUE.search(value):
+            return key
+    return None
+
+
 def encode_lines(points: Sequence[Point]) -> list[str] | WriteResult:
     """Line protocol for each point (escaping by influxdb-client), or REJECTED if one cannot be written.
 
-    A point that has no finite field (NaN/inf are left out by the library) or a
-    value that is not a number can never be stored; rejecting the batch lets
-    the deliverer split it down to that point and set it aside alone.
+    A point that has no finite field (NaN/inf are left out by the library), a
+    value that is not a number, or a tag value line protocol cannot carry
+    (``_UNSAFE_TAG_VALUE``) can never be stored as it is; rejecting the batch
+    lets the deliverer split it down to that point and set it aside alone,
+    without ever sending it.
     """
     lines: list[str] = []
     for i, p in enumerate(points):
+        bad_tag = unsafe_tag(p)
+        if bad_tag is not None:
+            return WriteResult(
+                Outcome.REJECTED, None,
+                f"point {i} ({p.measurement}): tag '{bad_tag}' holds a control character or a backslash before "
+                "a space, comma, '=', backslash or its end, which line protocol cannot carry; sanitise it where "
+                "it is made (jobs.sanitise_tag)",
+            )
         try:
             line = p.to_line()
         except (TypeError, ValueError) as e:
