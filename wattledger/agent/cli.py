@@ -151,6 +151,12 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
     cfg = load_config(config_path, agent__interval_s=interval_s, agent__state_dir=state_dir,
                       agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
                       **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, sink))
+    from wattledger.agent.sinks import resolve_kind
+
+    try:
+        cfg.sink.kind = resolve_kind(cfg.sink)  # a config file with url + database means v1, as the options do
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
     remote = cfg.sink.kind in ("influx_v1", "influx_v2")
     try:
         ledger = Ledger.in_state_dir(cfg.state_dir, spool=remote, spool_max_rows=cfg.spool.max_rows)
