@@ -378,7 +378,7 @@ def top(config_path: str | None, state_dir: str | None, interval_s: float, once:
     path = cfg.state_dir / "ledger.sqlite3"
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: start `wattledger agent` (or pass --state-dir)")
-    ledger = Ledger(path)
+    ledger = Ledger(path, readonly=True)
     while True:
         since = time.time_ns() - int(max(60.0, 3 * cfg.agent.interval_s) * 1e9)
         nodes = ledger.rows(WL_NODE, since_ns=since)

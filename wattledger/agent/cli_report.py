@@ -50,6 +50,8 @@ def _when(text: str | None, now_ns: int, name: str) -> int | None:
 
 
 def _open_ledger(cfg: Config, *, write: bool) -> Any:
+    import sqlite3
+
     from wattledger.agent.ledger import LEDGER_FILE, Ledger
 
     path = cfg.state_dir / LEDGER_FILE
@@ -58,8 +60,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
                                    "or --from-influx")
     remote = cfg.sink.kind in ("influx_v1", "influx_v2")
     try:
-        return Ledger(path, spool=remote and write, spool_max_rows=cfg.spool.max_rows)
-    except OSError as e:
+        return Ledger(path, spool=remote and write, spool_max_rows=cfg.spool.max_rows, readonly=not write)
+    except (OSError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot open the ledger {path}: {e}") from None
 
 

@@ -49,12 +49,25 @@ def _ddl() -> list[str]:
 
 
 class Ledger:
-    def __init__(self, path: Path, *, spool: bool = False, spool_max_rows: int = 1_000_000) -> None:
+    def __init__(self, path: Path, *, spool: bool = False, spool_max_rows: int = 1_000_000,
+                 readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.spool = spool
         self.spool_max_rows = spool_max_rows
         self._lock = threading.Lock()
+        if readonly:
+            # For readers (report, top) who may not write the state dir: members of the
+            # service's group reading /var/lib/wattledger. No schema, no PRAGMA writes.
+            # While the agent runs, the -wal and -shm files exist and a read-only
+            # connection uses them. When it stopped cleanly they are gone, and a
+            # read-only connection could not create the -shm: with no -wal there is
+            # no writer, so the file is opened as immutable.
+            immutable = "" if Path(f"{self.path}-wal").exists() else "&immutable=1"
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro{immutable}", uri=True, timeout=30,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
