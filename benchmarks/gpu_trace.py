@@ -485,7 +485,7 @@ def _stats(xs: list[float]) -> str:
 def print_report(res: dict[str, Any]) -> None:
     label = "SYNTHETIC trace (simulated, not a measurement)" if res["synthetic"] else "RECORDED trace"
     print(f"== {label}: {res['note']}")
-    print(f"idle power from the baseline phase: " + ", ".join(f"{u}: {w:.1f} W" for u, w in res["idle_w"].items()))
+    print("idle power from the baseline phase: " + ", ".join(f"{u}: {w:.1f} W" for u, w in res["idle_w"].items()))
     print("\n1. conservation")
     print(f"   sum of per-job GPU energy  {res['charged_j']:.3f} J")
     print(f"   energy-counter deltas      {res['counter_j']:.3f} J  (attributed ticks; worst tick gap "

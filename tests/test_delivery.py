@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from wattledger.agent.delivery import Deliverer
 from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_JOB, WL_NODE, Point
+from wattledger.agent.points import WL_JOB, Point
 from wattledger.agent.sinks.base import Outcome, WriteResult
 from wattledger.collectors.base import ProbeResult, SourceState
 

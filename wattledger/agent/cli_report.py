@@ -16,19 +16,10 @@ import click
 from wattledger.agent import config as config_mod
 from wattledger.agent.carbon.base import CarbonProviderError
 from wattledger.agent.carbon.timeutil import BadTime, iso, parse_when
+from wattledger.agent.cli_options import config_option, state_dir_option
 from wattledger.agent.config import Config, ConfigError
 
 log = logging.getLogger("wattledger")
-
-_config_option = click.option(
-    "--config", "config_path", envvar="WATTLEDGER_CONFIG", type=click.Path(dir_okay=False),
-    help="TOML config file [default: /etc/wattledger/config.toml if it exists].",
-)
-_state_dir_option = click.option(
-    "--state-dir", envvar="WATTLEDGER_AGENT_STATE_DIR", type=click.Path(file_okay=False),
-    help="Where the SQLite ledger lives [default: [agent] state_dir, /var/lib/wattledger].",
-)
-
 
 def _load(config_path: str | None, state_dir: str | None) -> Config:
     try:
@@ -66,8 +57,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 
 
 @click.command()
-@_config_option
-@_state_dir_option
+@config_option
+@state_dir_option
 @click.option("--since", help="Start: ISO-8601 or an age (30m, 2h, 7d) [default: 24h; with --lifecycle: all].")
 @click.option("--until", default="now", show_default=True, help="End (exclusive): ISO-8601, an age, or now.")
 @click.option("--by", type=click.Choice(["job", "user", "project", "phase"]), default="job", show_default=True)
@@ -144,8 +135,8 @@ def carbon() -> None:
 
 
 @carbon.command("sync")
-@_config_option
-@_state_dir_option
+@config_option
+@state_dir_option
 @click.option("--since", help="Start: ISO-8601 or an age (7d) [default: 24 h before the last sync, or 24h].")
 @click.option("--until", default="now", show_default=True, help="End (exclusive).")
 def carbon_sync(config_path: str | None, state_dir: str | None, since: str | None, until: str) -> None:

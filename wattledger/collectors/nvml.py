@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
