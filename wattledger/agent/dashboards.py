@@ -295,20 +295,27 @@ def query_variable(
     return v
 
 
-def pue_variable(defaults: Defaults) -> dict[str, Any]:
-    value = f"{defaults.pue:g}"
+def textbox_variable(name: str, label: str, value: str, description: str) -> dict[str, Any]:
+    """A free-text dashboard variable with a default value."""
     return {
-        "name": "pue",
-        "label": "PUE",
+        "name": name,
+        "label": label,
         "type": "textbox",
         "query": value,
         "current": {"selected": False, "text": value, "value": value},
         "options": [{"selected": True, "text": value, "value": value}],
         "hide": 0,
-        "description": "Power usage effectiveness of the site: facility energy = IT energy x PUE. "
+        "description": description,
+    }
+
+
+def pue_variable(defaults: Defaults) -> dict[str, Any]:
+    return textbox_variable(
+        "pue", "PUE", f"{defaults.pue:g}",
+        "Power usage effectiveness of the site: facility energy = IT energy x PUE. "
         "1.58 is the Uptime Institute 2020 industry average; use your site's figure "
         "(wl_pue on the Carbon dashboard shows any measured series).",
-    }
+    )
 
 
 def carbon_variables(defaults: Defaults) -> list[dict[str, Any]]:
@@ -324,18 +331,12 @@ def carbon_variables(defaults: Defaults) -> list[dict[str, Any]]:
                        f"SHOW TAG VALUES FROM \"{WL_CARBON}\" WITH KEY = \"kind\" WHERE \"zone\" = '$zone' "
                        "AND \"provider\" = '$provider'",
                        description="actual (average), forecast, or marginal (a different signal)."),
-        {
-            "name": "ci_fallback",
-            "label": "Fallback g/kWh",
-            "type": "textbox",
-            "query": fallback,
-            "current": {"selected": False, "text": fallback, "value": fallback},
-            "options": [{"selected": True, "text": fallback, "value": fallback}],
-            "hide": 0,
-            "description": "g CO2e/kWh for hours without a wl_carbon point: the static figure for your zone "
+        textbox_variable(
+            "ci_fallback", "Fallback g/kWh", fallback,
+            "g CO2e/kWh for hours without a wl_carbon point: the static figure for your zone "
             "([carbon] g_per_kwh, else wattledger's static table), as `wattledger report` uses. "
             "`wattledger dashboards export --config` fills in yours.",
-        },
+        ),
     ]
 
 
