@@ -119,13 +119,13 @@ def test_two_users_with_one_tag_are_two_jobs() -> None:
     env = dict(os.environ, WATTLEDGER_JOB=tag)
     # Each lives longer than a tick: a process first seen as a zombie has no
     # environment left to read (its tag is lost; docs/attribution.md, limits).
-    mine = subprocess.Popen([sys.executable, "-c", BURN, "0.6"], env=env, stdout=subprocess.PIPE, text=True)
-    theirs = subprocess.Popen([*as_nobody, sys.executable, "-c", BURN, "0.8"], env=env, stdout=subprocess.PIPE,
+    mine = subprocess.Popen([sys.executable, "-c", BURN, "0.8"], env=env, stdout=subprocess.PIPE, text=True)
+    theirs = subprocess.Popen([*as_nobody, sys.executable, "-c", BURN, "1.0"], env=env, stdout=subprocess.PIPE,
                               text=True, cwd="/")
     samples = tick_until_exit(collector, [mine, theirs], interval_s=0.25)
     cpu_mine = json.loads(mine.stdout.read())  # type: ignore[union-attr]
     cpu_theirs = json.loads(theirs.stdout.read())  # type: ignore[union-attr]
-    nobody = pwd.getpwuid(NOBODY_UID).pw_name
+    nobody = collector._user(NOBODY_UID)  # "nobody", or the number where no such user is listed
     jobs = {k for s in samples for k in s.driver_s if k.tag == tag}
     assert jobs == {JobKey(tag, ME), JobKey(tag, nobody)}
     # each user is charged their own CPU, never a share of the other's
