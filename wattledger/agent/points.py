@@ -11,10 +11,10 @@ we never format it by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from influxdb_client import Point as _LibPoint
-from influxdb_client.domain.write_precision import WritePrecision
+if TYPE_CHECKING:
+    from influxdb_client import Point as _LibPoint
 
 WL_NODE = "wl_node"
 WL_JOB = "wl_job"
@@ -52,6 +52,11 @@ class Point:
         return {k: v for k, v in self.tags.items() if v}
 
     def to_lib(self) -> _LibPoint:
+        # Imported here, not at module level: influxdb-client (with its generated API
+        # models) is ~40 MB of RSS that an agent keeping only the local ledger never needs.
+        from influxdb_client import Point as _LibPoint
+        from influxdb_client.domain.write_precision import WritePrecision
+
         p = _LibPoint(self.measurement)
         for k, v in sorted(self.clean_tags().items()):
             p.tag(k, v)
