@@ -121,12 +121,34 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
             click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
         else:
-            click.echo(rp.render(result, fmt), nl=False)
+            text = rp.render(result, fmt)
+            if not from_influx:
+                text = _with_idle_baselines(text, fmt, cfg.state_dir)
+            click.echo(text, nl=False)
         if plot_path:
             rp.plot(result, plot_path)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _with_idle_baselines(text: str, fmt: str, state_dir: Path) -> str:
+    """Add each pool's idle baseline, and where it came from, to a table or JSON report."""
+    import json
+
+    from wattledger.agent.idle import idle_baselines
+
+    baselines = idle_baselines(state_dir)
+    if not baselines or fmt == "csv":
+        return text
+    if fmt == "json":
+        doc = json.loads(text)
+        doc["idle_baselines"] = [
+            {"component": b.component, "device": b.device, "power_w": b.power_w, "source": b.source.value,
+             "learn_ticks": b.learn_ticks} for b in baselines]
+        return json.dumps(doc, indent=2) + "\n"
+    lines = [f"  {b.component}:{b.device}  {b.describe()}" for b in baselines]
+    return text + "\nIdle (static) power baselines, split by the static policy:\n" + "\n".join(lines) + "\n"
 
 
 @click.group()
