@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.overhead import machine  # noqa: E402
+from benchmarks.machine import machine  # noqa: E402
 from wattledger.agent.config import Config  # noqa: E402
 from wattledger.agent.ledger import Ledger  # noqa: E402
 from wattledger.agent.loop import Agent, choose_energy_collectors  # noqa: E402

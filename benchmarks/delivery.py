@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.influx_server import InfluxServer  # noqa: E402
+from benchmarks.machine import machine_line  # noqa: E402
 from wattledger.agent.delivery import Deliverer  # noqa: E402
 from wattledger.agent.ledger import Ledger  # noqa: E402
 from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point  # noqa: E402
@@ -109,19 +109,6 @@ def count_in_influx(server: InfluxServer, db: str) -> int:
     return total
 
 
-def machine() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} CPUs (nproc), {model}; Python {platform.python_version()}; "
-            f"Linux {platform.release()}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ticks", type=int, default=3600, help="ticks of backlog (1 s each) [3600: one hour]")
@@ -183,7 +170,7 @@ def main() -> None:
            f"Backlog: {args.ticks} ticks x (1 wl_node + {args.jobs} wl_job + 1 wl_agent) = "
            f"{results[0]['points']:,} points spooled in the SQLite ledger, drained by `Deliverer.flush` through "
            f"the influx_v1 sink (batches of {args.batch_points}) into Debian's influxd 1.6 on loopback, same machine.",
-           "", f"Machine: {machine()}. Command: `{cmd.strip()}`", "",
+           "", f"Machine: {machine_line()}. Command: `{cmd.strip()}`", "",
            "| gzip | points | drain s | points/s | agent CPU s | RSS before MiB | RSS peak MiB | RSS after MiB "
            "| writes | spool fill s |",
            "|---|---|---|---|---|---|---|---|---|---|"]

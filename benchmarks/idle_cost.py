@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.overhead import REPO, agent_cmd, agent_ticks, count_processes, machine, measure  # noqa: E402
+from benchmarks.machine import machine  # noqa: E402
+from benchmarks.overhead import REPO, agent_cmd, agent_ticks, count_processes, measure  # noqa: E402
 
 
 def main() -> None:

@@ -312,13 +312,27 @@ class ProcCollector:
                         self._cg_owner[cg] = job if job.tag == found[0] else JobKey(found[0], user)
         return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads)
 
+    def _join(self, job: JobKey, cg: str | None) -> None:
+        """Count a process as a holder of its job (and member of its job cgroup)."""
+        self._holders[job] += 1
+        if cg is not None:
+            self._cg_members[cg] += 1
+
+    def _leave(self, job: JobKey, cg: str | None) -> None:
+        """Undo ``_join``; a job or cgroup with no process left is dropped."""
+        self._holders[job] -= 1
+        if self._holders[job] <= 0:
+            del self._holders[job]
+        if cg is not None:
+            self._cg_members[cg] -= 1
+            if self._cg_members[cg] <= 0:
+                del self._cg_members[cg]
+
     def _track(self, pid: str, proc: _Proc) -> None:
         self._procs[pid] = proc
         self._hot.add(pid)
         self._kids.setdefault(proc.ppid, set()).add(pid)
-        self._holders[proc.job] += 1
-        if proc.cg is not None:
-            self._cg_members[proc.cg] += 1
+        self._join(proc.job, proc.cg)
 
     def _forget(self, pid: str, proc: _Proc) -> None:
         self._hot.discard(pid)
@@ -328,29 +342,15 @@ class ProcCollector:
             kids.discard(pid)
             if not kids:
                 del self._kids[proc.ppid]
-        self._holders[proc.job] -= 1
-        if self._holders[proc.job] <= 0:
-            del self._holders[proc.job]
-        if proc.cg is not None:
-            self._cg_members[proc.cg] -= 1
-            if self._cg_members[proc.cg] <= 0:
-                del self._cg_members[proc.cg]
+        self._leave(proc.job, proc.cg)
         if proc.env_denied:
             self.environ_denied_pids.discard(int(pid))
 
     def _move(self, proc: _Proc, job: JobKey, cg: str | None) -> None:
         """A process identified again (after exec) belongs to another job or job cgroup."""
-        self._holders[proc.job] -= 1
-        if self._holders[proc.job] <= 0:
-            del self._holders[proc.job]
-        if proc.cg is not None:
-            self._cg_members[proc.cg] -= 1
-            if self._cg_members[proc.cg] <= 0:
-                del self._cg_members[proc.cg]
+        self._leave(proc.job, proc.cg)
         proc.job, proc.cg = job, cg
-        self._holders[job] += 1
-        if cg is not None:
-            self._cg_members[cg] += 1
+        self._join(job, cg)
 
     def job_of_pid(self, pid: int) -> JobKey:
         """The job of a host pid (NVML reports host pids); read on demand if new."""
