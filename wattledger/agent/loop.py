@@ -15,8 +15,6 @@ the current tick, flushes with a deadline and returns.
 from __future__ import annotations
 
 import logging
-import os
-import resource
 import socket
 import threading
 import time
@@ -24,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import psutil
 
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.config import Config
@@ -154,6 +154,7 @@ class Agent:
         self.tracker = CounterTracker()
         a = self.cfg.attribution  # P_idle: configured > model > learned > none (agent/idle.py)
         self.idle = IdleBaselines.load(self.ledger.path.parent, a.idle_percentile, a.learn_idle)
+        self._me = psutil.Process()  # the agent's own cost, for wl_agent
         self._last_cpu_s = self._own_cpu_s()
         self.primed = False
         if self.carbon_sync is None and self.cfg.carbon.sync_interval_s > 0:
@@ -161,9 +162,8 @@ class Agent:
 
             self.carbon_sync = PeriodicSync(self.cfg, self.ledger, clock=self.clock_ns, background=True)
 
-    @staticmethod
-    def _own_cpu_s() -> float:
-        t = os.times()
+    def _own_cpu_s(self) -> float:
+        t = self._me.cpu_times()
         return t.user + t.system
 
     # -- one tick --------------------------------------------------------------
@@ -262,7 +262,7 @@ class Agent:
         fields: dict[str, float] = {
             "tick_s": tick_s,
             "cpu_s": cpu_s - self._last_cpu_s,
-            "rss_bytes": float(rss_bytes()),
+            "rss_bytes": float(self._me.memory_info().rss),
         }
         self._last_cpu_s = cpu_s
         counts = self.ledger.spool_counts()
@@ -316,14 +316,6 @@ class Agent:
 def job_tags(host: str, job: JobKey, pool: Pool) -> dict[str, str]:
     return {"host": host, "job": job.tag, "user": job.user, "project": job.project, "phase": job.phase,
             "component": pool.component, "device": pool.device, "source": pool.source}
-
-
-def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def sum_job_energy(points: Sequence[Point], tag: str, user: str | None = None) -> dict[str, float]:
