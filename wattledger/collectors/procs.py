@@ -72,8 +72,9 @@ from wattledger.collectors.base import ProbeResult, SourceState
 
 SOURCE = "procfs"
 ENVIRON_FIX = (
-    "reading other users' /proc/<pid>/environ needs CAP_SYS_PTRACE: run the agent as root or as the "
-    "wattledger service (ambient CAP_SYS_PTRACE); until then other users' processes count as _untagged"
+    "reading other users' /proc/<pid>/environ needs CAP_DAC_READ_SEARCH (the file is mode 0400) and "
+    "CAP_SYS_PTRACE (the ptrace access check): run the agent as root or as the wattledger service, which "
+    "holds both as ambient capabilities; until then other users' processes count as _untagged"
 )
 KTHREADD = "2"  # parent of every kernel thread
 INIT = "1"  # reaps orphans
