@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException
+if TYPE_CHECKING:
+    from grafana_client import GrafanaApi
 
 from wattledger.agent import config as config_mod
 from wattledger.agent.carbon import UnknownZone, fallback_intensity
@@ -129,6 +129,10 @@ def export_cmd(directory: Path, config_path: Path | None) -> None:
 def push_cmd(url: str, token: str | None, folder: str, timeout_s: float, config_path: Path | None) -> None:
     """Create or update the dashboards in a Grafana through its HTTP API."""
     boards = _dashboards(config_path)
+    # Imported here: the other commands (the agent above all) need not load the Grafana client.
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
     api = GrafanaApi.from_url(url, credential=token or None, timeout=timeout_s)
     try:
         results = push(api, folder or None, boards)

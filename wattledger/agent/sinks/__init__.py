@@ -18,12 +18,25 @@ Which sink:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from wattledger.agent.config import ConfigError, SinkSection
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult, classify, parse_retry_after
 from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
-from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
 from wattledger.agent.sinks.stdout import StdoutSink
 from wattledger.collectors.base import ProbeResult, SourceState
+
+if TYPE_CHECKING:
+    from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
+
+
+def __getattr__(name: str) -> Any:
+    # influxdb-client is ~25 MB of RSS: loaded only when the v2 sink is really used.
+    if name == "InfluxV2Sink":
+        from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
+
+        return InfluxV2Sink
+    raise AttributeError(name)
 
 __all__ = [
     "InfluxV1Sink", "InfluxV2Sink", "Outcome", "Sink", "StdoutSink", "WriteResult",
@@ -77,6 +90,8 @@ def make_sink(cfg: SinkSection) -> Sink | None:
                 "[sink] kind = 'influx_v2' needs a bucket (--influx-bucket or [sink] bucket; "
                 "on InfluxDB 1.8 a database works too)"
             )
+        from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
+
         return InfluxV2Sink(cfg.url, bucket=bucket, org=cfg.org, token=token, timeout_s=cfg.timeout_s, gzip=cfg.gzip)
     raise ConfigError(f"[sink] kind {cfg.kind!r} is not known")  # config.validate stops this earlier
 
