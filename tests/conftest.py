@@ -5,6 +5,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadlines: CI runs on a loaded 2-core machine, and a first example
+# that pays for an import is not a failure. Tests are about results, not timings
+# (benchmarks/ measures those).
+settings.register_profile("wattledger", deadline=None, print_blob=True)
+settings.load_profile("wattledger")
 
 from tests.influx_server import InfluxServer
 

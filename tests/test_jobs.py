@@ -124,3 +124,16 @@ def test_a_job_is_user_and_tag() -> None:
 def test_parse_environ_first_occurrence_wins_and_ignores_garbage() -> None:
     blob = b"A=1\0WATTLEDGER_JOB=x\0noequals\0WATTLEDGER_JOB=y\0\xff\xfe=z\0"
     assert parse_environ(blob, frozenset({"WATTLEDGER_JOB", "B"})) == {"WATTLEDGER_JOB": "x"}
+
+
+def test_user_names_line_protocol_can_carry() -> None:
+    from wattledger.agent.jobs import sanitise_user
+    from wattledger.agent.points import Point
+    from wattledger.agent.sinks.base import unsafe_tag
+
+    assert sanitise_user("alice") == "alice"
+    assert sanitise_user("CORP\\alice") == "CORP\\alice"
+    assert sanitise_user("jürgen") == "jürgen"
+    for nasty in ("a\nb", "tab\there", "trail\\", "bell\x07", "nul\x00x"):
+        clean = sanitise_user(nasty)
+        assert unsafe_tag(Point("wl_job", {"job": "j", "user": clean}, {"energy_j": 1.0}, 1)) is None, clean

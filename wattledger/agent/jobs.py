@@ -88,6 +88,16 @@ IDLE_JOB = JobKey(IDLE)
 AGENT_JOB = JobKey(AGENT)
 
 
+_USER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+|\\+$")
+
+
+def sanitise_user(name: str) -> str:
+    """A user name as stored: control characters (and a trailing backslash, which
+    line protocol cannot carry) become ``_``. Ordinary names, ``DOMAIN\\user``
+    and unicode names are unchanged; an uid without a passwd entry stays a number."""
+    return _USER_UNSAFE.sub("_", name)
+
+
 def untagged(user: str) -> JobKey:
     """The catch-all job of one user's untagged processes."""
     return JobKey(UNTAGGED, user)

@@ -66,6 +66,7 @@ from wattledger.agent.jobs import (
     job_cgroup,
     job_for,
     parse_environ,
+    sanitise_user,
     untagged,
 )
 from wattledger.collectors.base import ProbeResult, SourceState
@@ -257,7 +258,7 @@ class ProcCollector:
         name = self._users.get(uid)
         if name is None:
             try:
-                name = pwd.getpwuid(uid).pw_name
+                name = sanitise_user(pwd.getpwuid(uid).pw_name)
             except KeyError:
                 name = str(uid)
             self._users[uid] = name
