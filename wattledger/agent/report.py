@@ -583,6 +583,9 @@ def _num(x: float | None, digits: int = 4) -> str:
         return "0"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
+    if abs(x) < 1e-3:  # positional, not 1.38e-05: a short job's kWh is small and read by people
+        decimals = digits - 1 - math.floor(math.log10(abs(x)))
+        return f"{x:.{decimals}f}"
     return f"{x:.{digits}g}"
 
 
