@@ -58,3 +58,14 @@ def test_agent_stdout_sink_over_fixture(tmp_path: Path) -> None:
     assert set(measurements) <= {"wl_node", "wl_job", "wl_agent"}
     assert "source=rapl" in lines[0]
     assert (tmp_path / "ledger.sqlite3").exists()
+
+
+def test_run_without_any_energy_source_says_nothing_was_measured(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[agent]\nestimate = "never"\ngpus = "never"\n')
+    r = wl("run", "--config", str(cfg), "--sysfs-root", str(tmp_path), "-t", "x", "--json", "--",
+           sys.executable, "-c", "pass")
+    assert r.returncode == 0
+    assert "nothing was measured" in r.stderr
+    out = json.loads(r.stdout)
+    assert out["energy_j"] is None and out["co2e_g"] is None and out["source"] == "none"

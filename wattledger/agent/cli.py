@@ -301,7 +301,15 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
         "source": ",".join(sources) or "none",
         "estimated": "model" in sources,
     }
-    if as_json:
+    if not sources:
+        # No energy source at all: say so, never print 0 J as if it were measured.
+        for key in ("energy_j", "energy_kwh", "facility_energy_j", "co2e_g"):
+            result[key] = None
+        click.echo(f"wattledger: job {clean}: nothing was measured: no energy source on this host "
+                   "(RAPL unreadable and the model estimate off); see `wattledger doctor`", err=True)
+        if as_json:
+            click.echo(json.dumps(result))
+    elif as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(_run_text(result), err=False)
