@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -36,3 +37,19 @@ def fresh_influxd(tmp_path: Path) -> Iterator[InfluxServer]:
     server.start()
     yield server
     server.stop()
+
+
+NvmlApi = Callable[[Any], Any]
+
+
+@pytest.fixture(params=["fake-module", "real-pynvml"])
+def nvml_api(request: pytest.FixtureRequest) -> Iterator[NvmlApi]:
+    """What to hand NvmlCollector for a FakeNvml: the fake module itself, or the real
+    pynvml loaded over tests/fake_nvml_driver.py (same answers, through pynvml's ctypes code)."""
+    if request.param == "fake-module":
+        yield lambda fake: fake
+        return
+    from tests.fake_nvml_driver import real_pynvml
+
+    with real_pynvml() as driver:
+        yield driver.bind

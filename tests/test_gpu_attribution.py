@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.counters import CounterTracker
@@ -29,9 +30,9 @@ def jobs(mapping: dict[int, JobKey]):
     return lambda pid: mapping.get(pid, JobKey("_untagged", ""))
 
 
-def test_sm_busy_75_25_splits_dynamic_energy_3_to_1() -> None:
+def test_sm_busy_75_25_splits_dynamic_energy_3_to_1(nvml_api: NvmlApi) -> None:
     fake = FakeNvml([FakeGpu("GPU-x", compute={101: 1 * GIB, 102: 7 * GIB})])
-    c = NvmlCollector(fake)
+    c = NvmlCollector(nvml_api(fake))
     c.read(fake.now_ns)
     fake.step(1.0, {0: Load(300.0, {101: 75, 102: 25})})
     r = c.read(fake.now_ns).devices[0]

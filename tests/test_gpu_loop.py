@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeNvml, Load
 from wattledger.agent.cli import main
 from wattledger.agent.config import Config
@@ -51,12 +52,13 @@ class Procs:
         return {101: A, 102: B}.get(pid, JobKey("_untagged", ""))
 
 
-def make_agent(tmp_path: Path, fake: FakeNvml, cfg: Config | None = None) -> tuple[Agent, list[Point]]:
+def make_agent(tmp_path: Path, fake: FakeNvml, cfg: Config | None = None,
+               api: NvmlApi = lambda fake: fake) -> tuple[Agent, list[Point]]:
     cfg = cfg or Config()
     cfg.attribution.idle_power_w = {"gpu": 60.0, "cpu": 10.0}
     points: list[Point] = []
     agent = Agent(cfg, Ledger.in_state_dir(tmp_path), energy_collectors=[FakeCpu()], procs=Procs(),  # type: ignore[arg-type]
-                  clock_ns=lambda: fake.now_ns, host="gpu01", gpu=NvmlCollector(fake),
+                  clock_ns=lambda: fake.now_ns, host="gpu01", gpu=NvmlCollector(api(fake)),
                   on_tick=lambda r: points.extend(r.points))
     return agent, points
 
@@ -72,9 +74,9 @@ def gpus() -> FakeNvml:
     return fake
 
 
-def test_one_node_row_per_gpu_and_job_rows_that_sum_to_it(tmp_path: Path) -> None:
+def test_one_node_row_per_gpu_and_job_rows_that_sum_to_it(tmp_path: Path, nvml_api: NvmlApi) -> None:
     fake = gpus()
-    agent, points = make_agent(tmp_path, fake)
+    agent, points = make_agent(tmp_path, fake, api=nvml_api)
     agent.commit(agent.tick())
     fake.step(2.0, {0: Load(360.0, {101: 75, 102: 25}), 1: Load(70.0)})
     agent.commit(agent.tick())
@@ -96,9 +98,9 @@ def test_one_node_row_per_gpu_and_job_rows_that_sum_to_it(tmp_path: Path) -> Non
     assert rows(points, WL_NODE, "cpu")  # the CPU ledger is there too
 
 
-def test_lost_gpu_does_not_stop_the_other_gpu_or_the_cpu(tmp_path: Path) -> None:
+def test_lost_gpu_does_not_stop_the_other_gpu_or_the_cpu(tmp_path: Path, nvml_api: NvmlApi) -> None:
     fake = gpus()
-    agent, points = make_agent(tmp_path, fake)
+    agent, points = make_agent(tmp_path, fake, api=nvml_api)
     agent.commit(agent.tick())
     fake.gpus[0].lost = True
     fake.step(1.0, {0: Load(300.0), 1: Load(70.0)})
@@ -153,3 +155,20 @@ def test_doctor_shows_the_nvml_probe(tmp_path: Path) -> None:
         assert nvml[0]["fix"] and ":" in nvml[0]["detail"]
     else:  # pragma: no cover - a GPU host: one row per GPU after the probe
         assert len(nvml) >= 2
+
+
+def test_doctor_lists_each_gpu_through_the_real_pynvml(tmp_path: Path) -> None:
+    """doctor on a host whose libnvidia-ml sees two GPUs, one lost (the fake driver)."""
+    from tests.fake_nvml_driver import real_pynvml
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[agent]\nstate_dir = "{tmp_path}"\n')
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB}), FakeGpu("GPU-b", lost=True)])
+    with real_pynvml(fake):
+        result = CliRunner().invoke(main, ["doctor", "--config", str(cfg), "--json"])
+    lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    nvml = [x for x in lines if x["source"] == "nvml"]
+    assert [x["state"] for x in nvml] == ["found", "found", "error"], result.output
+    assert nvml[0]["devices"] == ["GPU-a"] and "1 failed" in nvml[0]["detail"]
+    assert "GPU-a" in nvml[1]["detail"] and "energy counter" in nvml[1]["detail"]
+    assert nvml[2]["detail"].startswith("GPU lost") and "dmesg" in nvml[2]["fix"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, NvmlApi
 from tests.fake_nvml import FakeNvml, load_trace
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.counters import CounterTracker
@@ -45,10 +45,10 @@ def test_there_is_a_trace_and_each_says_what_it_is() -> None:
 
 
 @pytest.mark.parametrize("path", TRACES, ids=[p.name for p in TRACES])
-def test_replay_conserves_energy_per_tick(path: Path) -> None:
+def test_replay_conserves_energy_per_tick(path: Path, nvml_api: NvmlApi) -> None:
     trace = load_trace(path)
     fake = FakeNvml.from_trace(trace)
-    collector = NvmlCollector(fake)
+    collector = NvmlCollector(nvml_api(fake))
     tracker = CounterTracker()
     tags = trace.job_of_pid()
     job_of_pid = lambda pid: JobKey(tags.get(pid, "_untagged"))  # noqa: E731

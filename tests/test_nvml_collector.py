@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests import fake_nvml as F
+from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
 from wattledger.agent.counters import CounterTracker
 from wattledger.collectors.base import SourceState
@@ -27,9 +28,24 @@ from wattledger.collectors.nvml import (
 GIB = 1 << 30
 
 
+# Every collector test runs twice: on the fake module, and on the real pynvml over
+# the fake driver (tests/fake_nvml_driver.py), which answers the same through ctypes.
+_api: NvmlApi = lambda fake: fake  # noqa: E731 - set per test by the fixture below
+
+
+@pytest.fixture(autouse=True)
+def _each_binding(nvml_api: NvmlApi) -> None:
+    global _api
+    _api = nvml_api
+
+
+def over(fake: FakeNvml) -> NvmlCollector:
+    return NvmlCollector(_api(fake))
+
+
 def started(*gpus: FakeGpu) -> tuple[FakeNvml, NvmlCollector]:
     fake = FakeNvml(gpus)
-    c = NvmlCollector(fake)
+    c = over(fake)
     assert c.probe().ok
     return fake, c
 
@@ -47,7 +63,7 @@ def by_device(sample: GpuSample) -> dict[str, object]:
     (F.NVML_ERROR_UNKNOWN, NvmlProblem.ERROR, SourceState.ERROR),
 ])
 def test_init_failures_are_typed_states(code: int, problem: NvmlProblem, state: SourceState) -> None:
-    c = NvmlCollector(FakeNvml([FakeGpu("GPU-a")], init_error=code))
+    c = over(FakeNvml([FakeGpu("GPU-a")], init_error=code))
     result = c.probe()
     assert result.state is state
     assert problem_of(result) is problem
@@ -57,7 +73,7 @@ def test_init_failures_are_typed_states(code: int, problem: NvmlProblem, state: 
 
 
 def test_no_gpu_is_missing() -> None:
-    result = NvmlCollector(FakeNvml([])).probe()
+    result = over(FakeNvml([])).probe()
     assert problem_of(result) is NvmlProblem.NO_GPU and result.state is SourceState.MISSING
 
 
