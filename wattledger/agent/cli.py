@@ -283,6 +283,11 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
     by_component = sum_job_energy(collected, clean, user)
     energy_j = sum(by_component.values())
     sources = sorted({p.tags["source"] for p in collected if p.measurement == "wl_node"})
+    source_by_component: dict[str, str] = {}
+    for p in collected:
+        if p.measurement == "wl_node":
+            known = set(filter(None, source_by_component.get(p.tags["component"], "").split(",")))
+            source_by_component[p.tags["component"]] = ",".join(sorted(known | {p.tags["source"]}))
     pue = cfg.pue.value
     result = {
         "job": clean,
@@ -299,6 +304,7 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
         "carbon_source": intensity_src,
         "co2e_g": energy_j / J_PER_KWH * pue * g_per_kwh,
         "source": ",".join(sources) or "none",
+        "source_by_component": source_by_component,
         "estimated": "model" in sources,
     }
     if not sources:
@@ -333,10 +339,14 @@ def _run_text(r: dict[str, Any]) -> str:
         f"  x PUE {r['pue']:<6}  {r['facility_energy_j']:.1f} J",
         f"  CO2e          {r['co2e_g']:.3f} g at {r['carbon_g_per_kwh']} g/kWh ({r['carbon_source']})",
     ]
-    if r["estimated"]:
-        lines.append("  source        model ESTIMATE: no energy counter here (see `wattledger doctor`)")
-    else:
-        lines.append(f"  source        {r['source']}")
+    by_component = r["source_by_component"]
+    measured = sorted(c for c, src in by_component.items() if "model" not in src.split(","))
+    estimated = sorted(c for c, src in by_component.items() if "model" in src.split(","))
+    parts = [f"{c} {by_component[c]}" for c in measured]
+    if estimated:
+        parts.append(f"{', '.join(estimated)} model ESTIMATE (no energy counter for them here; "
+                     "see `wattledger doctor`)")
+    lines.append("  source        " + "; ".join(parts))
     return "\n".join(lines)
 
 
