@@ -1,0 +1,92 @@
+"""A fake GPU whose users are real processes (for end-to-end tests of `run` and the trace recorder).
+
+``LiveGpuNvml`` is a FakeNvml with one GPU that follows the wall clock and
+/proc instead of a script: its users are the live processes that have both
+``WATTLEDGER_TEST_ON_FAKE_GPU=1`` and a ``WATTLEDGER_JOB`` in their
+environment (found as NVML finds a GPU's processes: by host pid); each user's
+SM utilisation is its CPU utilisation (so a CPU busy loop with a duty cycle
+stands in for a GPU kernel loop); power is idle + (busy - idle) x the summed
+utilisation (capped at 1); the energy counter integrates that power.
+
+Served through tests/fake_nvml_driver.py, the real pynvml reads it. Each
+process that loads it has its own instance (its counter starts at 0 there).
+
+``tests/nvml_site/sitecustomize.py`` installs one in any Python process
+started with ``WATTLEDGER_TEST_LIVE_GPU=1`` and that directory on PYTHONPATH,
+so a subprocess (the agent) sees a GPU too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+
+from tests.fake_nvml import SAMPLE_PERIOD_US, FakeGpu, FakeNvml, UtilSample
+
+MARKER = "WATTLEDGER_TEST_ON_FAKE_GPU"
+GIB = 1 << 30
+
+
+class LiveGpuNvml(FakeNvml):
+    """One GPU used by the live, tagged processes that carry MARKER=1."""
+
+    def __init__(self, idle_w: float = 60.0, busy_w: float = 300.0, uuid: str = "GPU-live-0") -> None:
+        super().__init__([FakeGpu(uuid, name="LIVE FAKE GPU (tests/fake_nvml_live.py)")],
+                         start_us=time.time_ns() // 1000)
+        self.idle_w, self.busy_w = idle_w, busy_w
+        self.util: dict[int, float] = {}          # pid -> utilisation over the last sync period
+        self._cpu_s: dict[int, float] = {}        # pid -> CPU seconds at the last sync
+        self.busy_energy_j = 0.0                  # energy while any user existed
+        self.first_mj: int | None = None          # the counter at its first read
+
+    def _users_now(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for p in psutil.process_iter():
+            try:
+                env = p.environ()
+                if MARKER in env and env[MARKER] == "1" and env.get("WATTLEDGER_JOB"):
+                    t = p.cpu_times()
+                    found[p.pid] = t.user + t.system
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def _sync(self) -> None:
+        now_us = time.time_ns() // 1000
+        gpu = self.gpus[0]
+        dt_s = max(0, now_us - self.now_us) / 1e6
+        if dt_s > 0:
+            users = self._users_now()
+            util = {pid: min(1.0, max(0.0, (cpu - self._cpu_s.get(pid, cpu)) / dt_s))
+                    for pid, cpu in users.items()}
+            power_w = self.idle_w + (self.busy_w - self.idle_w) * min(1.0, sum(util.values()))
+            gpu.add_energy_j(power_w * dt_s)
+            if users:
+                self.busy_energy_j += power_w * dt_s
+            t = self.now_us + SAMPLE_PERIOD_US
+            while t <= now_us:
+                gpu.samples.extend(UtilSample(pid=pid, timeStamp=t, smUtil=round(100 * u), memUtil=round(30 * u),
+                                              encUtil=0, decUtil=0) for pid, u in sorted(util.items()) if u > 0)
+                t += SAMPLE_PERIOD_US
+            gpu.samples = gpu.samples[-2000:]
+            self.util, self._cpu_s = util, users
+            gpu.compute = {pid: GIB for pid in users}
+            gpu.power_mw = gpu.power_instant_mw = int(power_w * 1000)
+            self.now_us = now_us
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self._sync()
+        value = super().nvmlDeviceGetTotalEnergyConsumption(handle)
+        if self.first_mj is None:
+            self.first_mj = value
+        return value
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        self._sync()
+        return super().nvmlDeviceGetComputeRunningProcesses(handle)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[UtilSample]:  # noqa: N803
+        self._sync()
+        return super().nvmlDeviceGetProcessUtilization(handle, timeStamp)
