@@ -134,15 +134,28 @@ def header_for(synthetic: bool, note: str, gpus: list[dict[str, Any]], jobs: dic
 # -- record: two real PyTorch jobs ------------------------------------------------------
 
 def worker(args: argparse.Namespace) -> None:
-    """A job: fp16 matmuls for duty x period seconds of every period; commands on stdin."""
-    import torch
+    """A job: work for duty x period seconds of every period; commands on stdin.
 
-    n = args.size
-    a = torch.randn(n, n, device="cuda", dtype=torch.float16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.float16)
-    c = torch.empty(n, n, device="cuda", dtype=torch.float16)
-    ballast = torch.empty(int(args.extra_mem_gib * GIB), dtype=torch.uint8, device="cuda")  # noqa: F841
-    torch.cuda.synchronize()
+    Backend ``torch``: fp16 matmuls on the GPU (the real thing). Backend
+    ``cpu``: a Python busy loop, for smoke tests of the recorder on a fake GPU
+    whose SM utilisation is the process's CPU utilisation (tests/fake_nvml_live.py).
+    """
+    if args.backend == "torch":
+        import torch
+
+        n = args.size
+        a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+        b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+        c = torch.empty(n, n, device="cuda", dtype=torch.float16)
+        ballast = torch.empty(int(args.extra_mem_gib * GIB), dtype=torch.uint8, device="cuda")  # noqa: F841
+        torch.cuda.synchronize()
+
+        def one_iteration() -> None:
+            torch.matmul(a, b, out=c)
+            torch.cuda.synchronize()
+    else:
+        def one_iteration() -> None:
+            sum(range(20_000))
     print("ready", flush=True)
     phase, duty = "hold", 0.0
     counts: dict[str, int] = defaultdict(int)
@@ -157,8 +170,7 @@ def worker(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         busy_until = start + duty * args.period_s
         while time.perf_counter() < busy_until:
-            torch.matmul(a, b, out=c)
-            torch.cuda.synchronize()
+            one_iteration()
             counts[phase] += 1
         busy_s[phase] += time.perf_counter() - start
         time.sleep(max(0.0, start + args.period_s - time.perf_counter()))
@@ -172,13 +184,19 @@ class Job:
     proc: subprocess.Popen | None = None
     nvml_pid: int | None = None
     ready: bool = False
+    ready_at: float | None = None
+    nvml_pid_guessed: bool = False
     result: dict[str, Any] = field(default_factory=dict)
 
 
 def record(args: argparse.Namespace) -> None:
     import pynvml
-    import torch
 
+    torch_version = "none (cpu backend)"
+    if args.backend == "torch":
+        import torch
+
+        torch_version = torch.__version__
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(args.gpu)
     uuid = pynvml.nvmlDeviceGetUUID(handle)
@@ -196,6 +214,7 @@ def record(args: argparse.Namespace) -> None:
     last_seen = 0
     phase, phase_end, step = "baseline", time.monotonic() + args.baseline_s, -1
     env = dict(os.environ, CUDA_DEVICE_ORDER="PCI_BUS_ID", CUDA_VISIBLE_DEVICES=str(args.gpu))
+    agent = start_agent(args) if args.agent else None
     next_at = time.monotonic()
     known_pids: set[int] = set()
     try:
@@ -236,20 +255,120 @@ def record(args: argparse.Namespace) -> None:
                 line = j.proc.stdout.readline()
                 j.result = json.loads(line) if line.strip() else {}
                 j.proc.wait(timeout=30)
+        agent_log = stop_agent(agent) if agent is not None else ""
     collector.close()
     driver = pynvml.nvmlSystemGetDriverVersion()
+    real = args.backend == "torch"
+    note = (f"RECORDED on {name} ({socket.gethostname()}), driver {driver}, torch {torch_version}" if real else
+            f"SMOKE TEST (cpu backend, not a GPU measurement) on {name}, driver {driver}")
     header = header_for(
-        False, f"RECORDED on {name} ({socket.gethostname()}), driver {driver}, torch {torch.__version__}",
-        [{"index": args.gpu, "uuid": uuid, "name": name, "mig_mode": mig}],
+        not real, note, [{"index": args.gpu, "uuid": uuid, "name": name, "mig_mode": mig}],
         {j.nvml_pid: j.tag for j in jobs if j.nvml_pid is not None}, args.interval_s,
-        {"size": args.size, "period_s": args.period_s, "duty": {j.tag: j.duty for j in jobs},
+        {"backend": args.backend, "size": args.size, "period_s": args.period_s, "duty": {j.tag: j.duty for j in jobs},
          "extra_mem_gib": {j.tag: j.extra_mem_gib for j in jobs}},
-        driver_version=driver)
-    summary = {"kind": "summary", "iterations": {j.tag: j.result.get("iterations", {}) for j in jobs},
-               "busy_s": {j.tag: j.result.get("busy_s", {}) for j in jobs}}
+        driver_version=driver, nvml_saw_processes=all(not j.nvml_pid_guessed for j in jobs))
+    summary: dict[str, Any] = {
+        "kind": "summary", "iterations": {j.tag: j.result.get("iterations", {}) for j in jobs},
+        "busy_s": {j.tag: j.result.get("busy_s", {}) for j in jobs}}
+    trace = Trace(header, ticks, summary)
+    if agent is not None:
+        try:
+            summary["agent"] = agent_check(Path(agent.args[agent.args.index("--state-dir") + 1]), trace)
+        except Exception as e:  # noqa: BLE001 - the trace is worth keeping even if this fails
+            summary["agent"] = {"error": f"{type(e).__name__}: {e}", "log_tail": agent_log[-2000:]}
     write_trace(Path(args.out), header, ticks, summary)
     print(f"wrote {args.out}: {len(ticks)} ticks", file=sys.stderr)
     print_report(analyse(load_trace(Path(args.out))))
+
+
+# -- the agent beside the recorder ----------------------------------------------------------
+
+def start_agent(args: argparse.Namespace) -> subprocess.Popen:
+    """``wattledger agent`` on a fresh state dir, ledger only, ticking at the trace's interval."""
+    import tempfile
+
+    state_dir = Path(tempfile.mkdtemp(prefix="wl-gpu-trace-agent-"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.pop("WATTLEDGER_JOB", None)
+    log = open(state_dir / "agent.log", "w")  # noqa: SIM115 - closed by stop_agent
+    cmd = [sys.executable, "-m", "wattledger.agent.cli", "agent", "--state-dir", str(state_dir),
+           "--interval", str(args.interval_s), "--sink", "none"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    print(f"agent: pid {proc.pid}, state dir {state_dir}", file=sys.stderr)
+    return proc
+
+
+def stop_agent(proc: subprocess.Popen) -> str:
+    """SIGTERM (the service's stop), wait, and return its log."""
+    state_dir = Path(proc.args[proc.args.index("--state-dir") + 1])
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = (state_dir / "agent.log").read_text(errors="replace")
+    if proc.returncode not in (0, -15):
+        print(f"agent exited with {proc.returncode}:\n{text[-2000:]}", file=sys.stderr)
+    return text
+
+
+def counter_j_at(trace: Trace, uuid: str, t_ns: int) -> float | None:
+    """The GPU's energy counter (J) at t_ns, linearly interpolated between the trace's ticks."""
+    pts = [(t["t_ns"], g["energy_mj"] / 1000.0) for t in trace.ticks for g in t["gpus"]
+           if g["uuid"] == uuid and isinstance(g.get("energy_mj"), int)]
+    for (t0, e0), (t1, e1) in zip(pts, pts[1:]):
+        if t0 <= t_ns <= t1 and t1 > t0 and e1 >= e0:
+            return e0 + (e1 - e0) * (t_ns - t0) / (t1 - t0)
+    return None
+
+
+def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
+    """What the agent's ledger charged for each GPU, against the counter the recorder read."""
+    from wattledger.agent.ledger import Ledger
+
+    ledger = Ledger.in_state_dir(state_dir, readonly=True)
+    try:
+        nodes = [r for r in ledger.rows("wl_node") if r["component"] == "gpu"]
+        jobs = [r for r in ledger.rows("wl_job") if r["component"] == "gpu"]
+    finally:
+        ledger.close()
+    tags = set(trace.job_of_pid().values())
+    phases = [(t["t_ns"], t.get("phase", "")) for t in trace.ticks]
+
+    def phase_at(t_ns: int) -> str:
+        return next((ph for tt, ph in phases if tt >= t_ns), "after")
+
+    out: dict[str, Any] = {"gpus": {}}
+    for g in trace.header["gpus"]:
+        uuid = g["uuid"]
+        mine = [r for r in nodes if r["device"] == uuid and r["energy_j"] is not None]
+        charged = [r for r in jobs if r["device"] == uuid and r["energy_j"] is not None]
+        if not mine:
+            out["gpus"][uuid] = {"error": "the agent wrote no wl_node row for this GPU"}
+            continue
+        per_tick: dict[int, float] = defaultdict(float)
+        for r in charged:
+            per_tick[int(r["time_ns"])] += float(r["energy_j"])
+        worst = max(abs(per_tick[int(r["time_ns"])] - float(r["energy_j"])) for r in mine)
+        start_ns = int(mine[0]["time_ns"] - float(mine[0]["interval_s"] or 0) * 1e9)
+        end_ns = int(mine[-1]["time_ns"])
+        c0, c1 = counter_j_at(trace, uuid, start_ns), counter_j_at(trace, uuid, end_ns)
+        by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for r in charged:
+            job = r["job"] if r["job"] in tags else str(r["job"])
+            by_phase[phase_at(int(r["time_ns"]))][job] += float(r["dynamic_j"] or 0.0)
+        out["gpus"][uuid] = {
+            "ticks": len(mine),
+            "node_j": math.fsum(float(r["energy_j"]) for r in mine),
+            "jobs_j": math.fsum(float(r["energy_j"]) for r in charged),
+            "worst_tick_gap_j": worst,
+            "counter_j_same_window": None if c0 is None or c1 is None else c1 - c0,
+            "sources": sorted({str(r["source"]) for r in mine}),
+            "dynamic_j_by_phase": {ph: dict(v) for ph, v in by_phase.items()},
+        }
+    return out
 
 
 def _try(call: Any) -> bool:
@@ -265,13 +384,16 @@ def _spawn_next(jobs: list[Job], env: dict[str, str], args: argparse.Namespace, 
     """Start the jobs one at a time; a job's NVML pid is the new pid on the GPU once it is ready.
 
     NVML reports host pids, which differ from Popen.pid inside a pid namespace
-    (containers), hence matching by appearance rather than by Popen.pid.
+    (containers), hence matching by appearance rather than by Popen.pid. Where
+    NVML shows no new process within --spawn-timeout-s of a job being ready
+    (some sandboxes hide GPU processes), the job's own pid is used and the
+    trace says so (``nvml_saw_processes: false``).
     """
     for j in jobs:
         if j.proc is None:
             j.proc = subprocess.Popen(
-                [sys.executable, __file__, "worker", "--size", str(args.size), "--period-s", str(args.period_s),
-                 "--extra-mem-gib", str(j.extra_mem_gib)],
+                [sys.executable, __file__, "worker", "--backend", args.backend, "--size", str(args.size),
+                 "--period-s", str(args.period_s), "--extra-mem-gib", str(j.extra_mem_gib)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(env, WATTLEDGER_JOB=j.tag))
             return
         if j.nvml_pid is None:
@@ -279,11 +401,16 @@ def _spawn_next(jobs: list[Job], env: dict[str, str], args: argparse.Namespace, 
             if not j.ready and select.select([j.proc.stdout], [], [], 0)[0]:
                 j.ready = j.proc.stdout.readline().strip() == "ready"
                 if not j.ready:
-                    raise SystemExit(f"worker {j.tag} failed to start")
+                    raise SystemExit(f"worker {j.tag} failed to start (exit code {j.proc.poll()})")
+                j.ready_at = time.monotonic()
             new = pids - known
             if j.ready and new:
                 j.nvml_pid = j.proc.pid if j.proc.pid in new else min(new)
                 known.add(j.nvml_pid)
+            elif j.ready_at is not None and time.monotonic() - j.ready_at > args.spawn_timeout_s:
+                print(f"record: NVML shows no new process for job {j.tag} after {args.spawn_timeout_s} s; "
+                      f"using its pid {j.proc.pid}", file=sys.stderr)
+                j.nvml_pid, j.nvml_pid_guessed = j.proc.pid, True
             return
 
 
@@ -470,7 +597,8 @@ def analyse(trace: Trace) -> dict[str, Any]:
             "per_phase": {p: {j: dict(v) for j, v in rows.items()} for p, rows in per_phase.items()},
             "iterations": trace.summary.get("iterations", {}), "power": power, "drivers": dict(drivers),
             "recorded_cost_s": recorded_cost, "recorded_cpu_s": recorded_cpu, "replay_cost_s": replay_cost_s,
-            "ticks": len(trace.ticks)}
+            "ticks": len(trace.ticks), "agent": trace.summary.get("agent"),
+            "nvml_saw_processes": trace.header.get("nvml_saw_processes", True)}
 
 
 def _stats(xs: list[float]) -> str:
@@ -521,6 +649,31 @@ def print_report(res: dict[str, Any]) -> None:
     else:
         print("   no real-library timings in this trace")
     print(f"   replay on the fake NVML (not a hardware cost): {_stats(res['replay_cost_s'])}")
+    if not res["nvml_saw_processes"]:
+        print("\n!! NVML listed no process for at least one job: per-process attribution was not exercised")
+    agent = res.get("agent")
+    print("\n5. the agent (`wattledger agent`, run beside the recorder): its ledger vs the counter")
+    if not agent:
+        print("   not run (record --no-agent, or a trace from before this check)")
+    elif "error" in agent:
+        print(f"   failed: {agent['error']}")
+    else:
+        for uuid, g in agent["gpus"].items():
+            if "error" in g:
+                print(f"   {uuid}: {g['error']}")
+                continue
+            counter = g["counter_j_same_window"]
+            diff = f"({(g['node_j'] / counter - 1) * 100:+.2f}%)" if counter else ""
+            print(f"   {uuid}: {g['ticks']} ticks, source {','.join(g['sources'])}")
+            print(f"   sum of per-job GPU energy {g['jobs_j']:.3f} J, wl_node {g['node_j']:.3f} J "
+                  f"(worst tick gap {g['worst_tick_gap_j']:.2e} J)")
+            if counter is not None:
+                print(f"   counter over the agent's window (recorder's reads) {counter:.3f} J {diff}")
+            for phase in ("hold", *PHASES):
+                row = g["dynamic_j_by_phase"].get(phase)
+                if row:
+                    print(f"   {phase:<12} dynamic J by job: " +
+                          ", ".join(f"{job} {j:.1f}" for job, j in sorted(row.items())))
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -544,6 +697,12 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU")
     rec.add_argument("--size", type=int, default=8192, help="matmul size (fp16)")
     rec.add_argument("--period-s", type=float, default=0.1)
+    rec.add_argument("--backend", choices=["torch", "cpu"], default="torch",
+                     help="torch: matmuls on the GPU; cpu: busy loops, for smoke tests on a fake GPU")
+    rec.add_argument("--agent", action=argparse.BooleanOptionalAction, default=True,
+                     help="run `wattledger agent` beside the recorder and check its ledger [default: on]")
+    rec.add_argument("--spawn-timeout-s", type=float, default=30.0,
+                     help="how long to wait for NVML to show a ready job's process")
     syn = sub.add_parser("synthetic", help="simulate the phases on the fake NVML")
     common(syn)
     syn.add_argument("--seed", type=int, default=1)
@@ -551,6 +710,7 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("trace")
     rep.add_argument("--json", action="store_true")
     wk = sub.add_parser("worker", help=argparse.SUPPRESS)
+    wk.add_argument("--backend", choices=["torch", "cpu"], default="torch")
     wk.add_argument("--size", type=int, required=True)
     wk.add_argument("--period-s", type=float, required=True)
     wk.add_argument("--extra-mem-gib", type=float, required=True)

@@ -6,7 +6,8 @@
 environment (found as NVML finds a GPU's processes: by host pid); each user's
 SM utilisation is its CPU utilisation (so a CPU busy loop with a duty cycle
 stands in for a GPU kernel loop); power is idle + (busy - idle) x the summed
-utilisation (capped at 1); the energy counter integrates that power.
+utilisation (capped at 1), re-measured every 100 ms at most; the energy
+counter integrates that power.
 
 Served through tests/fake_nvml_driver.py, the real pynvml reads it. Each
 process that loads it has its own instance (its counter starts at 0 there).
@@ -26,6 +27,7 @@ import psutil
 from tests.fake_nvml import SAMPLE_PERIOD_US, FakeGpu, FakeNvml, UtilSample
 
 MARKER = "WATTLEDGER_TEST_ON_FAKE_GPU"
+UTIL_WINDOW_US = 100_000  # users and utilisation are re-measured at most this often
 GIB = 1 << 30
 
 
@@ -36,8 +38,10 @@ class LiveGpuNvml(FakeNvml):
         super().__init__([FakeGpu(uuid, name="LIVE FAKE GPU (tests/fake_nvml_live.py)")],
                          start_us=time.time_ns() // 1000)
         self.idle_w, self.busy_w = idle_w, busy_w
-        self.util: dict[int, float] = {}          # pid -> utilisation over the last sync period
-        self._cpu_s: dict[int, float] = {}        # pid -> CPU seconds at the last sync
+        self.util: dict[int, float] = {}          # pid -> utilisation over the last window
+        self._cpu_s: dict[int, float] = {}        # pid -> CPU seconds at the last window's end
+        self._window_us = self.now_us
+        self.power_w = idle_w                     # power from the last window on
         self.busy_energy_j = 0.0                  # energy while any user existed
         self.first_mj: int | None = None          # the counter at its first read
 
@@ -54,27 +58,29 @@ class LiveGpuNvml(FakeNvml):
         return found
 
     def _sync(self) -> None:
+        """Integrate energy up to now; every UTIL_WINDOW_US re-measure the users and their utilisation."""
         now_us = time.time_ns() // 1000
         gpu = self.gpus[0]
         dt_s = max(0, now_us - self.now_us) / 1e6
-        if dt_s > 0:
-            users = self._users_now()
-            util = {pid: min(1.0, max(0.0, (cpu - self._cpu_s.get(pid, cpu)) / dt_s))
-                    for pid, cpu in users.items()}
-            power_w = self.idle_w + (self.busy_w - self.idle_w) * min(1.0, sum(util.values()))
-            gpu.add_energy_j(power_w * dt_s)
-            if users:
-                self.busy_energy_j += power_w * dt_s
-            t = self.now_us + SAMPLE_PERIOD_US
-            while t <= now_us:
-                gpu.samples.extend(UtilSample(pid=pid, timeStamp=t, smUtil=round(100 * u), memUtil=round(30 * u),
-                                              encUtil=0, decUtil=0) for pid, u in sorted(util.items()) if u > 0)
-                t += SAMPLE_PERIOD_US
-            gpu.samples = gpu.samples[-2000:]
-            self.util, self._cpu_s = util, users
-            gpu.compute = {pid: GIB for pid in users}
-            gpu.power_mw = gpu.power_instant_mw = int(power_w * 1000)
-            self.now_us = now_us
+        gpu.add_energy_j(self.power_w * dt_s)
+        if self.util:
+            self.busy_energy_j += self.power_w * dt_s
+        self.now_us = now_us
+        window_s = (now_us - self._window_us) / 1e6
+        if window_s * 1e6 < UTIL_WINDOW_US:
+            return
+        users = self._users_now()
+        util = {pid: min(1.0, max(0.0, (cpu - self._cpu_s.get(pid, cpu)) / window_s)) for pid, cpu in users.items()}
+        t = self._window_us + SAMPLE_PERIOD_US
+        while t <= now_us:
+            gpu.samples.extend(UtilSample(pid=pid, timeStamp=t, smUtil=round(100 * u), memUtil=round(30 * u),
+                                          encUtil=0, decUtil=0) for pid, u in sorted(util.items()) if u > 0)
+            t += SAMPLE_PERIOD_US
+        gpu.samples = gpu.samples[-2000:]
+        self.util, self._cpu_s, self._window_us = util, users, now_us
+        self.power_w = self.idle_w + (self.busy_w - self.idle_w) * min(1.0, sum(util.values()))
+        gpu.compute = {pid: GIB for pid in users}
+        gpu.power_mw = gpu.power_instant_mw = int(self.power_w * 1000)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         self._sync()
