@@ -112,10 +112,7 @@ class JsonClient:
                     continue
                 if status >= 500:
                     last_error = f"HTTP {status} {body_text[:200]}".strip()
-                    if attempt < self.attempts:
-                        wait_s = self._backoff(attempt)
-                        log.info("%s: %s on %s; retrying in %.1f s", self.provider, last_error, shown, wait_s)
-                        self.sleep(wait_s)
+                    if self._retry_later(attempt, f"{last_error} on {shown}"):
                         continue
                     raise CarbonProviderError(
                         f"{self.provider}: server error on {shown} after {attempt} tries ({last_error}); "
@@ -131,16 +128,22 @@ class JsonClient:
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
                 last_error = self.scrub(str(reason))
-                if attempt < self.attempts:
-                    wait_s = self._backoff(attempt)
-                    log.info("%s: cannot reach %s (%s); retrying in %.1f s", self.provider, shown, last_error, wait_s)
-                    self.sleep(wait_s)
+                if self._retry_later(attempt, f"cannot reach {shown} ({last_error})"):
                     continue
                 raise CarbonProviderError(
                     f"{self.provider}: cannot reach {self.scrub(self.base_url)} ({last_error}); "
                     "check the network and [carbon] api_url"
                 ) from None
         raise CarbonProviderError(f"{self.provider}: no answer from {shown} ({last_error})")  # pragma: no cover
+
+    def _retry_later(self, attempt: int, why: str) -> bool:
+        """Sleep a backoff and say True when another attempt is left, else False (the caller raises)."""
+        if attempt >= self.attempts:
+            return False
+        wait_s = self._backoff(attempt)
+        log.info("%s: %s; retrying in %.1f s", self.provider, why, wait_s)
+        self.sleep(wait_s)
+        return True
 
     def _backoff(self, attempt: int) -> float:
         return self.backoff_s * (2 ** (attempt - 1)) * (1.0 + 0.25 * random.random())
