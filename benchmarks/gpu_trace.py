@@ -63,7 +63,7 @@ from tests.fake_nvml import (  # noqa: E402 - after the path set-up
 )
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute  # noqa: E402
 from wattledger.agent.counters import CounterTracker  # noqa: E402
-from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers  # noqa: E402
+from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers, unexplained_job  # noqa: E402
 from wattledger.agent.jobs import JobKey  # noqa: E402
 from wattledger.collectors.nvml import NvmlCollector  # noqa: E402
 
@@ -563,7 +563,7 @@ def analyse(trace: Trace) -> dict[str, Any]:
             drivers[effective_driver(r)] += 1
             pool = Pool("gpu", r.device, r.counter.source, d.energy_j, r.interval_s, idle.get(r.device),
                         StaticPolicy.OCCUPANCY)
-            charges = attribute(pool, driver_s, holders)
+            charges = attribute(pool, driver_s, holders, unexplained_job(r))
             total = math.fsum(c.energy_j for c in charges.values())
             worst_gap_j = max(worst_gap_j, abs(total - d.energy_j))
             counter_j += d.energy_j

@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import NvmlApi
+from tests import fake_nvml as F
 from tests.fake_nvml import FakeGpu, FakeNvml, Load
 from wattledger.agent.cli import main
 from wattledger.agent.config import Config
-from wattledger.agent.jobs import IDLE_JOB, JobKey
+from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.agent.ledger import Ledger
 from wattledger.agent.loop import Agent, choose_gpu_collector
 from wattledger.agent.points import WL_JOB, WL_NODE, Point
@@ -91,10 +92,11 @@ def test_one_node_row_per_gpu_and_job_rows_that_sum_to_it(tmp_path: Path, nvml_a
     assert jobs_a["vision-b"]["dynamic_j"] == pytest.approx(150.0)
     assert jobs_a["llm-a"]["static_j"] == pytest.approx(60.0)
     assert jobs_a["llm-a"]["driver_s"] == pytest.approx(1.5)
-    # GPU-b held by nobody: its static is idle, the rest is unexplained
+    # GPU-b held by nobody: all of its energy is idle (static up to its idle power, the rest too)
     jobs_b = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-b")}
+    assert set(jobs_b) == {IDLE_JOB.tag}
     assert jobs_b[IDLE_JOB.tag]["static_j"] == pytest.approx(120.0)
-    assert math.fsum(f["energy_j"] for f in jobs_b.values()) == pytest.approx(140.0)
+    assert jobs_b[IDLE_JOB.tag]["energy_j"] == pytest.approx(140.0)
     assert rows(points, WL_NODE, "cpu")  # the CPU ledger is there too
 
 
@@ -172,3 +174,31 @@ def test_doctor_lists_each_gpu_through_the_real_pynvml(tmp_path: Path) -> None:
     assert nvml[0]["devices"] == ["GPU-a"] and "1 failed" in nvml[0]["detail"]
     assert "GPU-a" in nvml[1]["detail"] and "energy counter" in nvml[1]["detail"]
     assert nvml[2]["detail"].startswith("GPU lost") and "dmesg" in nvml[2]["fix"]
+
+
+def test_a_gpu_nobody_uses_is_idle_even_before_its_idle_power_is_known(tmp_path: Path, nvml_api: NvmlApi) -> None:
+    """No baseline yet: its energy is all "dynamic", and with no process on the GPU that is idle, not _system."""
+    fake = FakeNvml([FakeGpu("GPU-a")], start_us=T0 // 1000)
+    cfg = Config()
+    agent, points = make_agent(tmp_path, fake, cfg, api=nvml_api)
+    agent.cfg.attribution.idle_power_w = {"cpu": 10.0}  # nothing configured for the GPU
+    agent.commit(agent.tick())
+    fake.step(2.0, {0: Load(65.0)})
+    agent.commit(agent.tick())
+    (node,) = rows(points, WL_NODE, "gpu", "GPU-a")
+    assert "idle_w" not in node.fields  # no baseline known
+    jobs = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a")}
+    assert set(jobs) == {IDLE_JOB.tag} and jobs[IDLE_JOB.tag]["energy_j"] == pytest.approx(130.0)
+
+
+def test_a_gpu_whose_processes_cannot_be_listed_is_unexplained_not_idle(tmp_path: Path, nvml_api: NvmlApi) -> None:
+    no = {"nvmlDeviceGetComputeRunningProcesses": F.NVML_ERROR_NO_PERMISSION,
+          "nvmlDeviceGetGraphicsRunningProcesses": F.NVML_ERROR_NO_PERMISSION}
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB}, errors=dict(no))], start_us=T0 // 1000)
+    agent, points = make_agent(tmp_path, fake, api=nvml_api)
+    agent.commit(agent.tick())
+    fake.step(1.0, {0: Load(300.0)})  # somebody we cannot see keeps it busy
+    agent.commit(agent.tick())
+    jobs = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a")}
+    assert jobs[SYSTEM_JOB.tag]["dynamic_j"] == pytest.approx(240.0)  # above 60 W idle: unexplained
+    assert jobs[IDLE_JOB.tag]["static_j"] == pytest.approx(60.0)

@@ -25,7 +25,7 @@ from tests.conftest import FIXTURES, NvmlApi
 from tests.fake_nvml import FakeNvml, load_trace
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import gpu_drivers
+from wattledger.agent.gpu_attribution import gpu_drivers, unexplained_job
 from wattledger.agent.jobs import JobKey
 from wattledger.collectors.nvml import NvmlCollector
 
@@ -71,7 +71,7 @@ def test_replay_conserves_energy_per_tick(path: Path, nvml_api: NvmlApi) -> None
             assert d.energy_j >= 0
             driver_s, holders = gpu_drivers(r, job_of_pid)
             charges = attribute(Pool("gpu", r.device, r.counter.source, d.energy_j, r.interval_s, 60.0,
-                                     StaticPolicy.OCCUPANCY), driver_s, holders)
+                                     StaticPolicy.OCCUPANCY), driver_s, holders, unexplained_job(r))
             total = math.fsum(c.energy_j for c in charges.values())
             assert total == pytest.approx(d.energy_j, rel=1e-12, abs=1e-9)
             charged_j += total

@@ -18,7 +18,9 @@ policy:
 
 Whatever cannot be placed goes to a reserved job and never disappears: dynamic
 energy with no driver at all goes to ``_system`` (busy, but nothing we saw
-explains it), static energy with no driver / no holder goes to ``_idle``.
+explains it) unless the caller names another job (``unexplained``: a GPU on
+which NVML saw no process at all was idle, so its energy is ``_idle``'s),
+static energy with no driver / no holder goes to ``_idle``.
 
 Invariant (tested as a property): for every pool, sum of the returned
 ``energy_j`` equals the pool's E to float rounding.
@@ -101,6 +103,7 @@ def attribute(
     pool: Pool,
     driver_s: Mapping[JobKey, float],
     holders: Mapping[JobKey, float] | None = None,
+    unexplained: JobKey = SYSTEM_JOB,
 ) -> dict[JobKey, Charge]:
     """Charge one pool's interval energy to jobs.
 
@@ -108,8 +111,9 @@ def attribute(
     reserved jobs (``_system`` for unexplained busy time, ``_agent``).
     ``holders``: jobs holding the device and their weight, for the occupancy
     policy (defaults to the jobs with a positive driver, equally weighted).
+    ``unexplained``: who gets dynamic energy when no job has a driver.
     """
-    dynamic = _split(pool.dynamic_j, driver_s, SYSTEM_JOB)
+    dynamic = _split(pool.dynamic_j, driver_s, unexplained)
     static_j = pool.static_j
     if pool.policy is StaticPolicy.PROPORTIONAL:
         static = _split(static_j, driver_s, IDLE_JOB)

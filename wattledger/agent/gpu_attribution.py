@@ -14,6 +14,10 @@ NVML saw into those two mappings:
   hold a context now, weighted by used memory when every holder's memory is
   known, else equally. A GPU that nobody holds sends its static energy to
   ``_idle`` (``attribute`` does that when holders is empty).
+* who gets dynamic energy no job explains (``unexplained_job``): ``_idle``
+  when NVML listed the GPU's processes and none ran (a GPU nobody uses is
+  idle, whatever its power; before an idle baseline is known all of its
+  energy counts as dynamic), ``_system`` when NVML would not list them.
 
 NVML reports host pids; ``job_of_pid`` maps them to jobs (the procs
 collector's ``ProcCollector.job_of_pid``), so two processes of one job add up.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from wattledger.agent.jobs import JobKey
+from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.collectors.nvml import DRIVER_SM, GpuDeviceReading, GpuProcess
 
 
@@ -56,6 +60,11 @@ def gpu_drivers(
 
     holders = _shares(holding, jobs, 1.0)
     return driver_s, holders
+
+
+def unexplained_job(reading: GpuDeviceReading) -> JobKey:
+    """Who gets the pool's dynamic energy when no job has a driver (see the module docstring)."""
+    return IDLE_JOB if reading.processes_seen else SYSTEM_JOB
 
 
 def _shares(holding: list[GpuProcess], jobs: dict[int, JobKey], total: float) -> dict[JobKey, float]:

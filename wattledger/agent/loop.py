@@ -28,9 +28,9 @@ import psutil
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.config import Config
 from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import gpu_drivers
+from wattledger.agent.gpu_attribution import gpu_drivers, unexplained_job
 from wattledger.agent.idle import IdleBaselines, activity_fraction
-from wattledger.agent.jobs import UNTAGGED, JobKey
+from wattledger.agent.jobs import SYSTEM_JOB, UNTAGGED, JobKey
 from wattledger.agent.ledger import Ledger
 from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult
@@ -212,11 +212,13 @@ class Agent:
             if delta is None or activity.interval_s is None:
                 continue
             interval_s, driver_s, holders = activity.interval_s, activity.driver_s, activity.holders
+            unexplained = SYSTEM_JOB
             if gpu_reading is not None:
                 if gpu_reading.interval_s is None:
                     continue  # first read of this GPU pool after a gap: baseline only
                 interval_s = gpu_reading.interval_s
                 driver_s, holders = gpu_drivers(gpu_reading, job_of_pid)
+                unexplained = unexplained_job(gpu_reading)
             if delta.reset:
                 self.reporter.problem(("reset", *counter.key), f"{counter.source} {counter.device}: counter reset",
                                       logging.INFO)
@@ -233,7 +235,7 @@ class Agent:
                 gpu_driver="" if gpu_reading is None else gpu_reading.driver, gpu_driver_s=sum(driver_s.values())))
             pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
                         interval_s, idle_w, policy_for(self.cfg, counter.component))
-            points.extend(self._pool_points(pool, driver_s, holders, now_ns))
+            points.extend(self._pool_points(pool, driver_s, holders, now_ns, unexplained))
             pools += 1
         self.primed = True
         duration_s = time.monotonic() - started
@@ -243,8 +245,8 @@ class Agent:
         return TickResult(points, pools, duration_s)
 
     def _pool_points(self, pool: Pool, driver_s: Mapping[JobKey, float], holders: Mapping[JobKey, float] | None,
-                     now_ns: int) -> list[Point]:
-        charges = attribute(pool, driver_s, holders)
+                     now_ns: int, unexplained: JobKey = SYSTEM_JOB) -> list[Point]:
+        charges = attribute(pool, driver_s, holders, unexplained)
         node_tags = {"host": self.host, "component": pool.component, "device": pool.device, "source": pool.source}
         node_fields = {"energy_j": pool.energy_j, "power_w": pool.energy_j / pool.interval_s,
                        "interval_s": pool.interval_s}

@@ -82,7 +82,9 @@ class GpuDeviceReading:
     ``driver`` says which activity measure is available for this reading:
     ``"sm"`` (per-process SM utilisation), ``"memory"`` (used GPU memory) or
     ``"equal"`` (only who holds a context). ``interval_s`` is the time since
-    this pool's previous read (None on the first read).
+    this pool's previous read (None on the first read). ``processes_seen`` is
+    False when NVML would not list the processes (both lists NOT_SUPPORTED or
+    NO_PERMISSION): an empty ``processes`` then means "unknown", not "idle".
     """
 
     counter: EnergyCounter
@@ -90,6 +92,7 @@ class GpuDeviceReading:
     driver: str  # "sm" | "memory" | "equal"
     interval_s: float | None = None
     parent: str = ""  # MIG pools: the physical GPU's UUID
+    processes_seen: bool = True
 
     @property
     def device(self) -> str:
@@ -469,9 +472,9 @@ class NvmlCollector:
             source = SOURCE_POWER
         if gpu.mig:
             return self._read_mig(gpu, energy_uj, source, now_ns)
-        processes, driver, interval_s = self._activity(gpu.uuid, gpu.handle, gpu.activity, now_ns)
+        processes, driver, interval_s, seen = self._activity(gpu.uuid, gpu.handle, gpu.activity, now_ns)
         counter = EnergyCounter(COMPONENT, gpu.uuid, source, energy_uj)
-        return [GpuDeviceReading(counter, processes, driver, interval_s)]
+        return [GpuDeviceReading(counter, processes, driver, interval_s, processes_seen=seen)]
 
     def _power_w(self, gpu: _Gpu) -> float:
         nvml = self._nvml
@@ -501,10 +504,11 @@ class NvmlCollector:
         gpu.last_power = (now_ns, power_w)
         return int(gpu.integrated_uj)
 
-    def _processes(self, device: str, handle: Any) -> dict[int, int | None]:
-        """pid -> used memory (bytes or None) from the compute and graphics lists."""
+    def _processes(self, device: str, handle: Any) -> tuple[dict[int, int | None], bool]:
+        """pid -> used memory (bytes or None) from the compute and graphics lists; False if neither answered."""
         nvml = self._nvml
         found: dict[int, int | None] = {}
+        answered = False
         for fn_name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
             try:
                 procs = getattr(nvml, fn_name)(handle)
@@ -516,6 +520,7 @@ class NvmlCollector:
                                fn_name, device, problem.value, _errtext(e))
                     continue
                 raise
+            answered = True
             for p in procs:
                 mem = getattr(p, "usedGpuMemory", None)
                 mem = int(mem) if mem is not None else None
@@ -524,13 +529,13 @@ class NvmlCollector:
                     found[pid] = max(found[pid] or 0, mem)  # a pid in both lists: same memory
                 elif pid not in found or found[pid] is None:
                     found[pid] = mem
-        return found
+        return found, answered
 
     def _activity(
         self, device: str, handle: Any, act: _Activity, now_ns: int
-    ) -> tuple[tuple[GpuProcess, ...], str, float | None]:
+    ) -> tuple[tuple[GpuProcess, ...], str, float | None, bool]:
         nvml = self._nvml
-        holders = self._processes(device, handle)
+        holders, seen = self._processes(device, handle)
         interval_s = None
         if act.last_read_ns is not None and now_ns > act.last_read_ns:
             interval_s = (now_ns - act.last_read_ns) / 1e9
@@ -569,7 +574,7 @@ class NvmlCollector:
             driver = DRIVER_MEMORY
         else:
             driver = DRIVER_EQUAL
-        return tuple(processes), driver, interval_s
+        return tuple(processes), driver, interval_s, seen
 
     def _read_mig(self, gpu: _Gpu, parent_uj: int, source: str, now_ns: int) -> list[GpuDeviceReading]:
         """Split the parent's interval energy to its MIG pools by slices (docs/gpu.md)."""
@@ -596,9 +601,10 @@ class NvmlCollector:
         gpu.parent_last_uj = parent_uj
         readings: list[GpuDeviceReading] = []
         for uuid, slot in sorted(gpu.mig_slots.items()):
-            processes, driver, interval_s = self._activity(uuid, slot.handle, slot.activity, now_ns)
+            processes, driver, interval_s, seen = self._activity(uuid, slot.handle, slot.activity, now_ns)
             counter = EnergyCounter(COMPONENT, uuid, mig_source, gpu.pool_uj.setdefault(uuid, 0))
-            readings.append(GpuDeviceReading(counter, processes, driver, interval_s, parent=gpu.uuid))
+            readings.append(GpuDeviceReading(counter, processes, driver, interval_s, parent=gpu.uuid,
+                                             processes_seen=seen))
         interval_s = None
         if gpu.activity.last_read_ns is not None and now_ns > gpu.activity.last_read_ns:
             interval_s = (now_ns - gpu.activity.last_read_ns) / 1e9
