@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute
+from wattledger.agent.attribution import Charge, Pool, StaticPolicy, attribute
 from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers
+from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers, unexplained_job
 from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.collectors.base import EnergyCounter
 from wattledger.collectors.nvml import GpuDeviceReading, GpuProcess, NvmlCollector
@@ -186,3 +186,13 @@ def test_mig_pools_sum_to_the_parent_for_any_layout(layout: list[tuple[int, int]
         assert all(d is not None and d.energy_j >= 0 for d in deltas)
         assert math.fsum(d.energy_j for d in deltas) == pytest.approx((parent.energy_mj - before) / 1000.0,
                                                                       abs=1e-6)
+
+
+def test_unexplained_gpu_energy_is_idle_when_nobody_was_on_it_and_system_when_unknown() -> None:
+    nobody = reading([])
+    assert unexplained_job(nobody) == IDLE_JOB
+    unknown = GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), (), "equal", 2.0, processes_seen=False)
+    assert unexplained_job(unknown) == SYSTEM_JOB
+    pool = Pool("gpu", "GPU-x", "nvml", 130.0, 2.0, None, StaticPolicy.OCCUPANCY)
+    assert attribute(pool, *gpu_drivers(nobody, jobs({})), unexplained_job(nobody)) == {
+        IDLE_JOB: Charge(dynamic_j=130.0, static_j=0.0, driver_s=0.0)}
