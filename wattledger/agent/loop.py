@@ -145,7 +145,7 @@ class Agent:
                                   logging.ERROR)
         if self.procs is None:
             self.procs = ProcCollector(
-                procfs_root=self.cfg.agent.procfs_root,
+                procfs_root=Path(self.cfg.agent.procfs_root),
                 tag_vars=tuple(self.cfg.jobs.tag_vars),
                 max_tag_chars=self.cfg.jobs.max_tag_chars,
                 cgroup_root=Path(self.cfg.agent.cgroup_root),

@@ -58,10 +58,10 @@ class Point:
         from influxdb_client.domain.write_precision import WritePrecision
 
         p = _LibPoint(self.measurement)
-        for k, v in sorted(self.clean_tags().items()):
-            p.tag(k, v)
-        for k, v in self.fields.items():
-            p.field(k, float(v))
+        for tag, text in sorted(self.clean_tags().items()):
+            p.tag(tag, text)
+        for name, number in self.fields.items():
+            p.field(name, float(number))
         return p.time(self.time_ns, WritePrecision.NS)
 
     def to_line(self) -> str:

@@ -63,6 +63,13 @@ ESTIMATED_SOURCES = {"model": "estimate", "fake": "fake hardware"}
 CELL_TAGS = ("job", "user", "project", "phase", "host", "source")
 
 
+def _cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> EnergyCell:
+    """An EnergyCell from one summed row (a missing or NULL tag is "")."""
+    text = {t: str(tags.get(t) or "") for t in CELL_TAGS}
+    return EnergyCell(bucket_ns, text["job"], text["user"], text["project"], text["phase"], text["host"],
+                      text["source"], energy_j)
+
+
 class ReportError(RuntimeError):
     """A report cannot be made; the message says why and what to do."""
 
@@ -369,8 +376,7 @@ def from_ledger(ledger: Any, cfg: Config, since_ns: int, until_ns: int, opts: Op
     if opts.project is not None:
         equal["project"] = opts.project
     sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, equal)
-    cells = [EnergyCell(int(r["time_ns"]), *(str(r[t] or "") for t in CELL_TAGS), energy_j=float(r["energy_j"]))
-             for r in sums]
+    cells = [_cell(int(r["time_ns"]), r, float(r["energy_j"])) for r in sums]
     return _assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
                      since_ns, until_ns, f"ledger {ledger.path}")
 
@@ -460,8 +466,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
             f"GROUP BY time(1h), {group} fill(none)"
         )
         cells += [
-            EnergyCell(int(r["time"]), *(str(r.get(t) or "") for t in CELL_TAGS), energy_j=float(r["energy_j"]))
-            for r in rows if r.get("energy_j") is not None
+            _cell(int(r["time"]), r, float(r["energy_j"])) for r in rows if r.get("energy_j") is not None
         ]
         start = stop
     h0, h1 = _hour_window(since_ns, until_ns)
@@ -735,7 +740,8 @@ def plot(report: Report, path: str, *, top: int = 5) -> None:
         stacks.append((f"{len(rest)} others", [r.key for r in rest]))
     fig, (ax_e, ax_c) = plt.subplots(2, 1, figsize=(12, 7), sharex=True, constrained_layout=True)
     width = timedelta(hours=0.9)
-    colors = plt.get_cmap("tab10").colors
+    tab10 = plt.get_cmap("tab10")
+    colors = [tab10(i) for i in range(10)]
     for ax, attr, ylabel in ((ax_e, "facility_kwh", "facility kWh per hour"), (ax_c, "g_co2e", "gCO2e per hour")):
         bottom = [0.0] * len(hours)
         for i, (name, keys) in enumerate(stacks):

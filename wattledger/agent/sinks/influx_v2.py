@@ -52,7 +52,7 @@ class InfluxV2Sink:
         self.org = org or "-"
         self._client = InfluxDBClient(
             url=self.url,
-            token=token or None,
+            token=token or None,  # type: ignore[arg-type]  # None (its default) means no token
             org=self.org,
             timeout=max(1, int(timeout_s * 1000)),
             enable_gzip=gzip,
@@ -66,7 +66,8 @@ class InfluxV2Sink:
             return lines
         try:
             self._write_api.write(
-                bucket=self.bucket, org=self.org, record=lines, write_precision=WritePrecision.NS
+                bucket=self.bucket, org=self.org, record=lines,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # a str constant, as the library uses it
             )
         except ApiException as e:
             return classify(int(e.status or 0), e.body, e.headers)
