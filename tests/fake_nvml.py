@@ -202,6 +202,9 @@ class FakeGpu:
     # pynvml raises NVMLError(NVML_SUCCESS) when a driver answers "no samples"
     # with SUCCESS and count 0 instead of NOT_FOUND; script that wrapper quirk.
     util_empty_is_success: bool = False
+    # The driver may stamp each process's sample at a slightly different time:
+    # the n-th busy pid (in pid order) of a sampling period is stamped n x this many us earlier.
+    sample_skew_us: int = 0
     mig_mode: int | None = NVML_DEVICE_MIG_DISABLE  # None: not supported
     max_mig: int = 7
     mig: list[FakeMig] = field(default_factory=list)
@@ -265,10 +268,10 @@ class FakeNvml:
             gpu.add_energy_j(load.power_w * dt_s)
             t = start_us + SAMPLE_PERIOD_US
             while t <= end_us:
-                for pid, pct in sorted(load.sm.items()):
-                    if pct > 0:
-                        gpu.samples.append(UtilSample(pid=pid, timeStamp=t, smUtil=int(round(pct)), memUtil=0,
-                                                      encUtil=0, decUtil=0))
+                busy = [(pid, pct) for pid, pct in sorted(load.sm.items()) if pct > 0]
+                for n, (pid, pct) in enumerate(busy):
+                    gpu.samples.append(UtilSample(pid=pid, timeStamp=t - n * gpu.sample_skew_us,
+                                                  smUtil=int(round(pct)), memUtil=0, encUtil=0, decUtil=0))
                 t += SAMPLE_PERIOD_US
         self.now_us = end_us
         return self.now_ns

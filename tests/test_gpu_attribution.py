@@ -30,8 +30,9 @@ def jobs(mapping: dict[int, JobKey]):
     return lambda pid: mapping.get(pid, JobKey("_untagged", ""))
 
 
-def test_sm_busy_75_25_splits_dynamic_energy_3_to_1(nvml_api: NvmlApi) -> None:
-    fake = FakeNvml([FakeGpu("GPU-x", compute={101: 1 * GIB, 102: 7 * GIB})])
+@pytest.mark.parametrize("skew_us", [0, 3_000], ids=["same-timestamps", "stamped-3ms-apart"])
+def test_sm_busy_75_25_splits_dynamic_energy_3_to_1(nvml_api: NvmlApi, skew_us: int) -> None:
+    fake = FakeNvml([FakeGpu("GPU-x", compute={101: 1 * GIB, 102: 7 * GIB}, sample_skew_us=skew_us)])
     c = NvmlCollector(nvml_api(fake))
     c.read(fake.now_ns)
     fake.step(1.0, {0: Load(300.0, {101: 75, 102: 25})})

@@ -6,6 +6,8 @@ import logging
 import sys
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from tests import fake_nvml as F
 from tests.conftest import NvmlApi
@@ -370,3 +372,32 @@ def test_a_gpu_lost_at_discovery_is_found_again_later() -> None:
         fake.step(1.0)
         seen |= {r.device for r in c.read(fake.now_ns).devices}
     assert seen == {"GPU-a", "GPU-b"}
+
+
+def test_sm_busy_samples_of_different_pids_a_few_ms_apart_do_not_shorten_each_other() -> None:
+    """Two jobs at 50 % for 5 s whose samples the driver stamps 3 ms apart: 2.5 s each."""
+    period = 200_000
+    a = [(1, 1_000_000 + k * period, 50) for k in range(1, 26)]
+    b = [(2, 1_000_000 + k * period + 3_000, 50) for k in range(1, 26)]
+    busy = sm_busy_seconds(a + b, 1_000_000, 5.0)
+    assert busy[1] == pytest.approx(2.5) and busy[2] == pytest.approx(2.5)
+
+
+@given(
+    utils=st.lists(st.lists(st.integers(0, 100), min_size=1, max_size=30), min_size=1, max_size=4),
+    offsets_us=st.lists(st.integers(0, 199_999), min_size=4, max_size=4),
+    interval_s=st.sampled_from([1.0, 5.0, 10.0]),
+)
+def test_sm_busy_does_not_depend_on_when_within_a_period_each_pid_is_sampled(
+        utils: list[list[int]], offsets_us: list[int], interval_s: float) -> None:
+    assume(any(len(series) >= 2 for series in utils))  # a period to measure (else spans reach back to the last read)
+    period, start = 200_000, 10_000_000
+    aligned, shifted = [], []
+    for pid, series in enumerate(utils, 1):
+        for k, pct in enumerate(series, 1):
+            aligned.append((pid, start + k * period, pct))
+            shifted.append((pid, start + k * period + offsets_us[pid - 1], pct))
+    a = sm_busy_seconds(aligned, start, interval_s)
+    b = sm_busy_seconds(shifted, start, interval_s)
+    assert a == pytest.approx(b)
+    assert all(0.0 <= v <= interval_s for v in b.values())

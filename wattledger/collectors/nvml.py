@@ -630,12 +630,16 @@ def sm_busy_seconds(
 
     ``samples`` are (pid, timestamp_us, smUtil %) newer than ``prev_seen_us``
     (the newest timestamp of the previous read, 0 if none). Each sample is
-    weighted by the time it covers: the gap to the device's previous sample
-    timestamp, capped at the device's sampling period (the median gap between
-    consecutive sample timestamps) because the driver emits no sample for a
-    period in which nobody was busy, so a long gap is idle time, not busy
-    time. With a single sample timestamp and nothing to compare, the sample
-    stands for the whole interval. Each pid's total is capped at the interval.
+    weighted by the time it covers: the gap to the same pid's previous sample,
+    capped at the sampling period (the median gap between consecutive samples
+    of one pid, over all pids), because a long gap is time in which the
+    driver had nothing to report for that pid: idle. A pid's first sample in
+    the read covers one period. Gaps are taken per pid, never across pids,
+    so samples of different processes taken a few milliseconds apart do not
+    shorten each other's spans. With no pid having two samples (nothing to
+    measure a period with), a sample covers the time since ``prev_seen_us``
+    (the whole interval on a first read). Spans and totals are capped at the
+    interval.
 
     Why not "mean smUtil x interval": a pid with one sample in the interval
     (it started or stopped near a tick, or ran one short burst) would be
@@ -643,27 +647,31 @@ def sm_busy_seconds(
     """
     if not samples:
         return {}
-    times = sorted({ts for _, ts, _ in samples})
-    chain = ([prev_seen_us] if prev_seen_us > 0 else []) + times
-    gaps = [b - a for a, b in zip(chain, chain[1:])]
-    inner = [b - a for a, b in zip(times, times[1:])] or gaps
-    period_us = statistics.median(inner) if inner else None
-    interval_us = interval_s * 1e6
-    cover: dict[int, float] = {}
-    previous = prev_seen_us if prev_seen_us > 0 else None
-    for ts in times:
-        if period_us is None:
-            span = interval_us
-        elif previous is None:
-            span = period_us
-        else:
-            span = min(ts - previous, period_us)
-        cover[ts] = min(max(span, 0.0), interval_us)
-        previous = ts
-    busy: dict[int, float] = {}
+    by_pid: dict[int, list[tuple[int, int]]] = {}
     for pid, ts, pct in samples:
-        busy[pid] = busy.get(pid, 0.0) + pct / 100.0 * cover[ts] / 1e6
-    return {pid: min(b, interval_s) for pid, b in busy.items()}
+        by_pid.setdefault(pid, []).append((ts, pct))
+    for series in by_pid.values():
+        series.sort()
+    gaps = [b[0] - a[0] for series in by_pid.values() for a, b in zip(series, series[1:]) if b[0] > a[0]]
+    period_us = statistics.median(gaps) if gaps else None
+    interval_us = interval_s * 1e6
+    busy: dict[int, float] = {}
+    for pid, series in by_pid.items():
+        total_us = 0.0
+        previous: int | None = None
+        for ts, pct in series:
+            if previous is not None:
+                span = min(ts - previous, period_us) if period_us is not None else 0.0
+            elif period_us is not None:
+                span = period_us
+            elif 0 < prev_seen_us < ts:
+                span = ts - prev_seen_us
+            else:
+                span = interval_us
+            total_us += pct / 100.0 * min(max(span, 0.0), interval_us)
+            previous = ts
+        busy[pid] = min(total_us / 1e6, interval_s)
+    return busy
 
 
 def mig_shares(slots: dict[str, tuple[int, int, int]], total_slices: int) -> dict[str, float]:
