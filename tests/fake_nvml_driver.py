@@ -30,6 +30,7 @@ keeps it in ``FakeNvmlDriver.crashes`` and answers NVML_ERROR_UNKNOWN, and
 from __future__ import annotations
 
 import ctypes
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ class FakeNvmlDriver:
         self._pynvml = pynvml
         self._fake = fake
         self.crashes: list[str] = []
+        self.cpu_s = 0.0  # CPU time spent answering inside the fake (benchmarks subtract it)
         self._objects: dict[int, FakeGpu | FakeMig] = {}
         self._addresses: dict[int, int] = {}
         self._strings: dict[int, ctypes.Array[ctypes.c_char]] = {}
@@ -114,6 +116,7 @@ class FakeNvmlDriver:
 
     def _guard(self, name: str, impl: Callable[..., int]) -> Callable[..., int]:
         def call(*args: Any) -> int:
+            t0 = time.thread_time()
             try:
                 return impl(*args)
             except F.NVMLError as e:
@@ -121,6 +124,8 @@ class FakeNvmlDriver:
             except BaseException:  # noqa: BLE001 - see the module docstring
                 self.crashes.append(f"{name}: {traceback.format_exc()}")
                 return F.NVML_ERROR_UNKNOWN
+            finally:
+                self.cpu_s += time.thread_time() - t0
         return call
 
     def _handle(self, obj: FakeGpu | FakeMig) -> int:
