@@ -146,3 +146,20 @@ def test_a_driver_without_the_energy_counter_symbol_integrates_power(monkeypatch
     fake.step(2.0, {0: Load(200.0)})
     r = c.read(fake.now_ns).devices[0]
     assert r.counter.source == SOURCE_POWER and r.counter.counter_uj == pytest.approx(400e6)
+
+
+def test_the_cost_benchmark_runs_and_subtracts_the_fake_drivers_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/nvml_cost.py (a benchmark, not a timed test): it runs, and ours <= total."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "nvml_cost.py"
+    spec = importlib.util.spec_from_file_location("nvml_cost", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "nvml_cost", mod)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "READS", 5)
+    r = mod.measure(2, 3)
+    assert 0 < r["mean_ms"] <= r["total_ms"]
