@@ -202,3 +202,19 @@ def test_a_gpu_whose_processes_cannot_be_listed_is_unexplained_not_idle(tmp_path
     jobs = {p.tags["job"]: p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a")}
     assert jobs[SYSTEM_JOB.tag]["dynamic_j"] == pytest.approx(240.0)  # above 60 W idle: unexplained
     assert jobs[IDLE_JOB.tag]["static_j"] == pytest.approx(60.0)
+
+
+def test_a_gpu_whose_contexts_are_held_but_idle_teaches_the_idle_baseline(tmp_path: Path) -> None:
+    """A notebook kernel holding a context all day: SM-busy 0, so those ticks are idle ticks."""
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: 2 * GIB})], start_us=T0 // 1000)
+    agent, points = make_agent(tmp_path, fake)
+    agent.cfg.attribution.idle_power_w = {"cpu": 10.0}  # nothing configured for the GPU: learn it
+    agent.commit(agent.tick())
+    for _ in range(35):
+        fake.step(1.0, {0: Load(72.0)})  # held, nobody computing
+        agent.commit(agent.tick())
+    last = rows(points, WL_NODE, "gpu", "GPU-a")[-1]
+    assert last.fields.get("idle_w") == pytest.approx(72.0, rel=0.02)
+    # and with the baseline known, that job pays it as static energy (occupancy), not as dynamic
+    (charge,) = [p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a") if p.time_ns == last.time_ns]
+    assert charge["static_j"] == pytest.approx(last.fields["energy_j"], rel=0.02)

@@ -97,7 +97,7 @@ def test_activity_fraction_per_pool_kind() -> None:
     assert activity_fraction("dram", 0.0, 2.0) == 0.0
     assert activity_fraction("psys", 0.0, 2.0) is None
     assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=0) == 0.0
-    assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=1, gpu_driver="sm", gpu_driver_s=0.5,
+    assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=1, gpu_driver="sm", gpu_sm_busy_s=0.5,
                              interval_s=1.0) == 0.5
     assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=1, gpu_driver="memory", interval_s=1.0) is None
 

@@ -62,6 +62,11 @@ def gpu_drivers(
     return driver_s, holders
 
 
+def sm_busy_total(reading: GpuDeviceReading) -> float:
+    """The pool's SM-busy seconds in the interval, all processes together (0.0 without utilisation)."""
+    return math.fsum(_finite_nonneg(p.sm_busy_s) for p in reading.processes)
+
+
 def unexplained_job(reading: GpuDeviceReading) -> JobKey:
     """Who gets the pool's dynamic energy when no job has a driver (see the module docstring)."""
     return IDLE_JOB if reading.processes_seen else SYSTEM_JOB

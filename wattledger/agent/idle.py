@@ -134,18 +134,21 @@ def resolve(component: str, device: str, configured_w: float | None, model_w: fl
 
 
 def activity_fraction(component: str, cpu_busy_s: float, cpu_capacity_s: float, *, gpu_processes: int | None = None,
-                      gpu_driver: str = "", gpu_driver_s: float = 0.0, interval_s: float = 0.0) -> float | None:
+                      gpu_driver: str = "", gpu_sm_busy_s: float = 0.0, interval_s: float = 0.0) -> float | None:
     """How busy a pool was in the tick (0..1), or None when nothing says.
 
     CPU and DRAM pools: host busy CPU time over capacity. GPU pools: 0 when no
-    process holds the GPU, SM-busy seconds over the interval when NVML gives
-    per-process SM time, else unknown (not learned).
+    process holds the GPU; when NVML gives per-process SM time, the processes'
+    SM-busy seconds over the interval (so a GPU whose contexts are held but
+    idle, a notebook kernel left open, counts as idle and teaches the
+    baseline: on a shared server some GPUs are never without a context);
+    else unknown (not learned).
     """
     if gpu_processes is not None:
         if gpu_processes == 0:
             return 0.0
         if gpu_driver == "sm" and interval_s > 0:
-            return gpu_driver_s / interval_s
+            return gpu_sm_busy_s / interval_s
         return None
     if component not in ("cpu", "dram") or cpu_capacity_s <= 0:
         return None

@@ -28,7 +28,7 @@ import psutil
 from wattledger.agent.attribution import Pool, StaticPolicy, attribute
 from wattledger.agent.config import Config
 from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import gpu_drivers, unexplained_job
+from wattledger.agent.gpu_attribution import gpu_drivers, sm_busy_total, unexplained_job
 from wattledger.agent.idle import IdleBaselines, activity_fraction
 from wattledger.agent.jobs import SYSTEM_JOB, UNTAGGED, JobKey
 from wattledger.agent.ledger import Ledger
@@ -232,7 +232,8 @@ class Agent:
             self.idle.observe(counter.component, counter.device, delta.energy_j / interval_s, activity_fraction(
                 counter.component, activity.busy_s, activity.capacity_s, interval_s=interval_s,
                 gpu_processes=None if gpu_reading is None else len(gpu_reading.processes),
-                gpu_driver="" if gpu_reading is None else gpu_reading.driver, gpu_driver_s=sum(driver_s.values())))
+                gpu_driver="" if gpu_reading is None else gpu_reading.driver,
+                gpu_sm_busy_s=0.0 if gpu_reading is None else sm_busy_total(gpu_reading)))
             pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
                         interval_s, idle_w, policy_for(self.cfg, counter.component))
             points.extend(self._pool_points(pool, driver_s, holders, now_ns, unexplained))
