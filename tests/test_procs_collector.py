@@ -362,3 +362,16 @@ def test_drivers_add_up_to_host_busy_time(tmp_path: Path) -> None:
     busy = w.proc.user + w.proc.system + w.proc.irq - busy0
     charged = sum(sum(s.driver_s.values()) for s in samples)
     assert charged == pytest.approx(busy / 100, abs=0.02)
+
+
+def test_job_of_pid_remembers_a_process_that_just_exited(tmp_path: Path) -> None:
+    """NVML reports a finished job's last utilisation samples after the procs collector buried it."""
+    w = World(tmp_path)
+    w.proc.spawn(70, 1, "python", env={"WATTLEDGER_JOB": "trainer"})
+    w.tick()
+    assert w.c.job_of_pid(70) == job("trainer")
+    w.proc.reap(70)
+    w.tick()
+    assert w.c.job_of_pid(70) == job("trainer")  # gone from /proc, still known
+    w.ticks(3)
+    assert w.c.job_of_pid(70).tag == "_untagged"  # forgotten after a few ticks

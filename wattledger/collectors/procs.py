@@ -78,6 +78,7 @@ ENVIRON_FIX = (
     "holds both as ambient capabilities; until then other users' processes count as _untagged"
 )
 KTHREADD = "2"  # parent of every kernel thread
+GONE_JOB_TICKS = 2  # how long job_of_pid remembers the job of an exited process
 INIT = "1"  # reaps orphans
 _READ_MAX = 4096  # /proc/<pid>/stat is a few hundred bytes
 
@@ -237,6 +238,9 @@ class ProcCollector:
         self.environ_denied_pids: set[int] = set()  # live processes whose tags we cannot see
         self._last: tuple[int, int, int] | None = None  # (now_ns, busy_ticks, task_ticks)
         self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
+        # pid -> (job, tick it was buried): GPU samples of a process that exited during the
+        # interval arrive after its burial; job_of_pid still knows whose it was.
+        self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
         self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
         self._carry_ticks = 0.0  # task time charged late, still to be paid back from _system (<= 0)
         self._ticks = 0
@@ -355,9 +359,16 @@ class ProcCollector:
         self._join(job, cg)
 
     def job_of_pid(self, pid: int) -> JobKey:
-        """The job of a host pid (NVML reports host pids); read on demand if new."""
+        """The job of a host pid (NVML reports host pids); read on demand if new.
+
+        A process that exited in the last ticks keeps its job here: its GPU
+        utilisation samples for its last interval are read after the procs
+        collector buried it.
+        """
         key = str(pid)
         proc = self._procs.get(key)
+        if proc is None and key in self._gone_jobs:
+            return self._gone_jobs[key][0]
         if proc is None:
             try:
                 comm, rest = _split_stat(self._read_stat(key))
@@ -436,8 +447,11 @@ class ProcCollector:
         gone_kids: dict[str, list[_Proc]] = {}
         must_read: set[str] = {agent}
 
+        self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
+
         def bury(pid: str, proc: _Proc, gone: dict[str, _Proc]) -> None:
             self._forget(pid, proc)
+            self._gone_jobs[pid] = (proc.job, self._ticks)
             parent, hops = proc.ppid, 0
             while parent in gone and hops < 64:  # the whole subtree exited: fold into the first live ancestor
                 parent, hops = gone[parent].ppid, hops + 1
