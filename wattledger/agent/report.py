@@ -245,7 +245,7 @@ class Report:
             kinds = ", ".join(sorted(ESTIMATED_SOURCES[s] for s in self.total.estimate_sources))
             out.append(f"E = includes energy not measured by a counter ({kinds}: source="
                        f"{'/'.join(sorted(self.total.estimate_sources))}), "
-                       f"{self.total.estimated_kwh:.4g} kWh of {self.total.it_kwh:.4g} kWh")
+                       f"{_num(self.total.estimated_kwh)} kWh of {_num(self.total.it_kwh)} kWh")
         return out
 
     def to_dict(self) -> dict[str, Any]:
