@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import string
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,8 @@ class FakeGpu:
     unsupported: set[str] = field(default_factory=set)
     # Function name -> NVML error code raised by every call until removed.
     errors: dict[str, int] = field(default_factory=dict)
+    # Function name -> NVML error code raised by the next call only.
+    errors_once: dict[str, int] = field(default_factory=dict)
     lost: bool = False
     # pynvml raises NVMLError(NVML_SUCCESS) when a driver answers "no samples"
     # with SUCCESS and count 0 instead of NOT_FOUND; script that wrapper quirk.
@@ -242,6 +244,9 @@ class FakeNvml:
         self.initialised = 0
         self.now_us = start_us
         self.calls: dict[str, int] = {}
+        # Called as before_call(function name, gpu) on every call that names a GPU: a test
+        # can change the GPU between pynvml's two calls of one query (the buffer race).
+        self.before_call: Callable[[str, FakeGpu], None] | None = None
 
     NVMLError = NVMLError
     NVMLLibraryMismatchError = NVMLLibraryMismatchError
@@ -287,8 +292,12 @@ class FakeNvml:
         gpu = handle.parent if isinstance(handle, FakeMig) else handle
         if gpu.lost:
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        if self.before_call is not None:
+            self.before_call(fn, gpu)
         if fn in gpu.errors:
             raise NVMLError(gpu.errors[fn])
+        if fn in gpu.errors_once:
+            raise NVMLError(gpu.errors_once.pop(fn))
         if fn in gpu.unsupported:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return gpu

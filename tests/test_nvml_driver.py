@@ -163,3 +163,60 @@ def test_the_cost_benchmark_runs_and_subtracts_the_fake_drivers_time(monkeypatch
     monkeypatch.setattr(mod, "READS", 5)
     r = mod.measure(2, 3)
     assert 0 < r["mean_ms"] <= r["total_ms"]
+
+
+def test_samples_arriving_between_pynvmls_two_calls_are_a_race_not_a_failure() -> None:
+    """pynvml sizes the utilisation buffer, then fills it; a sample in between makes the fill
+    answer INSUFFICIENT_SIZE. The collector asks again instead of dropping the GPU's tick."""
+    from tests.fake_nvml import UtilSample
+
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB})])
+    calls = {"n": 0}
+
+    def grow_between_calls(fn: str, gpu: FakeGpu) -> None:
+        if fn == "nvmlDeviceGetProcessUtilization":
+            calls["n"] += 1
+            if calls["n"] == 2:  # the fill call of the first query of the read below
+                gpu.samples.append(UtilSample(pid=101, timeStamp=fake.now_us, smUtil=100, memUtil=0,
+                                              encUtil=0, decUtil=0))
+
+    with real_pynvml(fake) as driver:
+        c = NvmlCollector(driver.pynvml)
+        c.read(fake.now_ns)
+        fake.step(1.0, {0: Load(200.0, {101: 50})})
+        calls["n"] = 0
+        fake.before_call = grow_between_calls
+        s = c.read(fake.now_ns)
+        c.close()
+    assert calls["n"] >= 4  # sized, refused, sized again, filled
+    assert not s.failures and s.devices[0].interval_s == pytest.approx(1.0)
+    assert s.devices[0].processes[0].sm_busy_s == pytest.approx(0.5)  # the late sample repeats a timestamp
+
+
+def test_a_buffer_that_never_fits_is_an_error_after_a_few_tries() -> None:
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB}), FakeGpu("GPU-b")])
+    c = NvmlCollector(fake)
+    assert c.probe().ok
+    fake.gpus[0].errors["nvmlDeviceGetProcessUtilization"] = 7
+    fake.calls.clear()
+    s = c.read(fake.now_ns)
+    assert [r.device for r in s.devices] == ["GPU-b"]
+    assert s.failures and "NVML error 7" in s.failures[0].detail
+    assert fake.calls["nvmlDeviceGetProcessUtilization"] == 3 + 1  # three tries on GPU-a, one on GPU-b
+
+
+def test_an_unexpected_error_while_probing_utilisation_fails_that_gpu_not_the_probe() -> None:
+    fake = FakeNvml([FakeGpu("GPU-a", errors={"nvmlDeviceGetProcessUtilization": 999}), FakeGpu("GPU-b")])
+    result = NvmlCollector(fake).probe()
+    assert result.ok and result.devices == ("GPU-b",) and "1 failed" in result.detail
+
+
+def test_the_fake_module_path_retries_the_race_too() -> None:
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB})])
+    c = NvmlCollector(fake)
+    c.read(fake.now_ns)
+    fake.step(1.0, {0: Load(200.0, {101: 50})})
+    fake.gpus[0].errors_once["nvmlDeviceGetProcessUtilization"] = 7
+    fake.gpus[0].errors_once["nvmlDeviceGetComputeRunningProcesses"] = 7
+    s = c.read(fake.now_ns)
+    assert not s.failures and s.devices[0].processes[0].sm_busy_s == pytest.approx(0.5)

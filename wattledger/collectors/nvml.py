@@ -370,7 +370,10 @@ class NvmlCollector:
                 return None, problem_result(classify(nvml, e), f"GPU {index} {uuid}: MIG: {_errtext(e)}", (uuid,))
             parts.append(f"MIG enabled, {len(gpu.mig_slots)} instance(s), energy split by slices")
         else:
-            util = self._util_supported(handle)
+            try:
+                util = self._util_supported(handle)
+            except (nvml.NVMLError, *_mismatch(nvml)) as e:
+                return None, problem_result(classify(nvml, e), f"GPU {index} {uuid}: {_errtext(e)}", (uuid,))
             gpu.activity.util_supported = util
             parts.append("per-process SM utilisation" if util else "no per-process utilisation: split by memory")
         return gpu, ProbeResult(SOURCE, SourceState.FOUND, ", ".join(parts), devices=tuple(self._pool_names(gpu)))
@@ -389,7 +392,7 @@ class NvmlCollector:
     def _util_supported(self, handle: Any) -> bool:
         nvml = self._nvml
         try:
-            nvml.nvmlDeviceGetProcessUtilization(handle, 0)
+            _sized(nvml, lambda: nvml.nvmlDeviceGetProcessUtilization(handle, 0))
             return True
         except nvml.NVMLError as e:
             if e.value in (nvml.NVML_ERROR_NOT_FOUND, nvml.NVML_SUCCESS):
@@ -511,7 +514,7 @@ class NvmlCollector:
         answered = False
         for fn_name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
             try:
-                procs = getattr(nvml, fn_name)(handle)
+                procs = _sized(nvml, lambda: getattr(nvml, fn_name)(handle))
             except (nvml.NVMLError, *_mismatch(nvml)) as e:
                 problem = classify(nvml, e)
                 if problem in (NvmlProblem.NOT_SUPPORTED, NvmlProblem.NO_PERMISSION):
@@ -544,7 +547,7 @@ class NvmlCollector:
         prev_seen_us = act.last_seen_us
         if act.util_supported:
             try:
-                samples = nvml.nvmlDeviceGetProcessUtilization(handle, act.last_seen_us)
+                samples = _sized(nvml, lambda: nvml.nvmlDeviceGetProcessUtilization(handle, act.last_seen_us))
                 util = [(int(s.pid), int(s.timeStamp), min(100, max(0, int(s.smUtil))))
                         for s in samples if int(s.timeStamp) > prev_seen_us]
                 act.last_seen_us = max([prev_seen_us] + [ts for _, ts, _ in util])
@@ -707,6 +710,25 @@ def _field_number(nvml: Any, fv: Any) -> float:
         getattr(nvml, "NVML_VALUE_TYPE_UNSIGNED_SHORT", 6): "usVal",
     }
     return float(getattr(fv.value, kinds.get(int(fv.valueType), "uiVal")))
+
+
+SIZED_CALL_TRIES = 3
+
+
+def _sized(nvml: Any, call: Any) -> Any:
+    """A pynvml call that asks the driver for a count, then for that many entries.
+
+    If processes or samples are added between the two, the second answer is
+    INSUFFICIENT_SIZE (pynvml oversizes the process lists a little, not the
+    utilisation samples): a race, not a failure, so ask again.
+    """
+    for attempt in range(1, SIZED_CALL_TRIES + 1):
+        try:
+            return call()
+        except nvml.NVMLError as e:
+            if e.value != getattr(nvml, "NVML_ERROR_INSUFFICIENT_SIZE", 7) or attempt == SIZED_CALL_TRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _mismatch(nvml: Any) -> tuple[type[BaseException], ...]:
