@@ -218,3 +218,19 @@ def test_a_gpu_whose_contexts_are_held_but_idle_teaches_the_idle_baseline(tmp_pa
     # and with the baseline known, that job pays it as static energy (occupancy), not as dynamic
     (charge,) = [p.fields for p in rows(points, WL_JOB, "gpu", "GPU-a") if p.time_ns == last.time_ns]
     assert charge["static_j"] == pytest.approx(last.fields["energy_j"], rel=0.02)
+
+
+def test_nothing_is_lost_across_a_transient_nvml_error(tmp_path: Path, nvml_api: NvmlApi) -> None:
+    fake = gpus()
+    agent, points = make_agent(tmp_path, fake, api=nvml_api)
+    agent.commit(agent.tick())
+    first_mj = fake.gpus[0].energy_mj
+    for n in range(6):
+        fake.step(1.0, {0: Load(300.0, {101: 60, 102: 20}), 1: Load(70.0)})
+        if n == 2:
+            fake.gpus[0].errors_once["nvmlDeviceGetProcessUtilization"] = F.NVML_ERROR_UNKNOWN
+        agent.commit(agent.tick())
+    charged_j = math.fsum(p.fields["energy_j"] for p in rows(points, WL_JOB, "gpu", "GPU-a"))
+    assert charged_j == pytest.approx((fake.gpus[0].energy_mj - first_mj) / 1000.0)
+    node = rows(points, WL_NODE, "gpu", "GPU-a")
+    assert len(node) == 5 and max(p.fields["interval_s"] for p in node) == pytest.approx(2.0)

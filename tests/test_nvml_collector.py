@@ -401,3 +401,35 @@ def test_sm_busy_does_not_depend_on_when_within_a_period_each_pid_is_sampled(
     b = sm_busy_seconds(shifted, start, interval_s)
     assert a == pytest.approx(b)
     assert all(0.0 <= v <= interval_s for v in b.values())
+
+
+# -- transient failures: the next good read charges the gap -------------------------------------
+
+def test_a_transient_error_is_bridged_by_the_next_read() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}))
+    tracker = CounterTracker()
+    s = c.read(fake.now_ns)
+    tracker.delta(s.devices[0].counter, s.now_ns)
+    fake.step(1.0, {0: Load(300.0, {101: 100})})
+    fake.gpus[0].errors_once["nvmlDeviceGetComputeRunningProcesses"] = F.NVML_ERROR_UNKNOWN  # after the energy read
+    assert c.read(fake.now_ns).failures
+    fake.step(1.0, {0: Load(100.0, {101: 25})})
+    r = c.read(fake.now_ns).devices[0]
+    assert r.interval_s == pytest.approx(2.0)  # spans the failed read
+    assert r.processes[0].sm_busy_s == pytest.approx(1.25)  # both seconds' samples, none lost
+    assert tracker.delta(r.counter, fake.now_ns).energy_j == pytest.approx(400.0)
+
+
+def test_a_long_run_of_failures_ends_in_a_baseline() -> None:
+    fake, c = started(FakeGpu("GPU-a", compute={101: GIB}))
+    c.bridge_gap_s = 5.0
+    c.read(fake.now_ns)
+    fake.gpus[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = F.NVML_ERROR_UNKNOWN
+    for _ in range(7):
+        fake.step(1.0, {0: Load(300.0, {101: 100})})
+        assert c.read(fake.now_ns).failures
+    fake.gpus[0].errors.clear()
+    fake.step(1.0, {0: Load(300.0, {101: 100})})
+    assert c.read(fake.now_ns).devices[0].interval_s is None  # 8 s: too long to charge by one read
+    fake.step(1.0, {0: Load(300.0, {101: 100})})
+    assert c.read(fake.now_ns).devices[0].interval_s == pytest.approx(1.0)

@@ -236,6 +236,7 @@ class _Gpu:
     parent_last_uj: int | None = None
     pool_uj: dict[str, int] = field(default_factory=dict)
     mig_slots: dict[str, _MigSlot] = field(default_factory=dict)
+    failing_since_ns: int | None = None  # first failed read of a run of failed reads
 
 
 class NvmlCollector:
@@ -252,6 +253,8 @@ class NvmlCollector:
         self._logged: set[tuple[str, str]] = set()
         self._reads = 0
         self.reprobe_every = 60  # reads between looking again for GPUs that failed discovery
+        self.bridge_gap_s = 60.0  # a failed read shorter than this is charged by the next good read
+        self._pending: list[tuple[_Activity, int, int]] = []  # applied when a GPU's whole read succeeded
 
     # -- logging once ------------------------------------------------------
 
@@ -448,6 +451,9 @@ class NvmlCollector:
         readings: list[GpuDeviceReading] = []
         failures: list[ProbeResult] = []
         for gpu in self._gpus:
+            if gpu.failing_since_ns is not None and now_ns - gpu.failing_since_ns > self.bridge_gap_s * 1e9:
+                self._forget_gap(gpu)  # too long to charge by what the next read will show
+            self._pending = []
             try:
                 readings.extend(self._read_gpu(gpu, now_ns))
             except (nvml.NVMLError, *_mismatch(nvml)) as e:
@@ -456,15 +462,29 @@ class NvmlCollector:
                 failures.append(result)
                 self._once((gpu.uuid, "fail:" + problem.value), logging.WARNING,
                            "nvml: %s; %s", result.detail, result.fix)
-                # Never integrate power or split MIG energy across a gap we did not see.
-                gpu.last_power = None
-                gpu.parent_last_uj = None
-                gpu.activity.last_read_ns = None
-                for slot in gpu.mig_slots.values():
-                    slot.activity.last_read_ns = None
+                if problem is NvmlProblem.GPU_LOST or not gpu.energy_counter:
+                    # A lost GPU may come back reset; integrated power has nothing for the gap:
+                    # the first read after it is a baseline (the gap is not charged).
+                    self._forget_gap(gpu)
+                elif gpu.failing_since_ns is None:
+                    # The energy counter spans the gap and the driver keeps utilisation
+                    # samples: the next good read charges it (within bridge_gap_s).
+                    gpu.failing_since_ns = now_ns
                 continue
+            for act, read_ns, seen_us in self._pending:  # the whole GPU was read: move on
+                act.last_read_ns, act.last_seen_us = read_ns, seen_us
+            gpu.failing_since_ns = None
             self._recovered(gpu.uuid)
         return GpuSample(now_ns, tuple(readings), tuple(failures))
+
+    def _forget_gap(self, gpu: _Gpu) -> None:
+        """Make the GPU's next read a baseline: no interval, nothing integrated or split across the gap."""
+        gpu.last_power = None
+        gpu.parent_last_uj = None
+        gpu.activity.last_read_ns = None
+        for slot in gpu.mig_slots.values():
+            slot.activity.last_read_ns = None
+        gpu.failing_since_ns = None
 
     def _read_gpu(self, gpu: _Gpu, now_ns: int) -> list[GpuDeviceReading]:
         if gpu.energy_counter:
@@ -542,15 +562,15 @@ class NvmlCollector:
         interval_s = None
         if act.last_read_ns is not None and now_ns > act.last_read_ns:
             interval_s = (now_ns - act.last_read_ns) / 1e9
-        act.last_read_ns = now_ns
         util: list[tuple[int, int, int]] | None = None  # (pid, timestamp_us, smUtil %)
         prev_seen_us = act.last_seen_us
+        seen_us = prev_seen_us
         if act.util_supported:
             try:
-                samples = _sized(nvml, lambda: nvml.nvmlDeviceGetProcessUtilization(handle, act.last_seen_us))
+                samples = _sized(nvml, lambda: nvml.nvmlDeviceGetProcessUtilization(handle, prev_seen_us))
                 util = [(int(s.pid), int(s.timeStamp), min(100, max(0, int(s.smUtil))))
                         for s in samples if int(s.timeStamp) > prev_seen_us]
-                act.last_seen_us = max([prev_seen_us] + [ts for _, ts, _ in util])
+                seen_us = max([prev_seen_us] + [ts for _, ts, _ in util])
             except nvml.NVMLError as e:
                 if e.value in (nvml.NVML_ERROR_NOT_FOUND, nvml.NVML_SUCCESS):
                     # No samples since last_seen: every holder was idle. (pynvml raises
@@ -577,6 +597,7 @@ class NvmlCollector:
             driver = DRIVER_MEMORY
         else:
             driver = DRIVER_EQUAL
+        self._pending.append((act, now_ns, seen_us))
         return tuple(processes), driver, interval_s, seen
 
     def _read_mig(self, gpu: _Gpu, parent_uj: int, source: str, now_ns: int) -> list[GpuDeviceReading]:
@@ -611,7 +632,7 @@ class NvmlCollector:
         interval_s = None
         if gpu.activity.last_read_ns is not None and now_ns > gpu.activity.last_read_ns:
             interval_s = (now_ns - gpu.activity.last_read_ns) / 1e9
-        gpu.activity.last_read_ns = now_ns
+        self._pending.append((gpu.activity, now_ns, gpu.activity.last_seen_us))
         counter = EnergyCounter(COMPONENT, unallocated, mig_source, gpu.pool_uj.setdefault(unallocated, 0))
         readings.append(GpuDeviceReading(counter, (), DRIVER_EQUAL, interval_s, parent=gpu.uuid))
         return readings
