@@ -140,8 +140,12 @@ def test_choose_gpu_collector() -> None:
     gpu, found = choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a"), FakeGpu("GPU-b")]))
     assert gpu is not None and [r.source for r in found] == ["nvml"] * 3
     assert found[0].devices == ("GPU-a", "GPU-b")
-    gpu, found = choose_gpu_collector(cfg, FakeNvml([], init_error=9))
-    assert gpu is None and found[0].detail.startswith("driver not loaded")
+    gpu, found = choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")], init_error=12))
+    assert gpu is None and found[0].detail.startswith("library missing")
+    assert choose_gpu_collector(cfg, FakeNvml([]))[0] is None  # no GPU at all
+    # driver not loaded (yet): kept, to probe again
+    gpu, found = choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")], init_error=9))
+    assert gpu is not None and found[0].detail.startswith("driver not loaded")
     cfg.agent.gpus = "never"
     assert choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")])) == (None, [])
 
@@ -234,3 +238,26 @@ def test_nothing_is_lost_across_a_transient_nvml_error(tmp_path: Path, nvml_api:
     assert charged_j == pytest.approx((fake.gpus[0].energy_mj - first_mj) / 1000.0)
     node = rows(points, WL_NODE, "gpu", "GPU-a")
     assert len(node) == 5 and max(p.fields["interval_s"] for p in node) == pytest.approx(2.0)
+
+
+def test_gpus_whose_driver_loads_after_the_agent_started_are_measured(tmp_path: Path, nvml_api: NvmlApi) -> None:
+    """At boot the service may start before the NVIDIA module is loaded: it probes again."""
+    fake = FakeNvml([FakeGpu("GPU-a", compute={101: GIB})], init_error=F.NVML_ERROR_DRIVER_NOT_LOADED,
+                    start_us=T0 // 1000)
+    cfg = Config()
+    gpu, rows_ = choose_gpu_collector(cfg, nvml_api(fake))
+    assert gpu is not None and not rows_[0].ok
+    gpu.reprobe_every = 3
+    agent, points = make_agent(tmp_path, fake, cfg, api=nvml_api)
+    agent.gpu = gpu
+    agent.commit(agent.tick())
+    fake.step(1.0, {0: Load(200.0, {101: 100})})
+    agent.commit(agent.tick())
+    assert not rows(points, WL_NODE, "gpu")
+    fake.init_error = None  # modprobe nvidia
+    for _ in range(4):
+        fake.step(1.0, {0: Load(200.0, {101: 100})})
+        agent.commit(agent.tick())
+    node = rows(points, WL_NODE, "gpu", "GPU-a")
+    assert node and node[-1].fields["energy_j"] == pytest.approx(200.0)
+    assert {p.tags["job"] for p in rows(points, WL_JOB, "gpu", "GPU-a")} == {"llm-a"}

@@ -35,7 +35,7 @@ from wattledger.agent.ledger import Ledger
 from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult
 from wattledger.collectors.estimate import EstimateCollector
-from wattledger.collectors.nvml import GpuDeviceReading, GpuSample, NvmlCollector
+from wattledger.collectors.nvml import TRANSIENT, GpuDeviceReading, GpuSample, NvmlCollector, problem_of
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
 
@@ -83,13 +83,19 @@ def choose_energy_collectors(cfg: Config) -> tuple[list[Any], list[ProbeResult]]
 
 
 def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector | None, list[ProbeResult]]:
-    """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU."""
+    """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU.
+
+    A failure that may clear while the agent runs (the NVIDIA module not loaded
+    yet at boot, an NVML error) keeps the collector: it probes again every
+    ``reprobe_every`` reads and starts measuring when the GPUs appear. No
+    library or no GPU at all means no collector.
+    """
     if cfg.agent.gpus == "never":
         return None, []
     gpu = NvmlCollector(nvml)
     probe = gpu.probe()
     rows = [probe, *gpu.device_probes()]
-    if not probe.ok:
+    if not probe.ok and problem_of(probe) not in TRANSIENT:
         gpu.close()
         return None, rows
     return gpu, rows

@@ -118,6 +118,10 @@ class NvmlProblem(str, enum.Enum):
     ERROR = "error"
 
 
+# Whole-library failures that may clear while the agent runs (the NVIDIA module loaded
+# after the service started, a driver update finishing): the collector probes again.
+TRANSIENT = frozenset({NvmlProblem.DRIVER_NOT_LOADED, NvmlProblem.ERROR, NvmlProblem.GPU_LOST})
+
 _STATE = {
     NvmlProblem.LIBRARY_MISSING: SourceState.MISSING,
     NvmlProblem.DRIVER_NOT_LOADED: SourceState.MISSING,
@@ -443,7 +447,12 @@ class NvmlCollector:
             self.probe()
         assert self._probe is not None
         if not self._probe.ok:
-            return GpuSample(now_ns, (), (self._probe,))
+            self._reads += 1
+            if self._reads % self.reprobe_every == 0 and problem_of(self._probe) in TRANSIENT:
+                if self.probe().ok:  # e.g. the driver was loaded after the agent started
+                    log.info("nvml: %s", self._probe.detail)
+            if not self._probe.ok:
+                return GpuSample(now_ns, (), (self._probe,))
         self._reads += 1
         if self._reads % self.reprobe_every == 0 and any(not p.ok for p in self._device_probes):
             self.probe()  # a GPU lost at discovery may be back (known GPUs keep their state)
