@@ -293,3 +293,14 @@ def test_ledger_hourly_sums_match_a_row_by_row_sum(ledger: Ledger) -> None:
     assert only_bob == [{"time_ns": H1, "job": "_untagged", "energy_j": KWH}]
     with pytest.raises(ValueError):
         ledger.hourly_sums(WL_JOB, "energy_j; DROP TABLE wl_job", ("job",), H0, H3)
+
+
+def test_each_row_splits_its_it_energy_by_component(ledger: Ledger) -> None:
+    """On a GPU server a researcher wants to see how much of a job was GPU: the parts sum to the row."""
+    r = rp.from_ledger(ledger, make_cfg(), H0, H3)
+    for row in [*r.rows, r.total]:
+        assert sum(row.it_kwh_by_component.values()) == pytest.approx(row.it_kwh)
+    assert r.components == ["cpu", "gpu"]
+    train = next(row for row in r.rows if row.key == ("train-a", "alice"))
+    assert train.it_kwh_by_component == pytest.approx({"cpu": 1.5, "gpu": 2.5})
+    assert rp.format_json(r).count('"it_kwh_by_component"') == len(r.rows) + 1

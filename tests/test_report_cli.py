@@ -40,13 +40,16 @@ def test_report_table_json_csv(setup: tuple[Path, Path]) -> None:
     rc, out, _ = run(*base)
     assert rc == 0
     assert "train-a    alice" in out and "F = intensity from the static DE 381 g/kWh" in out
+    assert "IT kWh  cpu kWh  gpu kWh" in out  # the GPU's share of each job, on a GPU server
     rc, out, _ = run(*base, "--format", "json", "--by", "project")
     d = json.loads(out)
     assert {r["project"]: r["g_co2e"] for r in d["rows"]} == pytest.approx(
         {"bert": 1696.5, "": 450 + 285.75 + 57.15 + 5.715})
     assert d["total"]["g_co2e"] == pytest.approx(2495.115)
     rc, out, _ = run(*base, "--format", "csv", "--pue", "1.0")
-    assert out.splitlines()[0].startswith("job,user,category,it_kwh,facility_kwh,g_co2e")
+    assert out.splitlines()[0].startswith("job,user,category,it_kwh,cpu_kwh,gpu_kwh,facility_kwh,g_co2e")
+    assert out.splitlines()[1].startswith("train-a,alice,tagged,4.0,1.5,2.5,")
+    assert out.splitlines()[2].startswith("_untagged,bob,untagged,1.0,1.0,0.0,")
     assert "static fallback DE 381 g/kWh" in out
     rc, out, _ = run(*base, "--format", "json", "--zone", "US-IA", "--pue", "1.0")
     assert json.loads(out)["total"]["g_co2e"] == pytest.approx(5.61 * 736.6)

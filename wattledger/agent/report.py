@@ -60,14 +60,14 @@ CATEGORIES = ("tagged", "untagged", "system", "idle", "agent")
 _CATEGORY_OF = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent"}
 # Energy from these sources is not a hardware measurement; the report flags it.
 ESTIMATED_SOURCES = {"model": "estimate", "fake": "fake hardware"}
-CELL_TAGS = ("job", "user", "project", "phase", "host", "source")
+CELL_TAGS = ("job", "user", "project", "phase", "host", "source", "component")
 
 
 def _cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> EnergyCell:
     """An EnergyCell from one summed row (a missing or NULL tag is "")."""
     text = {t: str(tags.get(t) or "") for t in CELL_TAGS}
     return EnergyCell(bucket_ns, text["job"], text["user"], text["project"], text["phase"], text["host"],
-                      text["source"], energy_j)
+                      text["source"], energy_j, text["component"])
 
 
 class ReportError(RuntimeError):
@@ -93,6 +93,7 @@ class EnergyCell:
     host: str
     source: str
     energy_j: float
+    component: str = ""  # cpu, dram, gpu, ...
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,15 @@ class Row:
     estimated_it_j: float = 0.0
     providers: set[str] = field(default_factory=set)
     estimate_sources: set[str] = field(default_factory=set)
+    it_j_by_component: dict[str, float] = field(default_factory=dict)
 
     @property
     def it_kwh(self) -> float:
         return self.it_j / J_PER_KWH
+
+    @property
+    def it_kwh_by_component(self) -> dict[str, float]:
+        return {c: j / J_PER_KWH for c, j in sorted(self.it_j_by_component.items())}
 
     @property
     def fallback_kwh(self) -> float:
@@ -191,9 +197,11 @@ class Row:
         """The energy-weighted mean intensity this row was charged at (facility kWh basis)."""
         return self.g_co2e / self.facility_kwh if self.facility_kwh > 0 else None
 
-    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str) -> None:
+    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "") -> None:
         kwh = it_j / J_PER_KWH * pue
         self.it_j += it_j
+        name = component or "other"
+        self.it_j_by_component[name] = self.it_j_by_component.get(name, 0.0) + it_j
         self.facility_kwh += kwh
         self.g_co2e += kwh * ci.g_per_kwh
         self.providers.add(ci.provider)
@@ -226,6 +234,11 @@ class Report:
     def columns(self) -> tuple[str, ...]:
         return GROUPINGS[self.by]
 
+    @property
+    def components(self) -> list[str]:
+        """The components (cpu, dram, gpu, ...) with energy in this report, in a stable order."""
+        return sorted(self.total.it_j_by_component)
+
     def intensity_source(self, row: Row) -> str:
         measured = sorted(p for p in row.providers if p != "static")
         parts = [f"wl_carbon:{'+'.join(measured)}"] if measured else []
@@ -254,7 +267,7 @@ class Report:
             if self.by == "job":
                 d["category"] = category(r.key[0])
             d.update(
-                it_kwh=r.it_kwh, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
+                it_kwh=r.it_kwh, it_kwh_by_component=r.it_kwh_by_component, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
                 fallback_kwh=r.fallback_kwh, intensity_fallback=r.fallback_it_j > 0,
                 intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
                 estimate=r.estimated_it_j > 0,
@@ -312,9 +325,9 @@ def build(
             ci = ci_by_hour[c.bucket_ns] = intensity.at(c.bucket_ns)
         p = pue.at(c.bucket_ns)
         key = tuple(getattr(c, k) for k in cols)
-        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source)
-        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source)
-        total.add(c.energy_j, p, ci, c.source)
+        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
+        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
+        total.add(c.energy_j, p, ci, c.source, c.component)
         categories[category(c.job)] += c.energy_j
         hours.add(c.bucket_ns)
     fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
@@ -618,12 +631,18 @@ def format_table(report: Report) -> str:
         lines.append("No wl_job energy in this window. Is the agent running (`wattledger doctor`)? "
                      "Try a longer --since.")
         return "\n".join(lines) + "\n"
-    header = [*cols, "IT kWh", "facility kWh", "gCO2e", "g/kWh", ""]
-    body = [[*(v or "(none)" for v in r.key), _num(r.it_kwh), _num(r.facility_kwh), _num(r.g_co2e),
+    # One IT kWh column per component when there is more than one (cpu, dram, gpu).
+    parts = report.components if len(report.components) > 1 else []
+
+    def split(r: Row) -> list[str]:
+        return [_num(r.it_j_by_component.get(c, 0.0) / J_PER_KWH) for c in parts]
+
+    header = [*cols, "IT kWh", *(f"{c} kWh" for c in parts), "facility kWh", "gCO2e", "g/kWh", ""]
+    body = [[*(v or "(none)" for v in r.key), _num(r.it_kwh), *split(r), _num(r.facility_kwh), _num(r.g_co2e),
              _num(r.g_per_kwh, 3), _marks(report, r)] for r in report.rows]
     t = report.total
-    body.append(["TOTAL", *[""] * (len(cols) - 1), _num(t.it_kwh), _num(t.facility_kwh), _num(t.g_co2e),
-                 _num(t.g_per_kwh, 3), _marks(report, t)])
+    body.append(["TOTAL", *[""] * (len(cols) - 1), _num(t.it_kwh), *split(t), _num(t.facility_kwh),
+                 _num(t.g_co2e), _num(t.g_per_kwh, 3), _marks(report, t)])
     lines += _table(header, body, right_from=len(cols))
     total_j = sum(report.categories.values())
     lines.append("")
@@ -641,11 +660,14 @@ def format_table(report: Report) -> str:
 def format_csv(report: Report) -> str:
     buf = io.StringIO()
     extra = ["category"] if report.by == "job" else []
-    fields = [*report.columns, *extra, "it_kwh", "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
+    parts = [f"{c}_kwh" for c in report.components]
+    fields = [*report.columns, *extra, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
               "intensity_fallback", "intensity_source", "estimated_kwh", "estimate"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for d in report.to_dict()["rows"]:
+        by_component = d.pop("it_kwh_by_component")
+        d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
         w.writerow({k: ("" if d[k] is None else d[k]) for k in fields})
     return buf.getvalue()
 
