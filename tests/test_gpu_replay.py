@@ -126,3 +126,27 @@ def test_trace_script_synthesises_and_reports(tmp_path: Path) -> None:
     counter = [float(x) for x in re.findall(r"energy-counter deltas\s+([\d.]+) J", text)]
     assert len(charged) == 2 and charged == pytest.approx(counter)
     assert "SYNTHETIC trace" in text and "integrated power" in text and "collector cost" in text
+
+
+AGENT_TRACES = [p for p in TRACES if isinstance(load_trace(p).summary.get("agent"), dict)]
+
+
+def assert_agent_ledger_balances(agent: dict, counter_rel: float = 0.05) -> None:
+    """What the agent run beside the recorder wrote: its jobs sum to its wl_node rows, and those
+    to the recorder's counter reads over the same window (interpolated to the agent's ticks)."""
+    assert "error" not in agent, agent
+    assert agent["gpus"], agent
+    for uuid, gpu in agent["gpus"].items():
+        assert "error" not in gpu, (uuid, gpu)
+        assert gpu["jobs_j"] == pytest.approx(gpu["node_j"], rel=1e-9)
+        assert gpu["worst_tick_gap_j"] < 1e-6
+        assert gpu["counter_j_same_window"] is not None
+        assert gpu["node_j"] == pytest.approx(gpu["counter_j_same_window"], rel=counter_rel)
+
+
+@pytest.mark.skipif(not AGENT_TRACES, reason="no committed trace was recorded with the agent beside it yet "
+                                               "(benchmarks/gpu_trace.py record on a GPU host); the same "
+                                               "check runs on a fake GPU in test_gpu_trace_record.py")
+@pytest.mark.parametrize("path", AGENT_TRACES, ids=lambda p: p.name)
+def test_what_the_agent_wrote_while_a_trace_was_recorded(path: Path) -> None:
+    assert_agent_ledger_balances(load_trace(path).summary["agent"])

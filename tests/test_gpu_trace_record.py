@@ -22,7 +22,7 @@ import pytest
 from tests.fake_nvml import load_trace
 from tests.fake_nvml_driver import real_pynvml
 from tests.fake_nvml_live import MARKER, LiveGpuNvml
-from tests.test_gpu_replay import _load_script
+from tests.test_gpu_replay import _load_script, assert_agent_ledger_balances
 
 SITE = Path(__file__).parent / "nvml_site"
 
@@ -47,14 +47,12 @@ def test_record_runs_end_to_end_on_a_fake_gpu(tmp_path: Path, monkeypatch: pytes
     assert all("collector_read_s" in t for t in trace.ticks)
     iterations = trace.summary["iterations"]
     assert iterations["heavy"]["heavy-alone"] > 0 and iterations["light"]["light-alone"] > 0
-    # the agent ran beside it and its ledger balances
+    # the agent ran beside it and its ledger balances (the agent's fake GPU is its own
+    # instance, so its counter agrees with the recorder's only roughly)
     agent = trace.summary["agent"]
-    assert "error" not in agent, agent
+    assert_agent_ledger_balances(agent, counter_rel=0.25)
     (gpu,) = agent["gpus"].values()
-    assert "error" not in gpu, gpu
     assert gpu["ticks"] >= 10 and gpu["sources"] == ["nvml"]
-    assert gpu["jobs_j"] == pytest.approx(gpu["node_j"], rel=1e-9) and gpu["worst_tick_gap_j"] < 1e-6
-    assert gpu["counter_j_same_window"] is not None and gpu["counter_j_same_window"] > 0
     alone = gpu["dynamic_j_by_phase"]["heavy-alone"]
     assert alone.get("heavy", 0.0) > alone.get("light", 0.0)
     assert "5. the agent" in report and "sum of per-job GPU energy" in report
