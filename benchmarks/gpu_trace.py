@@ -273,7 +273,7 @@ def record(args: argparse.Namespace) -> None:
     trace = Trace(header, ticks, summary)
     if agent is not None:
         try:
-            summary["agent"] = agent_check(Path(agent.args[agent.args.index("--state-dir") + 1]), trace)
+            summary["agent"] = agent_check(agent.state_dir, trace)
         except Exception as e:  # noqa: BLE001 - the trace is worth keeping even if this fails
             summary["agent"] = {"error": f"{type(e).__name__}: {e}", "log_tail": agent_log[-2000:]}
     write_trace(Path(args.out), header, ticks, summary)
@@ -283,7 +283,14 @@ def record(args: argparse.Namespace) -> None:
 
 # -- the agent beside the recorder ----------------------------------------------------------
 
-def start_agent(args: argparse.Namespace) -> subprocess.Popen:
+@dataclass
+class AgentRun:
+    proc: subprocess.Popen
+    state_dir: Path
+    log: Any  # the open log file
+
+
+def start_agent(args: argparse.Namespace) -> AgentRun:
     """``wattledger agent`` on a fresh state dir, ledger only, ticking at the trace's interval."""
     import tempfile
 
@@ -295,12 +302,12 @@ def start_agent(args: argparse.Namespace) -> subprocess.Popen:
            "--interval", str(args.interval_s), "--sink", "none"]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     print(f"agent: pid {proc.pid}, state dir {state_dir}", file=sys.stderr)
-    return proc
+    return AgentRun(proc, state_dir, log)
 
 
-def stop_agent(proc: subprocess.Popen) -> str:
+def stop_agent(agent: AgentRun) -> str:
     """SIGTERM (the service's stop), wait, and return its log."""
-    state_dir = Path(proc.args[proc.args.index("--state-dir") + 1])
+    proc = agent.proc
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -308,7 +315,8 @@ def stop_agent(proc: subprocess.Popen) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    text = (state_dir / "agent.log").read_text(errors="replace")
+    agent.log.close()
+    text = (agent.state_dir / "agent.log").read_text(errors="replace")
     if proc.returncode not in (0, -15):
         print(f"agent exited with {proc.returncode}:\n{text[-2000:]}", file=sys.stderr)
     return text
@@ -334,11 +342,13 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
         jobs = [r for r in ledger.rows("wl_job") if r["component"] == "gpu"]
     finally:
         ledger.close()
-    tags = set(trace.job_of_pid().values())
     phases = [(t["t_ns"], t.get("phase", "")) for t in trace.ticks]
 
     def phase_at(t_ns: int) -> str:
         return next((ph for tt, ph in phases if tt >= t_ns), "after")
+
+    def num(x: object) -> float:
+        return float(x) if isinstance(x, (int, float)) else 0.0
 
     out: dict[str, Any] = {"gpus": {}}
     for g in trace.header["gpus"]:
@@ -350,19 +360,18 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
             continue
         per_tick: dict[int, float] = defaultdict(float)
         for r in charged:
-            per_tick[int(r["time_ns"])] += float(r["energy_j"])
-        worst = max(abs(per_tick[int(r["time_ns"])] - float(r["energy_j"])) for r in mine)
-        start_ns = int(mine[0]["time_ns"] - float(mine[0]["interval_s"] or 0) * 1e9)
-        end_ns = int(mine[-1]["time_ns"])
+            per_tick[int(num(r["time_ns"]))] += num(r["energy_j"])
+        worst = max(abs(per_tick[int(num(r["time_ns"]))] - num(r["energy_j"])) for r in mine)
+        start_ns = int(num(mine[0]["time_ns"]) - num(mine[0]["interval_s"]) * 1e9)
+        end_ns = int(num(mine[-1]["time_ns"]))
         c0, c1 = counter_j_at(trace, uuid, start_ns), counter_j_at(trace, uuid, end_ns)
         by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for r in charged:
-            job = r["job"] if r["job"] in tags else str(r["job"])
-            by_phase[phase_at(int(r["time_ns"]))][job] += float(r["dynamic_j"] or 0.0)
+            by_phase[phase_at(int(num(r["time_ns"])))][str(r["job"])] += num(r["dynamic_j"])
         out["gpus"][uuid] = {
             "ticks": len(mine),
-            "node_j": math.fsum(float(r["energy_j"]) for r in mine),
-            "jobs_j": math.fsum(float(r["energy_j"]) for r in charged),
+            "node_j": math.fsum(num(r["energy_j"]) for r in mine),
+            "jobs_j": math.fsum(num(r["energy_j"]) for r in charged),
             "worst_tick_gap_j": worst,
             "counter_j_same_window": None if c0 is None or c1 is None else c1 - c0,
             "sources": sorted({str(r["source"]) for r in mine}),

@@ -86,6 +86,7 @@ class NVMLError(Exception):
     """``NVMLError(value)`` returns the subclass for that value, as in pynvml."""
 
     _valClassMapping: dict[int, type] = {}
+    value: int
 
     def __new__(typ, value: int) -> NVMLError:  # noqa: N804 - pynvml's signature
         if typ == NVMLError:
@@ -143,6 +144,9 @@ class _Obj:
 
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
+
+    def __getattr__(self, name: str) -> Any:  # only called for missing names: tells mypy any field may exist
+        raise AttributeError(name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.__dict__})"
@@ -290,6 +294,7 @@ class FakeNvml:
         if handle is None:
             return None
         gpu = handle.parent if isinstance(handle, FakeMig) else handle
+        assert isinstance(gpu, FakeGpu)
         if gpu.lost:
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         if self.before_call is not None:
