@@ -362,9 +362,16 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
         for r in charged:
             per_tick[int(num(r["time_ns"]))] += num(r["energy_j"])
         worst = max(abs(per_tick[int(num(r["time_ns"]))] - num(r["energy_j"])) for r in mine)
-        start_ns = int(num(mine[0]["time_ns"]) - num(mine[0]["interval_s"]) * 1e9)
-        end_ns = int(num(mine[-1]["time_ns"]))
-        c0, c1 = counter_j_at(trace, uuid, start_ns), counter_j_at(trace, uuid, end_ns)
+        # The counter comparison covers the agent's ticks that lie inside the recording
+        # (the agent starts after the recorder and stops after it).
+        first_ns, last_ns = trace.ticks[0]["t_ns"], trace.ticks[-1]["t_ns"]
+
+        def start_of(r: dict[str, object]) -> int:
+            return int(num(r["time_ns"]) - num(r["interval_s"]) * 1e9)
+
+        inside = [r for r in mine if start_of(r) >= first_ns and num(r["time_ns"]) <= last_ns]
+        c0 = counter_j_at(trace, uuid, start_of(inside[0])) if inside else None
+        c1 = counter_j_at(trace, uuid, int(num(inside[-1]["time_ns"]))) if inside else None
         by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for r in charged:
             by_phase[phase_at(int(num(r["time_ns"])))][str(r["job"])] += num(r["dynamic_j"])
@@ -373,6 +380,7 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
             "node_j": math.fsum(num(r["energy_j"]) for r in mine),
             "jobs_j": math.fsum(num(r["energy_j"]) for r in charged),
             "worst_tick_gap_j": worst,
+            "node_j_in_window": math.fsum(num(r["energy_j"]) for r in inside),
             "counter_j_same_window": None if c0 is None or c1 is None else c1 - c0,
             "sources": sorted({str(r["source"]) for r in mine}),
             "dynamic_j_by_phase": {ph: dict(v) for ph, v in by_phase.items()},
@@ -672,12 +680,14 @@ def print_report(res: dict[str, Any]) -> None:
                 print(f"   {uuid}: {g['error']}")
                 continue
             counter = g["counter_j_same_window"]
-            diff = f"({(g['node_j'] / counter - 1) * 100:+.2f}%)" if counter else ""
+            in_window = g.get("node_j_in_window", g["node_j"])
+            diff = f"({(in_window / counter - 1) * 100:+.2f}%)" if counter else ""
             print(f"   {uuid}: {g['ticks']} ticks, source {','.join(g['sources'])}")
             print(f"   sum of per-job GPU energy {g['jobs_j']:.3f} J, wl_node {g['node_j']:.3f} J "
                   f"(worst tick gap {g['worst_tick_gap_j']:.2e} J)")
             if counter is not None:
-                print(f"   counter over the agent's window (recorder's reads) {counter:.3f} J {diff}")
+                print(f"   agent's ticks inside the recording: wl_node {in_window:.3f} J, the recorder's counter "
+                      f"over the same span {counter:.3f} J {diff}")
             for phase in ("hold", *PHASES):
                 row = g["dynamic_j_by_phase"].get(phase)
                 if row:

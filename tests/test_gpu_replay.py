@@ -141,7 +141,7 @@ def assert_agent_ledger_balances(agent: dict, counter_rel: float = 0.05) -> None
         assert gpu["jobs_j"] == pytest.approx(gpu["node_j"], rel=1e-9)
         assert gpu["worst_tick_gap_j"] < 1e-6
         assert gpu["counter_j_same_window"] is not None
-        assert gpu["node_j"] == pytest.approx(gpu["counter_j_same_window"], rel=counter_rel)
+        assert gpu["node_j_in_window"] == pytest.approx(gpu["counter_j_same_window"], rel=counter_rel)
 
 
 @pytest.mark.skipif(not AGENT_TRACES, reason="no committed trace was recorded with the agent beside it yet "
