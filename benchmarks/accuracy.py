@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine  # noqa: E402
 from wattledger.agent.config import Config  # noqa: E402
 from wattledger.agent.ledger import Ledger  # noqa: E402
-from wattledger.agent.loop import Agent, choose_energy_collectors  # noqa: E402
+from wattledger.agent.loop import Agent, TickResult, choose_energy_collectors  # noqa: E402
 from wattledger.agent.points import WL_JOB, WL_NODE, Point  # noqa: E402
 from wattledger.collectors.procs import ProcCollector, ProcSample  # noqa: E402
 
@@ -77,6 +78,10 @@ while True:
         time.sleep(rest)
 """
 POLICIES = ("proportional", "occupancy", "idle")
+
+
+def _keep_points(sink: list[Point], result: TickResult) -> None:
+    sink.extend(result.points)
 
 
 class SharedProcs:
@@ -152,10 +157,9 @@ def run(seconds: float, duties: list[float], spawner: float, background: float, 
         cfg = Config()
         cfg.agent.estimate = estimate
         cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = policy
-        sink = points[policy]
         agents.append(Agent(cfg, Ledger.in_state_dir(Path(tmp.name) / policy), energy_collectors=energy,
                             procs=procs, clock_ns=lambda: now[0], host="bench",  # type: ignore[arg-type]
-                            on_tick=lambda r, sink=sink: sink.extend(r.points)))
+                            on_tick=partial(_keep_points, points[policy])))
     jobs = [Job(f"duty-{int(d * 100)}", d, start(f"duty-{int(d * 100)}", BURNER, str(d))) for d in duties]
     if spawner > 0:
         out = Path(tmp.name) / "spawner-children"
@@ -199,7 +203,7 @@ def evaluate(points: dict[str, list[Point]], ticks: list[ProcSample], truth_cpu:
     times = sorted({p.time_ns for p in points["proportional"] if p.measurement == WL_NODE})
     for policy, pts in points.items():
         pools = sorted({(p.tags["component"], p.tags["device"]) for p in pts if p.measurement == WL_NODE})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for component, device in pools:
             node = {p.time_ns: p for p in pts if p.measurement == WL_NODE and p.tags["component"] == component
                     and p.tags["device"] == device}

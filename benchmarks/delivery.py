@@ -152,7 +152,8 @@ def main() -> None:
             fill(ledger, step_ticks, args.jobs)
             sink = InfluxV1Sink(server.url, db, gzip=True, timeout_s=30)
             d = Deliverer(ledger, sink, batch_points=args.batch_points, step_budget_s=args.budget_s)
-            step_s, moved = [], []
+            step_s: list[float] = []
+            moved: list[int] = []
             while ledger.spool_counts()["spooled"] and len(step_s) < 30:
                 before = ledger.spool_counts()["delivered"]
                 t = time.perf_counter()

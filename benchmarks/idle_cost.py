@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,7 +37,7 @@ def main() -> None:
         cmd, env = agent_cmd(Path(tmp), args.interval)
         cost = measure(cmd, "agent", 0, args.warmup, args.seconds, env)
         ticks = agent_ticks(Path(tmp))
-    report = {"machine": machine(), "processes": count_processes(), "agent": asdict(cost), "agent_ticks": ticks}
+    report: dict[str, Any] = {"machine": machine(), "processes": count_processes(), "agent": asdict(cost), "agent_ticks": ticks}
     if not args.markdown:
         print(json.dumps(report, indent=2))
         return

@@ -34,6 +34,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import machine  # noqa: E402
@@ -199,7 +200,7 @@ def run(sizes: list[int], window_s: float, warmup_s: float, interval_s: float, p
         with IdleProcesses(n), tempfile.TemporaryDirectory(prefix="wl-overhead-") as tmp:
             cmd, env = agent_cmd(Path(tmp), interval_s)
             a = measure(cmd, "agent", n, warmup_s, window_s, env)
-            row = {"agent": asdict(a), "agent_ticks": agent_ticks(Path(tmp)), "collector": collector_profile()}
+            row: dict[str, Any] = {"agent": asdict(a), "agent_ticks": agent_ticks(Path(tmp)), "collector": collector_profile()}
             if poller:
                 q = measure([PY, "-c", POLLER, str(interval_s)], "psutil poller", n, warmup_s, window_s)
                 row["poller"] = asdict(q)

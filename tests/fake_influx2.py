@@ -65,7 +65,7 @@ class FakeInflux2:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def respond(self, *answers: Scripted) -> None:
         """Answer the next write requests with these, in order (then normally again)."""

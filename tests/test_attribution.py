@@ -50,7 +50,8 @@ jobs = st.sampled_from([A, B, JobKey("c", "alice"), SYSTEM_JOB, JobKey("_agent")
     drivers=st.dictionaries(jobs, st.floats(0, 1e4, allow_nan=False)),
     holders=st.one_of(st.none(), st.dictionaries(jobs, st.floats(0, 1e12, allow_nan=False))),
 )
-def test_conservation(energy_j, idle_w, interval_s, policy, drivers, holders) -> None:  # type: ignore[no-untyped-def]
+def test_conservation(energy_j: float, idle_w: float | None, interval_s: float, policy: StaticPolicy,
+                      drivers: dict[JobKey, float], holders: dict[JobKey, float] | None) -> None:
     p = pool(energy_j, idle_w, policy, interval_s)
     ch = attribute(p, drivers, holders)
     assert math.fsum(c.energy_j for c in ch.values()) == pytest.approx(energy_j, rel=1e-9, abs=1e-9)

@@ -46,8 +46,9 @@ def usable(w: float) -> bool:
     drivers=st.dictionaries(jobs, weights, max_size=8),
     holders=st.one_of(st.none(), st.dictionaries(jobs, weights, max_size=8)),
 )
-def test_every_pool_and_policy_conserves_energy(energy_j, idle_w, interval_s, policy, component, drivers,
-                                                holders) -> None:  # type: ignore[no-untyped-def]
+def test_every_pool_and_policy_conserves_energy(energy_j: float, idle_w: float | None, interval_s: float,
+                                                policy: StaticPolicy, component: str, drivers: dict[JobKey, float],
+                                                holders: dict[JobKey, float] | None) -> None:
     pool = Pool(component, "dev0", "fake", energy_j, interval_s, idle_w, policy)
     charges = attribute(pool, drivers, holders)
     tol = 1e-9 * max(1.0, energy_j)
@@ -78,7 +79,7 @@ def test_every_pool_and_policy_conserves_energy(energy_j, idle_w, interval_s, po
 
 @given(drivers=st.dictionaries(jobs, st.floats(min_value=0.001, max_value=100.0), min_size=1, max_size=6),
        energy_j=st.floats(min_value=1.0, max_value=1e5))
-def test_proportional_without_idle_power_is_a_pure_driver_share(drivers, energy_j) -> None:  # type: ignore[no-untyped-def]
+def test_proportional_without_idle_power_is_a_pure_driver_share(drivers: dict[JobKey, float], energy_j: float) -> None:
     charges = attribute(Pool("cpu", "p0", "fake", energy_j, 1.0, None), drivers)
     total = math.fsum(drivers.values())
     for job, w in drivers.items():

@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 BUSY_3S = "import time\nt = time.time()\nwhile time.time() - t < 3: pass\n"
 # The same loop, writing the CPU time it got (on a loaded machine it may get less than 3 s).
 BUSY_3S_REPORTING = BUSY_3S + "import os, sys\nt = os.times()\nopen(sys.argv[1], 'w').write(str(t.user + t.system))\n"
 
 
-def wl(*args: str, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+def wl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wattledger.agent.cli", *args], capture_output=True, text=True,
                           timeout=120, **kw)
 

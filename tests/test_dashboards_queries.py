@@ -238,6 +238,7 @@ BOB_J_PER_POINT = 12_000  # train-a/bob 2 kJ + eval-b 10 kJ
 
 
 def check_overview(run: PanelRun, title: str) -> None:
+    got: Any  # each panel's rows, shaped for its check
     if title == "IT energy":
         # gpu1: cpu 21 x 60 kJ = 1.26 MJ; gpu 12 hot x 150 kJ + 9 x 30 kJ = 2.07 MJ; 3.33 MJ = 0.925 kWh
         assert close(run.rows()[0]["it_kwh"], 0.925)
@@ -287,6 +288,7 @@ def check_overview(run: PanelRun, title: str) -> None:
 
 
 def check_job(run: PanelRun, title: str) -> None:
+    got: Any
     # The job page with job=train-a, user=All: alice's 2.07 MJ plus bob's train-a 21 x 2 kJ = 42 kJ.
     if title == "IT energy":
         assert close(run.rows()[0]["it_kwh"], 2_112_000 / 3.6e6)
@@ -398,6 +400,7 @@ def check_carbon(run: PanelRun, title: str) -> None:
 
 
 def check_agent(run: PanelRun, title: str) -> None:
+    got: Any
     if title == "Spooled now":
         assert run.rows()[0]["spooled"] == 0
     elif title == "Dropped in range":

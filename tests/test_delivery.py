@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,9 +87,9 @@ UNAUTH = WriteResult(Outcome.UNAUTHORIZED, 401, "unauthorized access")
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
     led = Ledger(tmp_path / "ledger.sqlite3", spool=True)
-    yield led  # type: ignore[misc]
+    yield led
     led.close()
 
 

@@ -118,13 +118,13 @@ gpu_st = st.fixed_dictionaries({
                                                                        min_size=1, max_size=8))
 def test_jobs_sum_to_the_counter_delta_for_any_script(gpus: list[dict], ticks: list[list[dict]]) -> None:
     fakes = []
-    for i, g in enumerate(gpus):
+    for i, spec in enumerate(gpus):
         unsupported = set()
-        if not g["energy"]:
+        if not spec["energy"]:
             unsupported.add("nvmlDeviceGetTotalEnergyConsumption")
-        if not g["util"]:
+        if not spec["util"]:
             unsupported.add("nvmlDeviceGetProcessUtilization")
-        if not g["instant"]:
+        if not spec["instant"]:
             unsupported.add("power_instant")
         fakes.append(FakeGpu(f"GPU-{i}", energy_mj=10**9, unsupported=unsupported))
     fake = FakeNvml(fakes)
@@ -135,15 +135,15 @@ def test_jobs_sum_to_the_counter_delta_for_any_script(gpus: list[dict], ticks: l
         tracker.delta(r.counter, fake.now_ns)
     for tick in ticks:
         loads = {}
-        for i, (g, t) in enumerate(zip(fakes, tick)):
-            g.compute = dict(t["holders"])
-            g.lost = t["lost"]
+        for i, (fake_gpu, t) in enumerate(zip(fakes, tick)):
+            fake_gpu.compute = dict(t["holders"])
+            fake_gpu.lost = t["lost"]
             if t["reset"]:
-                g.energy_mj = 0
+                fake_gpu.energy_mj = 0
             loads[i] = Load(t["power_w"], t["sm"], t["instant_w"])
         fake.step(tick[0]["dt_s"], loads)
         s = c.read(fake.now_ns)
-        assert {f.devices[0] for f in s.failures} == {g.uuid for g in fakes if g.lost}
+        assert {f.devices[0] for f in s.failures} == {f_gpu.uuid for f_gpu in fakes if f_gpu.lost}
         for r in s.devices:
             d = tracker.delta(r.counter, s.now_ns)
             if d is None or r.interval_s is None:
@@ -183,8 +183,9 @@ def test_mig_pools_sum_to_the_parent_for_any_layout(layout: list[tuple[int, int]
         before = parent.energy_mj
         fake.step(1.0, {0: Load(power_w)})
         s = c.read(fake.now_ns)
-        deltas = [tracker.delta(r.counter, s.now_ns) for r in s.devices]
-        assert all(d is not None and d.energy_j >= 0 for d in deltas)
+        maybe = [tracker.delta(r.counter, s.now_ns) for r in s.devices]
+        deltas = [d for d in maybe if d is not None]
+        assert len(deltas) == len(maybe) and all(d.energy_j >= 0 for d in deltas)
         assert math.fsum(d.energy_j for d in deltas) == pytest.approx((parent.energy_mj - before) / 1000.0,
                                                                       abs=1e-6)
 

@@ -50,7 +50,7 @@ def real_options() -> set[tuple[str, str]]:
     return {
         (section.name, f.name)
         for section in dataclasses.fields(Config)
-        for f in dataclasses.fields(section.default_factory())  # type: ignore[misc]
+        for f in dataclasses.fields(getattr(Config(), section.name))
     }
 
 

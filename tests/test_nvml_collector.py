@@ -13,8 +13,9 @@ from tests import fake_nvml as F
 from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
 from wattledger.agent.counters import CounterTracker
-from wattledger.collectors.base import SourceState
+from wattledger.collectors.base import EnergyCounter, SourceState
 from wattledger.collectors.nvml import (
+    GpuDeviceReading,
     SOURCE,
     SOURCE_MIG,
     SOURCE_POWER,
@@ -52,7 +53,14 @@ def started(*gpus: FakeGpu) -> tuple[FakeNvml, NvmlCollector]:
     return fake, c
 
 
-def by_device(sample: GpuSample) -> dict[str, object]:
+def delta_j(tracker: CounterTracker, counter: EnergyCounter, now_ns: int) -> float:
+    """The interval energy of a read that is not the first (so there is a delta)."""
+    d = tracker.delta(counter, now_ns)
+    assert d is not None
+    return d.energy_j
+
+
+def by_device(sample: GpuSample) -> dict[str, GpuDeviceReading]:
     return {r.device: r for r in sample.devices}
 
 
@@ -121,12 +129,12 @@ def test_counter_reset_gives_the_energy_since_reset_not_negative() -> None:
     assert tracker.delta(s.devices[0].counter, s.now_ns) is None
     fake.step(1.0, {0: Load(200.0)})
     s = c.read(fake.now_ns)
-    assert tracker.delta(s.devices[0].counter, s.now_ns).energy_j == pytest.approx(200.0)
+    assert delta_j(tracker, s.devices[0].counter, s.now_ns) == pytest.approx(200.0)
     fake.gpus[0].energy_mj = 0  # driver reload
     fake.step(1.0, {0: Load(150.0)})
     s = c.read(fake.now_ns)
     d = tracker.delta(s.devices[0].counter, s.now_ns)
-    assert d.reset and d.energy_j == pytest.approx(150.0)
+    assert d is not None and d.reset and d.energy_j == pytest.approx(150.0)
 
 
 def test_power_integration_prefers_the_instant_field_and_is_flagged() -> None:
@@ -245,7 +253,7 @@ def test_gpu_lost_mid_run_is_reported_once_and_the_others_continue(caplog: pytes
             f = s.failures[0]
             assert problem_of(f) is NvmlProblem.GPU_LOST and f.devices == ("GPU-b",)
             assert f.state is SourceState.ERROR and "dmesg" in f.fix
-            assert tracker.delta(s.devices[0].counter, s.now_ns).energy_j == pytest.approx(100.0)
+            assert delta_j(tracker, s.devices[0].counter, s.now_ns) == pytest.approx(100.0)
     assert sum("GPU lost" in m for m in caplog.messages) == 1
     # It comes back: the first read after the gap is a baseline (no interval), then normal.
     fake.gpus[1].lost = False
@@ -304,7 +312,7 @@ def test_mig_instances_are_pools_and_conserve_the_parent_energy() -> None:
         assert tracker.delta(r.counter, s.now_ns) is None
     fake.step(1.0, {0: Load(350.0)})
     s = c.read(fake.now_ns)
-    deltas = {r.device: tracker.delta(r.counter, s.now_ns).energy_j for r in s.devices}
+    deltas = {r.device: delta_j(tracker, r.counter, s.now_ns) for r in s.devices}
     assert sum(deltas.values()) == pytest.approx(350.0)
     assert deltas["MIG-a"] == pytest.approx(150.0) and deltas["MIG-b"] == pytest.approx(100.0)
     r = by_device(s)["MIG-a"]
@@ -335,7 +343,7 @@ def test_mig_new_instance_share_goes_to_unallocated_for_its_first_read() -> None
     assert sum(v for v in d.values() if v) == pytest.approx(700.0)  # nothing lost
     fake.step(1.0, {0: Load(700.0)})
     d = deltas()
-    assert d["MIG-c"] == pytest.approx(200.0) and sum(d.values()) == pytest.approx(700.0)
+    assert d["MIG-c"] == pytest.approx(200.0) and sum(v or 0.0 for v in d.values()) == pytest.approx(700.0)
 
 
 # -- SM-busy seconds from samples -----------------------------------------------------------
@@ -417,7 +425,7 @@ def test_a_transient_error_is_bridged_by_the_next_read() -> None:
     r = c.read(fake.now_ns).devices[0]
     assert r.interval_s == pytest.approx(2.0)  # spans the failed read
     assert r.processes[0].sm_busy_s == pytest.approx(1.25)  # both seconds' samples, none lost
-    assert tracker.delta(r.counter, fake.now_ns).energy_j == pytest.approx(400.0)
+    assert delta_j(tracker, r.counter, fake.now_ns) == pytest.approx(400.0)
 
 
 def test_a_long_run_of_failures_ends_in_a_baseline() -> None:

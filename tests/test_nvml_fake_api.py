@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
@@ -61,10 +62,10 @@ def test_error_classes_built_like_pynvml() -> None:
         assert isinstance(fake, fake_mod.NVMLError)
     assert type(fake_mod.NVMLError(fake_mod.NVML_SUCCESS)) is fake_mod.NVMLError
     assert type(pynvml.NVMLError(pynvml.NVML_SUCCESS)) is pynvml.NVMLError
-    assert fake_mod.NVMLError_GpuIsLost().value == pynvml.NVMLError_GpuIsLost().value == 15
+    assert getattr(fake_mod, "NVMLError_GpuIsLost")().value == pynvml.NVMLError_GpuIsLost().value == 15
 
 
-def _fields(struct: type) -> set[str]:
+def _fields(struct: Any) -> set[str]:
     return {f[0] for f in struct._fields_}
 
 
@@ -85,7 +86,7 @@ def test_return_shapes_have_the_real_field_names() -> None:
     assert _fields(pynvml.c_nvmlProcessInfo_v3_t) == set(vars(proc))
     sample = fake.nvmlDeviceGetProcessUtilization(gpu, 0)[0]
     assert _fields(pynvml.c_nvmlProcessUtilizationSample_t) == set(vars(sample))
-    fv = fake.nvmlDeviceGetFieldValues(gpu, [fake.NVML_FI_DEV_POWER_INSTANT])[0]
+    fv = fake.nvmlDeviceGetFieldValues(gpu, [fake_mod.NVML_FI_DEV_POWER_INSTANT])[0]
     assert _fields(pynvml.c_nvmlFieldValue_t) == set(vars(fv))
     assert _fields(pynvml.c_nvmlValue_t) == set(vars(fv.value))
     attrs = fake.nvmlDeviceGetAttributes(fake.nvmlDeviceGetMigDeviceHandleByIndex(mig_gpu, 0))

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fake_carbon_apis import FakeCarbonAPIs
+from tests.influx_server import InfluxServer
 from tests.test_report import H0, H3, lifecycle_ledger, make_ledger
 from wattledger.agent.carbon.timeutil import iso
 from wattledger.agent.cli import main
@@ -125,7 +126,7 @@ def test_carbon_sync_then_report_uses_it(fake: FakeCarbonAPIs, tmp_path: Path) -
 
 
 @pytest.mark.influx
-def test_report_from_influx_cli(setup: tuple[Path, Path], influxd, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_report_from_influx_cli(setup: tuple[Path, Path], influxd: InfluxServer, tmp_path: Path) -> None:
     from tests.test_report import carbon_points_backfill, carbon_points_first, energy_points
     from tests.test_report_influx import write
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def wl(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def wl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wattledger.agent.cli", *args], capture_output=True, text=True,
                           timeout=120)
 

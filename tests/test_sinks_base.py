@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import io
 import math
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +107,7 @@ def test_make_sink_says_what_is_missing(cfg: SinkSection, says: str) -> None:
     assert probe.state is SourceState.ERROR and says in probe.detail
 
 
-def test_sink_settings_from_file_and_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sink_settings_from_file_and_environment(tmp_path: Path) -> None:
     conf = tmp_path / "c.toml"
     conf.write_text('[sink]\nkind = "influx_v1"\nurl = "http://127.0.0.1:8086"\ndatabase = "wl"\n'
                     'retention_policy = "week"\nusername = "u"\ngzip = false\nbatch_points = 100\n')

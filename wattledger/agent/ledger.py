@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from wattledger.agent.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
 
@@ -215,8 +216,8 @@ class Ledger:
     # -- reading ---------------------------------------------------------
     def rows(
         self, measurement: str, since_ns: int | None = None, until_ns: int | None = None
-    ) -> list[dict[str, object]]:
-        """Rows of one measurement in [since, until), as dicts with ``time_ns``."""
+    ) -> list[dict[str, Any]]:
+        """Rows of one measurement in [since, until), as dicts with ``time_ns`` (SQLite values: int, float, str, None)."""
         tags, fields = SCHEMA[measurement]
         cols = ("time_ns",) + tags + fields
         where, args = [], []
@@ -241,7 +242,7 @@ class Ledger:
         since_ns: int,
         until_ns: int,
         equal: dict[str, str] | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[dict[str, Any]]:
         """Sum of one field per UTC hour and tag set in [since, until), summed by SQLite.
 
         What InfluxDB's ``SUM(field) ... GROUP BY time(1h), tags`` gives; rows carry
