@@ -446,16 +446,13 @@ class NvmlCollector:
         if self._probe is None:
             self.probe()
         assert self._probe is not None
-        if not self._probe.ok:
-            self._reads += 1
-            if self._reads % self.reprobe_every == 0 and problem_of(self._probe) in TRANSIENT:
-                if self.probe().ok:  # e.g. the driver was loaded after the agent started
-                    log.info("nvml: %s", self._probe.detail)
-            if not self._probe.ok:
-                return GpuSample(now_ns, (), (self._probe,))
         self._reads += 1
-        if self._reads % self.reprobe_every == 0 and any(not p.ok for p in self._device_probes):
-            self.probe()  # a GPU lost at discovery may be back (known GPUs keep their state)
+        if self._reads % self.reprobe_every == 0 and self._worth_reprobing():
+            was_ok = self._probe.ok
+            if self.probe().ok and not was_ok:  # e.g. the driver was loaded after the agent started
+                log.info("nvml: %s", self._probe.detail)
+        if not self._probe.ok:
+            return GpuSample(now_ns, (), (self._probe,))
         nvml = self._nvml
         readings: list[GpuDeviceReading] = []
         failures: list[ProbeResult] = []
@@ -485,6 +482,16 @@ class NvmlCollector:
             gpu.failing_since_ns = None
             self._recovered(gpu.uuid)
         return GpuSample(now_ns, tuple(readings), tuple(failures))
+
+    def _worth_reprobing(self) -> bool:
+        """A library-wide failure that may clear, or a GPU that failed discovery and may be back.
+
+        Probing again keeps the state (counters, last-seen timestamps) of GPUs already known.
+        """
+        assert self._probe is not None
+        if not self._probe.ok:
+            return problem_of(self._probe) in TRANSIENT
+        return any(not p.ok for p in self._device_probes)
 
     def _forget_gap(self, gpu: _Gpu) -> None:
         """Make the GPU's next read a baseline: no interval, nothing integrated or split across the gap."""
