@@ -347,9 +347,6 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
     def phase_at(t_ns: int) -> str:
         return next((ph for tt, ph in phases if tt >= t_ns), "after")
 
-    def num(x: object) -> float:
-        return float(x) if isinstance(x, (int, float)) else 0.0
-
     out: dict[str, Any] = {"gpus": {}}
     for g in trace.header["gpus"]:
         uuid = g["uuid"]
@@ -360,27 +357,27 @@ def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
             continue
         per_tick: dict[int, float] = defaultdict(float)
         for r in charged:
-            per_tick[int(num(r["time_ns"]))] += num(r["energy_j"])
-        worst = max(abs(per_tick[int(num(r["time_ns"]))] - num(r["energy_j"])) for r in mine)
+            per_tick[int(r["time_ns"])] += float(r["energy_j"])
+        worst = max(abs(per_tick[int(r["time_ns"])] - float(r["energy_j"])) for r in mine)
         # The counter comparison covers the agent's ticks that lie inside the recording
         # (the agent starts after the recorder and stops after it).
         first_ns, last_ns = trace.ticks[0]["t_ns"], trace.ticks[-1]["t_ns"]
 
-        def start_of(r: dict[str, object]) -> int:
-            return int(num(r["time_ns"]) - num(r["interval_s"]) * 1e9)
+        def start_of(r: dict[str, Any]) -> int:
+            return int(r["time_ns"] - float(r["interval_s"] or 0.0) * 1e9)
 
-        inside = [r for r in mine if start_of(r) >= first_ns and num(r["time_ns"]) <= last_ns]
+        inside = [r for r in mine if start_of(r) >= first_ns and r["time_ns"] <= last_ns]
         c0 = counter_j_at(trace, uuid, start_of(inside[0])) if inside else None
-        c1 = counter_j_at(trace, uuid, int(num(inside[-1]["time_ns"]))) if inside else None
+        c1 = counter_j_at(trace, uuid, int(inside[-1]["time_ns"])) if inside else None
         by_phase: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for r in charged:
-            by_phase[phase_at(int(num(r["time_ns"])))][str(r["job"])] += num(r["dynamic_j"])
+            by_phase[phase_at(int(r["time_ns"]))][str(r["job"])] += float(r["dynamic_j"] or 0.0)
         out["gpus"][uuid] = {
             "ticks": len(mine),
-            "node_j": math.fsum(num(r["energy_j"]) for r in mine),
-            "jobs_j": math.fsum(num(r["energy_j"]) for r in charged),
+            "node_j": math.fsum(float(r["energy_j"]) for r in mine),
+            "jobs_j": math.fsum(float(r["energy_j"]) for r in charged),
             "worst_tick_gap_j": worst,
-            "node_j_in_window": math.fsum(num(r["energy_j"]) for r in inside),
+            "node_j_in_window": math.fsum(float(r["energy_j"]) for r in inside),
             "counter_j_same_window": None if c0 is None or c1 is None else c1 - c0,
             "sources": sorted({str(r["source"]) for r in mine}),
             "dynamic_j_by_phase": {ph: dict(v) for ph, v in by_phase.items()},

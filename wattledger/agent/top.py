@@ -6,8 +6,9 @@ wl_job rows and turns them into per-job power by component; the CLI polls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,18 +23,13 @@ class JobPower:
         return sum(self.power_w.values())
 
 
-def _number(value: object) -> float:
-    """A ledger cell as a float (NULL and non-numbers count as 0)."""
-    return float(value) if isinstance(value, (int, float)) else 0.0
-
-
-def latest_tick(job_rows: Sequence[dict[str, object]], node_rows: Sequence[dict[str, object]]) -> tuple[int | None, list[JobPower], float]:
-    """(tick time, jobs by power descending, host power) of the newest tick in the rows."""
+def latest_tick(job_rows: Sequence[Mapping[str, Any]], node_rows: Sequence[Mapping[str, Any]]) -> tuple[int | None, list[JobPower], float]:
+    """(tick time, jobs by power descending, host power) of the newest tick in the rows (ledger rows)."""
     if not node_rows:
         return None, [], 0.0
-    t = max(int(_number(r["time_ns"])) for r in node_rows)
-    interval = {(r["component"], r["device"]): _number(r["interval_s"]) for r in node_rows if r["time_ns"] == t}
-    host_w = sum(_number(r["power_w"]) for r in node_rows if r["time_ns"] == t)
+    t = max(int(r["time_ns"]) for r in node_rows)
+    interval = {(r["component"], r["device"]): float(r["interval_s"] or 0) for r in node_rows if r["time_ns"] == t}
+    host_w = sum(float(r["power_w"] or 0) for r in node_rows if r["time_ns"] == t)
     jobs: dict[tuple[str, str], JobPower] = {}
     for r in job_rows:
         if r["time_ns"] != t:
@@ -44,7 +40,7 @@ def latest_tick(job_rows: Sequence[dict[str, object]], node_rows: Sequence[dict[
         key = (str(r["job"]), str(r["user"]))
         jp = jobs.setdefault(key, JobPower(*key))
         comp = str(r["component"])
-        jp.power_w[comp] = jp.power_w.get(comp, 0.0) + _number(r["energy_j"]) / dt
+        jp.power_w[comp] = jp.power_w.get(comp, 0.0) + float(r["energy_j"] or 0) / dt
         jp.source.add(str(r["source"]))
     return t, sorted(jobs.values(), key=lambda j: -j.total_w), host_w
 
