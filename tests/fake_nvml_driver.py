@@ -32,7 +32,7 @@ from __future__ import annotations
 import ctypes
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from ctypes import c_int, c_uint, c_ulonglong, c_void_p
 from typing import Any
@@ -237,18 +237,15 @@ class FakeNvmlDriver:
             if not procs:
                 room.value = 0
                 return F.NVML_SUCCESS
-            if not buf or room.value < len(procs):
-                room.value = len(procs)
-                return F.NVML_ERROR_INSUFFICIENT_SIZE
-            rows = (self._pynvml.c_nvmlProcessInfo_v3_t * len(procs)).from_address(buf)
             not_available = self._pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
-            for row, proc in zip(rows, procs):
+
+            def fill(row: Any, proc: Any) -> None:
                 row.pid = proc.pid
                 row.usedGpuMemory = not_available if proc.usedGpuMemory is None else proc.usedGpuMemory
                 row.gpuInstanceId = proc.gpuInstanceId
                 row.computeInstanceId = proc.computeInstanceId
-            room.value = len(procs)
-            return F.NVML_SUCCESS
+
+            return self._fill(room, buf, procs, self._pynvml.c_nvmlProcessInfo_v3_t, fill)
         return impl
 
     def _process_utilisation(self, handle: int | None, buf: int | None, count_p: int | None,
@@ -262,14 +259,23 @@ class FakeNvmlDriver:
             if e.value == F.NVML_SUCCESS:  # a driver that answers "none" with SUCCESS and 0
                 room.value = 0
             raise
-        if not buf or room.value < len(samples):
-            room.value = len(samples)
-            return F.NVML_ERROR_INSUFFICIENT_SIZE
-        rows = (self._pynvml.c_nvmlProcessUtilizationSample_t * len(samples)).from_address(buf)
-        for row, s in zip(rows, samples):
+
+        def fill(row: Any, s: Any) -> None:
             row.pid, row.timeStamp, row.smUtil = s.pid, s.timeStamp, s.smUtil
             row.memUtil, row.encUtil, row.decUtil = s.memUtil, s.encUtil, s.decUtil
-        room.value = len(samples)
+
+        return self._fill(room, buf, samples, self._pynvml.c_nvmlProcessUtilizationSample_t, fill)
+
+    @staticmethod
+    def _fill(room: c_uint, buf: int | None, items: Sequence[Any], struct: Any,
+              fill: Callable[[Any, Any], None]) -> int:
+        """The answer to the caller's sized call: the count it needs, or the rows once they fit."""
+        if not buf or room.value < len(items):
+            room.value = len(items)
+            return F.NVML_ERROR_INSUFFICIENT_SIZE
+        for row, item in zip((struct * len(items)).from_address(buf), items):
+            fill(row, item)
+        room.value = len(items)
         return F.NVML_SUCCESS
 
 
