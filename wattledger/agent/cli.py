@@ -282,12 +282,12 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
     user = _current_user()
     by_component = sum_job_energy(collected, clean, user)
     energy_j = sum(by_component.values())
-    sources = sorted({p.tags["source"] for p in collected if p.measurement == "wl_node"})
-    source_by_component: dict[str, str] = {}
+    node_sources: dict[str, set[str]] = {}  # component -> the sources its wl_node rows came from
     for p in collected:
         if p.measurement == "wl_node":
-            known = set(filter(None, source_by_component.get(p.tags["component"], "").split(",")))
-            source_by_component[p.tags["component"]] = ",".join(sorted(known | {p.tags["source"]}))
+            node_sources.setdefault(p.tags["component"], set()).add(p.tags["source"])
+    source_by_component = {c: ",".join(sorted(s)) for c, s in sorted(node_sources.items())}
+    sources = sorted(set().union(*node_sources.values()))
     pue = cfg.pue.value
     result = {
         "job": clean,
