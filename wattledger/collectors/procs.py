@@ -447,7 +447,8 @@ class ProcCollector:
         gone_kids: dict[str, list[_Proc]] = {}
         must_read: set[str] = {agent}
 
-        self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
+        if self._gone_jobs:  # forget exits older than GONE_JOB_TICKS (usually there are none to look at)
+            self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
 
         def bury(pid: str, proc: _Proc, gone: dict[str, _Proc]) -> None:
             self._forget(pid, proc)
