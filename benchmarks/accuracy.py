@@ -40,10 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.machine import machine  # noqa: E402
-from wattledger.agent.config import Config  # noqa: E402
-from wattledger.agent.ledger import Ledger  # noqa: E402
+from wattledger.config import Config  # noqa: E402
+from wattledger.store.ledger import Ledger  # noqa: E402
 from wattledger.agent.loop import Agent, TickResult, choose_energy_collectors  # noqa: E402
-from wattledger.agent.points import WL_JOB, WL_NODE, Point  # noqa: E402
+from wattledger.model.points import WL_JOB, WL_NODE, Point  # noqa: E402
 from wattledger.collectors.procs import ProcCollector, ProcSample  # noqa: E402
 
 BURNER = r"""

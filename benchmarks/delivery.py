@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 from tests.influx_server import InfluxServer  # noqa: E402
 from benchmarks.machine import machine_line  # noqa: E402
 from wattledger.agent.delivery import Deliverer  # noqa: E402
-from wattledger.agent.ledger import Ledger  # noqa: E402
-from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point  # noqa: E402
+from wattledger.store.ledger import Ledger  # noqa: E402
+from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point  # noqa: E402
 from wattledger.agent.sinks import InfluxV1Sink  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000

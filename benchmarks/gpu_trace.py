@@ -61,10 +61,10 @@ from tests.fake_nvml import (  # noqa: E402 - after the path set-up
     UtilSample,
     load_trace,
 )
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute  # noqa: E402
-from wattledger.agent.counters import CounterTracker  # noqa: E402
-from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers, unexplained_job  # noqa: E402
-from wattledger.agent.jobs import JobKey  # noqa: E402
+from wattledger.accounting.attribution import Pool, StaticPolicy, attribute  # noqa: E402
+from wattledger.accounting.counters import CounterTracker  # noqa: E402
+from wattledger.accounting.gpu import effective_driver, gpu_drivers, unexplained_job  # noqa: E402
+from wattledger.model.jobs import JobKey  # noqa: E402
 from wattledger.collectors.nvml import NvmlCollector  # noqa: E402
 
 PHASES = ("heavy-alone", "light-alone", "shared")
@@ -298,7 +298,7 @@ def start_agent(args: argparse.Namespace) -> AgentRun:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     env.pop("WATTLEDGER_JOB", None)
     log = open(state_dir / "agent.log", "w")  # noqa: SIM115 - closed by stop_agent
-    cmd = [sys.executable, "-m", "wattledger.agent.cli", "agent", "--state-dir", str(state_dir),
+    cmd = [sys.executable, "-m", "wattledger.cli.main", "agent", "--state-dir", str(state_dir),
            "--interval", str(args.interval_s), "--sink", "none"]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     print(f"agent: pid {proc.pid}, state dir {state_dir}", file=sys.stderr)
@@ -334,7 +334,7 @@ def counter_j_at(trace: Trace, uuid: str, t_ns: int) -> float | None:
 
 def agent_check(state_dir: Path, trace: Trace) -> dict[str, Any]:
     """What the agent's ledger charged for each GPU, against the counter the recorder read."""
-    from wattledger.agent.ledger import Ledger
+    from wattledger.store.ledger import Ledger
 
     ledger = Ledger.in_state_dir(state_dir, readonly=True)
     try:

@@ -156,7 +156,7 @@ def measure(cmd: list[str], who: str, extra: int, warmup_s: float, window_s: flo
 def agent_cmd(state_dir: Path, interval_s: float) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, WATTLEDGER_AGENT_STATE_DIR=str(state_dir), WATTLEDGER_AGENT_GPUS="never")
     env.pop("WATTLEDGER_CONFIG", None)
-    return [PY, "-m", "wattledger.agent.cli", "agent", "--interval", str(interval_s)], env
+    return [PY, "-m", "wattledger.cli.main", "agent", "--interval", str(interval_s)], env
 
 
 def collector_profile(reads: int = 130, gap_s: float = 0.1) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from wattledger.agent.carbon.timeutil import parse_iso_ns
+from wattledger.util.timeutil import parse_iso_ns
 
 FIXTURES = Path(__file__).parent / "fixtures" / "carbon"
 HALF_HOUR_NS = 1800 * 10**9

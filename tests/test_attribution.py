@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute
-from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 
 A, B = JobKey("a", "alice"), JobKey("b", "bob")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute
-from wattledger.agent.config import Config
-from wattledger.agent.jobs import AGENT_JOB, IDLE_JOB, SYSTEM_JOB, JobKey, untagged
-from wattledger.agent.ledger import Ledger
+from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.config import Config
+from wattledger.model.jobs import AGENT_JOB, IDLE_JOB, SYSTEM_JOB, JobKey, untagged
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent
-from wattledger.agent.points import WL_JOB, WL_NODE, Point
+from wattledger.model.points import WL_JOB, WL_NODE, Point
 
 jobs = st.one_of(
     st.sampled_from([SYSTEM_JOB, IDLE_JOB, AGENT_JOB, untagged("alice"), untagged("bob")]),

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent
 
 BURNER = r"""

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.fake_carbon_apis import FIXTURES, FakeCarbonAPIs, fixture
-from wattledger.agent import config as config_mod
-from wattledger.agent.carbon import CarbonProviderError, make_provider
-from wattledger.agent.carbon.base import ACTUAL, FORECAST, LBS_PER_MWH_TO_G_PER_KWH, MARGINAL
-from wattledger.agent.carbon.csvfile import CsvFile
-from wattledger.agent.carbon.electricitymaps import ElectricityMaps
-from wattledger.agent.carbon.timeutil import HOUR_NS, parse_iso_ns
-from wattledger.agent.carbon.ukci import UkCarbonIntensity
-from wattledger.agent.carbon.watttime import WattTime
+from wattledger import config as config_mod
+from wattledger.carbon import CarbonProviderError, make_provider
+from wattledger.carbon.base import ACTUAL, FORECAST, LBS_PER_MWH_TO_G_PER_KWH, MARGINAL
+from wattledger.carbon.csvfile import CsvFile
+from wattledger.carbon.electricitymaps import ElectricityMaps
+from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
+from wattledger.carbon.ukci import UkCarbonIntensity
+from wattledger.carbon.watttime import WattTime
 
 NOW = parse_iso_ns("2024-03-05T12:00:00Z")
 DAY = 24 * HOUR_NS

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.fake_carbon_apis import FakeCarbonAPIs, fixture
-from wattledger.agent.carbon.base import KIND_RANK
-from wattledger.agent.carbon import CarbonProviderError, fallback_intensity, intensity_now
-from wattledger.agent.carbon.static import TABLE, StaticProvider, UnknownZone, lookup
-from wattledger.agent.carbon.sync import PeriodicSync, sync
-from wattledger.agent.carbon.timeutil import HOUR_NS, NS_PER_S, BadTime, parse_iso_ns, parse_when
-from wattledger.agent.carbon.ukci import UkCarbonIntensity
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_CARBON
+from wattledger.carbon.base import KIND_RANK
+from wattledger.carbon import CarbonProviderError, fallback_intensity, intensity_now
+from wattledger.carbon.static import TABLE, StaticProvider, UnknownZone, lookup
+from wattledger.carbon.sync import PeriodicSync, sync
+from wattledger.util.timeutil import HOUR_NS, NS_PER_S, BadTime, parse_iso_ns, parse_when
+from wattledger.carbon.ukci import UkCarbonIntensity
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_CARBON
 
 T0 = parse_iso_ns("2024-03-05T00:00:00Z")
 NOW = parse_iso_ns("2024-03-05T06:00:00Z")

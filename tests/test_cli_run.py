@@ -14,7 +14,7 @@ BUSY_3S_REPORTING = BUSY_3S + "import os, sys\nt = os.times()\nopen(sys.argv[1],
 
 
 def wl(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wattledger.agent.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wattledger.cli.main", *args], capture_output=True, text=True,
                           timeout=120, **kw)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent import config
+from wattledger import config
 
 
 def test_defaults() -> None:

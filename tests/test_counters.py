@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattledger.agent.counters import CounterTracker
-from wattledger.collectors.base import EnergyCounter
+from wattledger.accounting.counters import CounterTracker
+from wattledger.model.readings import EnergyCounter
 
 
 def c(value: int, wrap: int | None = None, source: str = "rapl") -> EnergyCounter:

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from wattledger.agent import dashboards as dash
-from wattledger.agent.carbon.static import lookup
-from wattledger.agent.cli import main
+from wattledger.grafana import dashboards as dash
+from wattledger.carbon.static import lookup
+from wattledger.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "dashboards"

@@ -6,8 +6,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.fake_grafana import FakeGrafanaAPI
-from wattledger.agent import dashboards as dash
-from wattledger.agent.cli import main
+from wattledger.grafana import dashboards as dash
+from wattledger.cli.main import main
 
 TOKEN = "glsa_test_0123456789abcdef"
 

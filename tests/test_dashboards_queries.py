@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 
 from tests.fake_grafana import TimeRange, influx_to_frames, interpolate, node_ready, run_transformations
-from wattledger.agent import dashboards as dash
-from wattledger.agent.points import Point
+from wattledger.grafana import dashboards as dash
+from wattledger.model.points import Point
 
 pytestmark = pytest.mark.influx
 

@@ -23,10 +23,10 @@ from tests.test_dashboards_queries import (  # noqa: F401  (influx_url is a fixt
     influx_url,
     run_panel,
 )
-from wattledger.agent import dashboards as dash
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.report import InfluxQL, Options, from_influx, from_ledger
+from wattledger.grafana import dashboards as dash
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
+from wattledger.report.core import InfluxQL, Options, from_influx, from_ledger
 
 pytestmark = pytest.mark.influx
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wattledger.agent.delivery import Deliverer
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_JOB, Point
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_JOB, Point
 from wattledger.agent.sinks.base import Outcome, WriteResult
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 T0 = 1_700_000_000_000_000_000
 

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
-from wattledger.agent.attribution import Charge, Pool, StaticPolicy, attribute
-from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import effective_driver, gpu_drivers, unexplained_job
-from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
-from wattledger.collectors.base import EnergyCounter
+from wattledger.accounting.attribution import Charge, Pool, StaticPolicy, attribute
+from wattledger.accounting.counters import CounterTracker
+from wattledger.accounting.gpu import effective_driver, gpu_drivers, unexplained_job
+from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.model.readings import EnergyCounter
 from wattledger.collectors.nvml import GpuDeviceReading, GpuProcess, NvmlCollector
 
 GIB = 1 << 30

@@ -30,10 +30,10 @@ import pytest
 
 from tests.fake_nvml_driver import real_pynvml
 from tests.fake_nvml_live import MARKER, LiveGpuNvml
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent
-from wattledger.agent.points import WL_JOB, WL_NODE, Point
+from wattledger.model.points import WL_JOB, WL_NODE, Point
 from wattledger.collectors.nvml import SOURCE, NvmlCollector
 
 

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from tests.conftest import NvmlApi
 from tests import fake_nvml as F
 from tests.fake_nvml import FakeGpu, FakeNvml, Load
-from wattledger.agent.cli import main
-from wattledger.agent.config import Config
-from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
-from wattledger.agent.ledger import Ledger
+from wattledger.cli.main import main
+from wattledger.config import Config
+from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent, choose_gpu_collector
-from wattledger.agent.points import WL_JOB, WL_NODE, Point
-from wattledger.collectors.base import EnergyCounter, EnergySample
+from wattledger.model.points import WL_JOB, WL_NODE, Point
+from wattledger.model.readings import EnergyCounter, EnergySample
 from wattledger.collectors.nvml import NvmlCollector
 from wattledger.collectors.procs import ProcSample
 

@@ -23,10 +23,10 @@ import pytest
 
 from tests.conftest import FIXTURES, NvmlApi
 from tests.fake_nvml import FakeNvml, load_trace
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute
-from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import gpu_drivers, unexplained_job
-from wattledger.agent.jobs import JobKey
+from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.accounting.counters import CounterTracker
+from wattledger.accounting.gpu import gpu_drivers, unexplained_job
+from wattledger.model.jobs import JobKey
 from wattledger.collectors.nvml import NvmlCollector
 
 TRACES = sorted((FIXTURES / "nvml").glob("*.jsonl"))

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from tests.fake_nvml_driver import real_pynvml
 from tests.fake_nvml_live import MARKER, LiveGpuNvml
-from wattledger.agent.cli import main
+from wattledger.cli.main import main
 
 
 def test_run_charges_the_gpu_energy_of_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import FIXTURES
-from wattledger.agent.cli import main
-from wattledger.agent.config import Config
-from wattledger.agent.idle import (
+from wattledger.cli.main import main
+from wattledger.config import Config
+from wattledger.accounting.idle import (
     IDLE_FILE,
     MAX_WEIGHT,
     MIN_LEARN_TICKS,
@@ -24,11 +24,11 @@ from wattledger.agent.idle import (
     idle_baselines,
     resolve,
 )
-from wattledger.agent.jobs import JobKey
-from wattledger.agent.ledger import Ledger
+from wattledger.model.jobs import JobKey
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent
-from wattledger.agent.points import WL_NODE, Point
-from wattledger.collectors.base import EnergyCounter, EnergySample
+from wattledger.model.points import WL_NODE, Point
+from wattledger.model.readings import EnergyCounter, EnergySample
 from wattledger.collectors.procs import ProcSample
 
 T0 = 1_700_000_000_000_000_000

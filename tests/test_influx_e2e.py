@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.influx_server import InfluxServer
-from wattledger.agent.ledger import Ledger
+from wattledger.store.ledger import Ledger
 
 pytestmark = [pytest.mark.influx, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ def rapl(tmp_path: Path) -> Iterator[MovingRapl]:
 
 
 def agent_cmd(state: Path, rapl: MovingRapl, url: str, db: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "wattledger.agent.cli", "agent", "--interval", "0.2", "--state-dir", str(state),
+    return [sys.executable, "-m", "wattledger.cli.main", "agent", "--interval", "0.2", "--state-dir", str(state),
             "--sysfs-root", str(rapl.root), "--influx-url", url, "--influx-database", db, *extra]
 
 
@@ -242,8 +242,8 @@ def test_sigkill_and_restart_loses_nothing_and_doubles_nothing(fresh_influxd: In
 KILL_AFTER_ACCEPTED = """
 import os, signal, sys
 from wattledger.agent.delivery import Deliverer
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import Point
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import Point
 from wattledger.agent.sinks import InfluxV1Sink
 
 url, db, state, mode = sys.argv[1:5]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent import config as config_mod
-from wattledger.agent.config import Config
+from wattledger import config as config_mod
+from wattledger.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
@@ -193,7 +193,7 @@ def test_install_with_a_real_venv_from_a_wheel(tmp_path: Path) -> None:
     deps = sysconfig.get_paths()["purelib"]
     probe = subprocess.run(
         [str(venv_bin / "python"), "-c",
-         "import wattledger, wattledger.agent.cli as c; print(wattledger.__file__); c.main(['--version'])"],
+         "import wattledger, wattledger.cli.main as c; print(wattledger.__file__); c.main(['--version'])"],
         capture_output=True, text=True, timeout=60, env={"PYTHONPATH": deps, "PATH": "/usr/bin:/bin"},
         cwd=tmp_path,
     )

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from wattledger.agent import dashboards as dash
+from wattledger.grafana import dashboards as dash
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"

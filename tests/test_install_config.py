@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent import config as config_mod
-from wattledger.agent.config import Config, ConfigError
+from wattledger import config as config_mod
+from wattledger.config import Config, ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "config.example.toml"
 KEY_LINE = re.compile(r"^# ([a-z][a-z0-9_]*) = (.+)$")

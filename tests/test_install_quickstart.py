@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_JOB
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_JOB
 
 REPO = Path(__file__).resolve().parent.parent
 

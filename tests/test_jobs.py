@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wattledger.agent.jobs import (
+from wattledger.model.jobs import (
     MAX_TAG_CHARS,
     RESERVED,
     JobKey,
@@ -19,7 +19,7 @@ from wattledger.agent.jobs import (
     tag_from_cgroup,
     untagged,
 )
-from wattledger.agent.points import WL_JOB, Point
+from wattledger.model.points import WL_JOB, Point
 
 ALLOWED = re.compile(r"[A-Za-z0-9._:+@/=-]*")
 DOCKER_ID = "0123456789abcdef" * 4
@@ -127,8 +127,8 @@ def test_parse_environ_first_occurrence_wins_and_ignores_garbage() -> None:
 
 
 def test_user_names_line_protocol_can_carry() -> None:
-    from wattledger.agent.jobs import sanitise_user
-    from wattledger.agent.points import Point
+    from wattledger.model.jobs import sanitise_user
+    from wattledger.model.points import Point
     from wattledger.agent.sinks.base import unsafe_tag
 
     assert sanitise_user("alice") == "alice"

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import Point
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import Point
 
 NODE = Point("wl_node", {"host": "h", "component": "cpu", "device": "package-0", "source": "rapl"},
              {"energy_j": 5.0, "power_w": 1.0, "interval_s": 5.0}, 1)
 
 READ = (
     "import sys; sys.path.insert(0, %r)\n"
-    "from wattledger.agent.ledger import Ledger\n"
+    "from wattledger.store.ledger import Ledger\n"
     "print(len(Ledger(%r, readonly=True).rows('wl_node')))\n"
 )
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tests import fake_nvml as F
 from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
-from wattledger.agent.counters import CounterTracker
-from wattledger.collectors.base import EnergyCounter, SourceState
+from wattledger.accounting.counters import CounterTracker
+from wattledger.model.readings import EnergyCounter, SourceState
 from wattledger.collectors.nvml import (
     GpuDeviceReading,
     SOURCE,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.procfs.fakeproc import FakeCgroup, FakeProc
-from wattledger.agent.jobs import AGENT_JOB, SYSTEM_JOB, JobKey, untagged
+from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey, untagged
 from wattledger.collectors.procs import (
     ProcCollector,
     ProcSample,

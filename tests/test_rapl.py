@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES
-from wattledger.agent.counters import CounterTracker
-from wattledger.collectors.base import SourceState
+from wattledger.accounting.counters import CounterTracker
+from wattledger.model.readings import SourceState
 from wattledger.collectors.rapl import RaplCollector
 
 

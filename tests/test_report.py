@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent import report as rp
-from wattledger.agent.carbon.timeutil import HOUR_NS, parse_iso_ns
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_CARBON, WL_JOB, WL_PUE, Point
+from wattledger.report import core as rp
+from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE, Point
 
 H0 = parse_iso_ns("2024-03-05T00:00:00Z")
 H1, H2, H3 = H0 + HOUR_NS, H0 + 2 * HOUR_NS, H0 + 3 * HOUR_NS

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from tests.fake_carbon_apis import FakeCarbonAPIs
 from tests.influx_server import InfluxServer
 from tests.test_report import H0, H3, lifecycle_ledger, make_ledger
-from wattledger.agent.carbon.timeutil import iso
-from wattledger.agent.cli import main
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_CARBON
+from wattledger.util.timeutil import iso
+from wattledger.cli.main import main
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_CARBON
 
 WINDOW = ["--since", iso(H0), "--until", iso(H3)]
 

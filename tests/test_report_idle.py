@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def wl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wattledger.agent.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wattledger.cli.main", *args], capture_output=True, text=True,
                           timeout=120)
 
 

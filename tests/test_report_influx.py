@@ -24,8 +24,8 @@ from tests.test_report import (
     make_cfg,
     make_ledger,
 )
-from wattledger.agent import report as rp
-from wattledger.agent.points import WL_PUE, Point, to_lines
+from wattledger.report import core as rp
+from wattledger.model.points import WL_PUE, Point, to_lines
 
 pytestmark = pytest.mark.influx
 

@@ -241,7 +241,7 @@ def run_doctor(stage: Stage, caps: tuple[str, ...]) -> str:
     config = stage.root / "empty.toml"
     config.write_text("")
     config.chmod(0o444)
-    code = f"import sys; sys.path.insert(0, {str(stage.lib)!r}); from wattledger.agent.cli import main; main()"
+    code = f"import sys; sys.path.insert(0, {str(stage.lib)!r}); from wattledger.cli.main import main; main()"
     r = subprocess.run(
         [*_setpriv(AGENT_UID, caps), stage.python, "-I", "-c", code, "doctor", "--config", str(config),
          "--sysfs-root", str(stage.sysfs)],

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent.config import SinkSection
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_AGENT
+from wattledger.config import SinkSection
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_AGENT
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "wattledger.service"

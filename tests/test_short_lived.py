@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent.jobs import JobKey
+from wattledger.model.jobs import JobKey
 from wattledger.collectors.procs import ProcCollector, ProcSample, cgroup_v2_root
 
 ME = pwd.getpwuid(os.getuid()).pw_name

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.agent.config import ConfigError, SinkSection, load
-from wattledger.agent.points import WL_NODE, Point
+from wattledger.config import ConfigError, SinkSection, load
+from wattledger.model.points import WL_NODE, Point
 from wattledger.agent.sinks import (
     InfluxV1Sink, InfluxV2Sink, Outcome, StdoutSink, check_connection, classify, make_sink, parse_retry_after,
     resolve_kind,
 )
 from wattledger.agent.sinks.base import MAX_RETRY_AFTER_S, encode_lines
-from wattledger.collectors.base import SourceState
+from wattledger.model.readings import SourceState
 
 
 @pytest.mark.parametrize(

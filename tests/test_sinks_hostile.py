@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from tests.influx_server import InfluxServer
 from wattledger.agent.delivery import Deliverer
-from wattledger.agent.jobs import MAX_TAG_CHARS, sanitise_tag
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import SCHEMA, WL_JOB, WL_NODE, Point
+from wattledger.model.jobs import MAX_TAG_CHARS, sanitise_tag
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import SCHEMA, WL_JOB, WL_NODE, Point
 from wattledger.agent.sinks import InfluxV1Sink
 
 pytestmark = pytest.mark.influx

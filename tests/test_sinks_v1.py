@@ -10,12 +10,12 @@ import pytest
 import urllib3
 
 from tests.influx_server import CONFIG, InfluxServer, free_port
-from wattledger.agent.config import SinkSection
+from wattledger.config import SinkSection
 from wattledger.agent.delivery import Deliverer
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_NODE, WL_PUE, Point
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_NODE, WL_PUE, Point
 from wattledger.agent.sinks import InfluxV1Sink, Outcome, check_connection, make_sink
-from wattledger.collectors.base import SourceState
+from wattledger.model.readings import SourceState
 
 pytestmark = pytest.mark.influx
 

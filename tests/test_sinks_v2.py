@@ -11,12 +11,12 @@ import pytest
 
 from tests.fake_influx2 import FakeInflux2, Scripted
 from tests.influx_server import free_port
-from wattledger.agent.config import SinkSection
+from wattledger.config import SinkSection
 from wattledger.agent.delivery import Deliverer
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_JOB, WL_NODE, Point
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_JOB, WL_NODE, Point
 from wattledger.agent.sinks import InfluxV2Sink, Outcome, Sink, check_connection, make_sink
-from wattledger.collectors.base import SourceState
+from wattledger.model.readings import SourceState
 
 T0 = 1_700_000_000_000_000_000
 

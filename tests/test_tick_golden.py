@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import FIXTURES
-from wattledger.agent.config import Config
-from wattledger.agent.jobs import AGENT_JOB, SYSTEM_JOB, JobKey
-from wattledger.agent.ledger import Ledger
+from wattledger.config import Config
+from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent
 from wattledger.collectors.procs import ProcSample
 from wattledger.collectors.rapl import RaplCollector

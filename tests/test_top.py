@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from wattledger.agent.top import latest_tick, render
+from wattledger.report.top import latest_tick, render
 
 
 def test_latest_tick_power_per_job() -> None:

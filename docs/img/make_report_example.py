@@ -16,11 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wattledger.agent import report as rp
-from wattledger.agent.carbon.timeutil import HOUR_NS, parse_iso_ns
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_CARBON, WL_JOB, Point
+from wattledger.report import core as rp
+from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_CARBON, WL_JOB, Point
 
 START = parse_iso_ns("2024-03-09T00:00:00Z")
 HOURS = 48

@@ -34,8 +34,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import Batch
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import Batch
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult
 
 log = logging.getLogger("wattledger.delivery")

@@ -25,15 +25,15 @@ from typing import Any, TextIO
 
 import psutil
 
-from wattledger.agent.attribution import Pool, StaticPolicy, attribute
-from wattledger.agent.config import Config
-from wattledger.agent.counters import CounterTracker
-from wattledger.agent.gpu_attribution import gpu_drivers, sm_busy_total, unexplained_job
-from wattledger.agent.idle import IdleBaselines, activity_fraction
-from wattledger.agent.jobs import SYSTEM_JOB, UNTAGGED, JobKey
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_AGENT, WL_JOB, WL_NODE, Point
-from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult
+from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.config import Config
+from wattledger.accounting.counters import CounterTracker
+from wattledger.accounting.gpu import gpu_drivers, sm_busy_total, unexplained_job
+from wattledger.accounting.idle import IdleBaselines, activity_fraction
+from wattledger.model.jobs import SYSTEM_JOB, UNTAGGED, JobKey
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
+from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult
 from wattledger.collectors.estimate import EstimateCollector
 from wattledger.collectors.nvml import TRANSIENT, GpuDeviceReading, GpuSample, NvmlCollector, problem_of
 from wattledger.collectors.procs import ProcCollector
@@ -158,13 +158,13 @@ class Agent:
                 use_cgroups=self.cfg.jobs.use_cgroups,
             )
         self.tracker = CounterTracker()
-        a = self.cfg.attribution  # P_idle: configured > model > learned > none (agent/idle.py)
+        a = self.cfg.attribution  # P_idle: configured > model > learned > none (accounting/idle.py)
         self.idle = IdleBaselines.load(self.ledger.path.parent, a.idle_percentile, a.learn_idle)
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
         self._last_cpu_s = self._own_cpu_s()
         self.primed = False
         if self.carbon_sync is None and self.cfg.carbon.sync_interval_s > 0:
-            from wattledger.agent.carbon.sync import PeriodicSync
+            from wattledger.carbon.sync import PeriodicSync
 
             self.carbon_sync = PeriodicSync(self.cfg, self.ledger, clock=self.clock_ns, background=True)
 

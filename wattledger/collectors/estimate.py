@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult, SourceState
+from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult, SourceState
 from wattledger.collectors.procs import parse_proc_stat
 
 SOURCE = "model"

@@ -41,7 +41,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from wattledger.collectors.base import EnergyCounter, ProbeResult, SourceState
+from wattledger.model.readings import EnergyCounter, ProbeResult, SourceState
 
 log = logging.getLogger(__name__)
 

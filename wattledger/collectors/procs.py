@@ -54,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wattledger.agent.jobs import (
+from wattledger.model.jobs import (
     AGENT_JOB,
     DEFAULT_TAG_VARS,
     MAX_TAG_CHARS,
@@ -69,7 +69,7 @@ from wattledger.agent.jobs import (
     sanitise_user,
     untagged,
 )
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 SOURCE = "procfs"
 ENVIRON_FIX = (

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattledger.collectors.base import EnergyCounter, EnergySample, ProbeResult, SourceState
+from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult, SourceState
 
 SOURCE = "rapl"
 PERMISSION_FIX = (

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wattledger.agent.config import ConfigError, SinkSection
+from wattledger.config import ConfigError, SinkSection
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult, classify, parse_retry_after
 from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
 from wattledger.agent.sinks.stdout import StdoutSink
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 if TYPE_CHECKING:
     from wattledger.agent.sinks.influx_v2 import InfluxV2Sink

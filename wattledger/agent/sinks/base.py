@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
-from wattledger.agent.points import Point
-from wattledger.collectors.base import ProbeResult
+from wattledger.model.points import Point
+from wattledger.model.readings import ProbeResult
 
 # The longest server-requested wait we honour; a bogus "Retry-After: 86400"
 # must not silence delivery for a day (the spool would fill and drop data).

@@ -16,9 +16,9 @@ import urllib.parse
 
 import urllib3
 
-from wattledger.agent.points import Point
+from wattledger.model.points import Point
 from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 SOURCE = "influx_v1"
 

@@ -20,9 +20,9 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from wattledger.agent.points import Point
+from wattledger.model.points import Point
 from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 SOURCE = "influx_v2"
 

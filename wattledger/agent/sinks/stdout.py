@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from wattledger.agent.points import Point
+from wattledger.model.points import Point
 from wattledger.agent.sinks.base import WriteResult, encode_lines
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 
 SOURCE = "stdout"
 

@@ -33,7 +33,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 
 
 class StaticPolicy(str, enum.Enum):

@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from wattledger.agent.carbon.base import LBS_PER_MWH_TO_G_PER_KWH, MARGINAL, CarbonProviderError, IntensityPoint
-from wattledger.agent.carbon.http import JsonClient, basic_auth
-from wattledger.agent.carbon.timeutil import HOUR_NS, NS_PER_S, iso, parse_iso_ns
+from wattledger.carbon.base import LBS_PER_MWH_TO_G_PER_KWH, MARGINAL, CarbonProviderError, IntensityPoint
+from wattledger.carbon.http import JsonClient, basic_auth
+from wattledger.util.timeutil import HOUR_NS, NS_PER_S, iso, parse_iso_ns
 
 log = logging.getLogger("wattledger.carbon")
 

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from wattledger.agent.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
+from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
 ENV_PREFIX = "WATTLEDGER_"

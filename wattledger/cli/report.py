@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from wattledger.agent import config as config_mod
-from wattledger.agent.carbon.base import CarbonProviderError
-from wattledger.agent.carbon.timeutil import BadTime, iso, parse_when
-from wattledger.agent.cli_options import config_option, state_dir_option
-from wattledger.agent.config import Config, ConfigError
+from wattledger import config as config_mod
+from wattledger.carbon.base import CarbonProviderError
+from wattledger.util.timeutil import BadTime, iso, parse_when
+from wattledger.cli.options import config_option, state_dir_option
+from wattledger.config import Config, ConfigError
 
 log = logging.getLogger("wattledger")
 
@@ -43,7 +43,7 @@ def _when(text: str | None, now_ns: int, name: str) -> int | None:
 def _open_ledger(cfg: Config, *, write: bool) -> Any:
     import sqlite3
 
-    from wattledger.agent.ledger import LEDGER_FILE, Ledger
+    from wattledger.store.ledger import LEDGER_FILE, Ledger
 
     path = cfg.state_dir / LEDGER_FILE
     if not write and not path.exists():
@@ -88,7 +88,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
       wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
                         --expected-inferences 100000000
     """
-    from wattledger.agent import report as rp
+    from wattledger.report import core as rp
 
     cfg = _load(config_path, state_dir)
     if influx_url:
@@ -136,7 +136,7 @@ def _with_idle_baselines(text: str, fmt: str, state_dir: Path) -> str:
     """Add each pool's idle baseline, and where it came from, to a table or JSON report."""
     import json
 
-    from wattledger.agent.idle import idle_baselines
+    from wattledger.accounting.idle import idle_baselines
 
     baselines = idle_baselines(state_dir)
     if not baselines or fmt == "csv":
@@ -167,7 +167,7 @@ def carbon_sync(config_path: str | None, state_dir: str | None, since: str | Non
     Points carry the intensity's own time; a later sync replaces forecasts by actuals.
     With a remote sink configured the points are spooled to it like all others.
     """
-    from wattledger.agent.carbon.sync import sync
+    from wattledger.carbon.sync import sync
 
     cfg = _load(config_path, state_dir)
     now_ns = time.time_ns()

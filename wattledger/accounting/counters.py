@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wattledger.collectors.base import EnergyCounter
+from wattledger.model.readings import EnergyCounter
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wattledger.agent.carbon import make_provider
-from wattledger.agent.carbon.base import CarbonProviderError, IntensityPoint, IntensityProvider
-from wattledger.agent.carbon.timeutil import HOUR_NS, NS_PER_S
-from wattledger.agent.config import Config
-from wattledger.agent.ledger import Ledger
-from wattledger.agent.points import WL_CARBON, Point
+from wattledger.carbon import make_provider
+from wattledger.carbon.base import CarbonProviderError, IntensityPoint, IntensityProvider
+from wattledger.util.timeutil import HOUR_NS, NS_PER_S
+from wattledger.config import Config
+from wattledger.store.ledger import Ledger
+from wattledger.model.points import WL_CARBON, Point
 
 log = logging.getLogger("wattledger.carbon")
 

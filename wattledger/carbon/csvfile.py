@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from wattledger.agent.carbon.base import ACTUAL, KINDS, CarbonProviderError, IntensityPoint
-from wattledger.agent.carbon.timeutil import NS_PER_S, BadTime, parse_iso_ns
+from wattledger.carbon.base import ACTUAL, KINDS, CarbonProviderError, IntensityPoint
+from wattledger.util.timeutil import NS_PER_S, BadTime, parse_iso_ns
 
 
 def _time_ns(text: str) -> int:

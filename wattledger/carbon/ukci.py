@@ -27,9 +27,9 @@ import re
 import time
 from collections.abc import Callable
 
-from wattledger.agent.carbon.base import ACTUAL, FORECAST, CarbonProviderError, IntensityPoint
-from wattledger.agent.carbon.http import JsonClient
-from wattledger.agent.carbon.timeutil import HOUR_NS, NS_PER_S, iso, parse_iso_ns
+from wattledger.carbon.base import ACTUAL, FORECAST, CarbonProviderError, IntensityPoint
+from wattledger.carbon.http import JsonClient
+from wattledger.util.timeutil import HOUR_NS, NS_PER_S, iso, parse_iso_ns
 
 DEFAULT_URL = "https://api.carbonintensity.org.uk"
 CHUNK_NS = 13 * 24 * HOUR_NS

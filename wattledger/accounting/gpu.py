@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from wattledger.agent.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.collectors.nvml import DRIVER_SM, GpuDeviceReading, GpuProcess
 
 

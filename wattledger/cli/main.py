@@ -20,12 +20,12 @@ from typing import Any
 import click
 
 from wattledger import __version__
-from wattledger.agent.cli_options import config_option, load_config, procfs_option, state_dir_option, sysfs_option
-from wattledger.agent.config import Config, ConfigError
-from wattledger.agent.jobs import sanitise_tag
-from wattledger.agent.ledger import Ledger
+from wattledger.cli.options import config_option, load_config, procfs_option, state_dir_option, sysfs_option
+from wattledger.config import Config, ConfigError
+from wattledger.model.jobs import sanitise_tag
+from wattledger.store.ledger import Ledger
 from wattledger.agent.loop import Agent, choose_energy_collectors, choose_gpu_collector, sum_job_energy
-from wattledger.collectors.base import ProbeResult, SourceState
+from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.collectors.procs import ProcCollector, cgroup_v2_root
 
 log = logging.getLogger("wattledger")
@@ -188,7 +188,7 @@ def _gpu_doctor_rows(cfg: Config) -> list[ProbeResult]:
 
 _extra_doctor_checks.append(_gpu_doctor_rows)
 
-from wattledger.agent.idle import doctor_rows as _idle_doctor_rows  # noqa: E402 - each pool's P_idle and its source
+from wattledger.accounting.idle import doctor_rows as _idle_doctor_rows  # noqa: E402 - each pool's P_idle and its source
 
 _extra_doctor_checks.append(_idle_doctor_rows)
 
@@ -221,8 +221,8 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
 
 
 def _intensity(cfg: Config) -> tuple[float, str]:
-    from wattledger.agent.carbon import intensity_now
-    from wattledger.agent.carbon.static import UnknownZone
+    from wattledger.carbon import intensity_now
+    from wattledger.carbon.static import UnknownZone
 
     try:
         return intensity_now(cfg.carbon)
@@ -357,8 +357,8 @@ def _run_text(r: dict[str, Any]) -> str:
 @click.option("--once", is_flag=True, help="Print the newest tick once and exit.")
 def top(config_path: str | None, state_dir: str | None, interval_s: float, once: bool) -> None:
     """Live view: power per job in the newest tick of a running agent's ledger."""
-    from wattledger.agent.points import WL_JOB, WL_NODE
-    from wattledger.agent.top import latest_tick, render
+    from wattledger.model.points import WL_JOB, WL_NODE
+    from wattledger.report.top import latest_tick, render
 
     cfg = load_config(config_path, agent__state_dir=state_dir)
     path = cfg.state_dir / "ledger.sqlite3"
@@ -380,12 +380,12 @@ def top(config_path: str | None, state_dir: str | None, interval_s: float, once:
         time.sleep(interval_s)
 
 
-from wattledger.agent.cli_report import carbon, report  # noqa: E402 - commands defined in their own module
+from wattledger.cli.report import carbon, report  # noqa: E402 - commands defined in their own module
 
 main.add_command(report)
 main.add_command(carbon)
 
-from wattledger.agent.cli_dashboards import dashboards  # noqa: E402 - commands defined in their own module
+from wattledger.cli.dashboards import dashboards  # noqa: E402 - commands defined in their own module
 
 main.add_command(dashboards)
 

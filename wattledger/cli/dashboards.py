@@ -21,10 +21,10 @@ import click
 if TYPE_CHECKING:
     from grafana_client import GrafanaApi
 
-from wattledger.agent import config as config_mod
-from wattledger.agent.carbon import UnknownZone, fallback_intensity
-from wattledger.agent.config import Config, ConfigError
-from wattledger.agent.dashboards import Dashboard, Defaults, all_dashboards, render
+from wattledger import config as config_mod
+from wattledger.carbon import UnknownZone, fallback_intensity
+from wattledger.config import Config, ConfigError
+from wattledger.grafana.dashboards import Dashboard, Defaults, all_dashboards, render
 
 DEFAULT_FOLDER = "wattledger"
 

@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from wattledger.agent.carbon.base import CarbonProviderError
+from wattledger.carbon.base import CarbonProviderError
 
 log = logging.getLogger("wattledger.carbon")
 

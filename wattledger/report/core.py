@@ -40,14 +40,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wattledger.agent.carbon import fallback_intensity
-from wattledger.agent.carbon.base import KIND_RANK
-from wattledger.agent.carbon.pue import PueSeries, pue_series
-from wattledger.agent.carbon.static import StaticIntensity, UnknownZone
-from wattledger.agent.carbon.timeutil import HOUR_NS, hour_floor, iso
-from wattledger.agent.config import Config
-from wattledger.agent.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
-from wattledger.agent.points import WL_CARBON, WL_JOB, WL_PUE
+from wattledger.carbon import fallback_intensity
+from wattledger.carbon.base import KIND_RANK
+from wattledger.carbon.pue import PueSeries, pue_series
+from wattledger.carbon.static import StaticIntensity, UnknownZone
+from wattledger.util.timeutil import HOUR_NS, hour_floor, iso
+from wattledger.config import Config
+from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
 
 J_PER_KWH = 3.6e6
 GROUPINGS: dict[str, tuple[str, ...]] = {

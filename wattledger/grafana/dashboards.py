@@ -39,9 +39,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from wattledger.agent.carbon.static import TABLE as STATIC_TABLE
-from wattledger.agent.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
-from wattledger.agent.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
+from wattledger.carbon.static import TABLE as STATIC_TABLE
+from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 
 Dashboard = dict[str, Any]
 Panel = dict[str, Any]

@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from wattledger.agent.carbon.base import ACTUAL, CarbonProviderError, IntensityPoint
-from wattledger.agent.carbon.http import JsonClient
-from wattledger.agent.carbon.timeutil import HOUR_NS, iso, parse_iso_ns
+from wattledger.carbon.base import ACTUAL, CarbonProviderError, IntensityPoint
+from wattledger.carbon.http import JsonClient
+from wattledger.util.timeutil import HOUR_NS, iso, parse_iso_ns
 
 log = logging.getLogger("wattledger.carbon")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from wattledger.agent.carbon.base import (
+from wattledger.carbon.base import (
     ACTUAL,
     FORECAST,
     KINDS,
@@ -21,8 +21,8 @@ from wattledger.agent.carbon.base import (
     IntensityPoint,
     IntensityProvider,
 )
-from wattledger.agent.carbon.static import StaticIntensity, StaticProvider, UnknownZone, lookup
-from wattledger.agent.config import CarbonSection
+from wattledger.carbon.static import StaticIntensity, StaticProvider, UnknownZone, lookup
+from wattledger.config import CarbonSection
 
 PROVIDERS = ("static", "electricitymaps", "watttime", "ukci", "csv")
 
@@ -43,20 +43,20 @@ def make_provider(
     if kind == "static":
         return StaticProvider(carbon.zone, carbon.g_per_kwh)
     if kind == "electricitymaps":
-        from wattledger.agent.carbon.electricitymaps import ElectricityMaps
+        from wattledger.carbon.electricitymaps import ElectricityMaps
 
         return ElectricityMaps(carbon.zone, carbon.token, api_url=carbon.api_url, clock=clock, sleep=sleep)
     if kind == "watttime":
-        from wattledger.agent.carbon.watttime import WattTime
+        from wattledger.carbon.watttime import WattTime
 
         return WattTime(carbon.zone, carbon.username, carbon.password, api_url=carbon.api_url, clock=clock,
                         sleep=sleep)
     if kind == "ukci":
-        from wattledger.agent.carbon.ukci import UkCarbonIntensity
+        from wattledger.carbon.ukci import UkCarbonIntensity
 
         return UkCarbonIntensity(carbon.zone, api_url=carbon.api_url, clock=clock, sleep=sleep)
     if kind == "csv":
-        from wattledger.agent.carbon.csvfile import CsvFile
+        from wattledger.carbon.csvfile import CsvFile
 
         return CsvFile(carbon.zone, carbon.csv_path)
     raise CarbonProviderError(f"[carbon] provider must be one of {', '.join(PROVIDERS)}, got {carbon.provider!r}")

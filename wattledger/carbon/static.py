@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wattledger.agent.carbon.base import ACTUAL, IntensityPoint
-from wattledger.agent.carbon.timeutil import HOUR_NS
+from wattledger.carbon.base import ACTUAL, IntensityPoint
+from wattledger.util.timeutil import HOUR_NS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wattledger.agent.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
+from wattledger.model.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
 
 LEDGER_FILE = "ledger.sqlite3"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from wattledger.agent import config as config_mod
-from wattledger.agent.config import Config, ConfigError
+from wattledger import config as config_mod
+from wattledger.config import Config, ConfigError
 
 
 def load_config(path: str | None, **overrides: Any) -> Config:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from wattledger.agent.carbon.timeutil import hour_floor
+from wattledger.util.timeutil import hour_floor
 
 UPTIME_2020_AVERAGE = 1.58
 
