@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-NS_PER_S = 1_000_000_000
-HOUR_NS = 3600 * NS_PER_S
+from wattledger.model.units import HOUR_NS, NS_PER_S
+
+__all__ = ["HOUR_NS", "NS_PER_S", "BadTime", "hour_floor", "iso", "parse_iso_ns", "parse_when"]
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -64,14 +65,3 @@ def iso(time_ns: int, *, minutes: bool = False) -> str:
 
 def hour_floor(time_ns: int) -> int:
     return time_ns - time_ns % HOUR_NS
-
-
-def chunks(since_ns: int, until_ns: int, max_span_ns: int) -> list[tuple[int, int]]:
-    """[since, until) cut into consecutive windows no longer than max_span_ns."""
-    out = []
-    start = since_ns
-    while start < until_ns:
-        end = min(until_ns, start + max_span_ns)
-        out.append((start, end))
-        start = end
-    return out
