@@ -42,9 +42,12 @@ sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine  # noqa: E402
 from wattledger.config import Config  # noqa: E402
 from wattledger.store.ledger import Ledger  # noqa: E402
-from wattledger.agent.loop import Agent, TickResult, choose_energy_collectors  # noqa: E402
+from tests.clocks import FakeClock  # noqa: E402
+from wattledger.agent.factory import build_agent, choose_energy_collectors  # noqa: E402
+from wattledger.agent.loop import TickResult  # noqa: E402
 from wattledger.model.points import WL_JOB, WL_NODE, Point  # noqa: E402
-from wattledger.collectors.procs import ProcCollector, ProcSample  # noqa: E402
+from wattledger.collectors.procs import ProcCollector  # noqa: E402
+from wattledger.model.activity import ProcSample  # noqa: E402
 
 BURNER = r"""
 import sys, time
@@ -94,14 +97,11 @@ class SharedProcs:
         self.now_ns: int | None = None
         self.sample: ProcSample | None = None
 
-    def read(self, now_ns: int) -> ProcSample:
-        if now_ns != self.now_ns:
-            self.now_ns, self.sample = now_ns, self.inner.read(now_ns)
+    def read(self, read_ns: int, want_pids: Any = ()) -> ProcSample:
+        if read_ns != self.now_ns:
+            self.now_ns, self.sample = read_ns, self.inner.read(read_ns, want_pids)
         assert self.sample is not None
         return self.sample
-
-    def job_of_pid(self, pid: int) -> Any:
-        return self.inner.job_of_pid(pid)
 
 
 class SharedEnergy:
@@ -157,9 +157,9 @@ def run(seconds: float, duties: list[float], spawner: float, background: float, 
         cfg = Config()
         cfg.agent.estimate = estimate
         cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = policy
-        agents.append(Agent(cfg, Ledger.in_state_dir(Path(tmp.name) / policy), energy_collectors=energy,
-                            procs=procs, clock_ns=lambda: now[0], host="bench",  # type: ignore[arg-type]
-                            on_tick=partial(_keep_points, points[policy])))
+        agents.append(build_agent(cfg, Ledger.in_state_dir(Path(tmp.name) / policy), energy=list(energy),
+                                  procs=procs, clock=FakeClock(lambda: now[0]), host="bench",
+                                  on_tick=partial(_keep_points, points[policy])))
     jobs = [Job(f"duty-{int(d * 100)}", d, start(f"duty-{int(d * 100)}", BURNER, str(d))) for d in duties]
     if spawner > 0:
         out = Path(tmp.name) / "spawner-children"
@@ -234,7 +234,7 @@ def evaluate(points: dict[str, list[Point]], ticks: list[ProcSample], truth_cpu:
                              "error_pp": 100 * abs(measured - true) / energy_total})
         out["policies"][policy] = {"rows": rows, "max_error_pp": max(r["error_pp"] for r in rows)}
     out["ticks"] = len(ticks)
-    out["busy_cpus_mean"] = sum(s.busy_s for s in ticks) / max(1e-9, sum(s.interval_s or 0 for s in ticks))
+    out["busy_cpus_mean"] = sum(s.busy_s for s in ticks) / max(1e-9, sum(s.capacity_s / s.ncpu for s in ticks))
     return out
 
 

@@ -63,7 +63,7 @@ from tests.fake_nvml import (  # noqa: E402 - after the path set-up
 )
 from wattledger.accounting.attribution import Pool, StaticPolicy, attribute  # noqa: E402
 from wattledger.accounting.counters import CounterTracker  # noqa: E402
-from wattledger.accounting.gpu import effective_driver, gpu_drivers, unexplained_job  # noqa: E402
+from wattledger.accounting.gpu import GpuPools, gpu_drivers, measure_for, unexplained_job  # noqa: E402
 from wattledger.model.jobs import JobKey  # noqa: E402
 from wattledger.collectors.nvml import NvmlCollector  # noqa: E402
 
@@ -205,6 +205,7 @@ def record(args: argparse.Namespace) -> None:
     if mig == pynvml.NVML_DEVICE_MIG_ENABLE:
         sys.exit("record: MIG is enabled on this GPU; trace format v1 records whole GPUs only")
     collector = NvmlCollector(pynvml)
+    pools = GpuPools()
     probe = collector.probe()
     print(f"probe: {probe.state.value}: {probe.detail}", file=sys.stderr)
     jobs = [Job("heavy", args.heavy_duty, args.heavy_mem_gib), Job("light", args.light_duty, args.light_mem_gib)]
@@ -222,7 +223,7 @@ def record(args: argparse.Namespace) -> None:
             t_ns = time.time_ns()
             rec, last_seen = snapshot(pynvml, handle, uuid, last_seen)
             w0, c0 = time.perf_counter(), time.thread_time()
-            collector.read(t_ns)
+            pools.update(collector.read(t_ns))
             read_s, cpu_s = time.perf_counter() - w0, time.thread_time() - c0
             ticks.append({"kind": "tick", "t_ns": t_ns, "phase": phase, "gpus": [rec],
                           "collector_read_s": round(read_s, 6), "collector_cpu_s": round(cpu_s, 6)})
@@ -551,11 +552,9 @@ def analyse(trace: Trace) -> dict[str, Any]:
 
     fake = _Fake.from_trace(trace)
     collector = NvmlCollector(fake)
+    pools = GpuPools()
     tracker = CounterTracker()
-    tags = trace.job_of_pid()
-
-    def job_of_pid(pid: int) -> JobKey:
-        return JobKey(tags[pid]) if pid in tags else JobKey("_untagged", "")
+    job_of_pid = {pid: JobKey(tag) for pid, tag in trace.job_of_pid().items()}  # others: _untagged
 
     idle = baseline_idle_w(trace)
     per_phase: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
@@ -567,14 +566,14 @@ def analyse(trace: Trace) -> dict[str, Any]:
     for tick in trace.ticks:
         fake.apply_tick(tick)
         t0 = time.perf_counter()
-        sample = collector.read(int(tick["t_ns"]))
+        sample = pools.update(collector.read(int(tick["t_ns"])))
         replay_cost_s.append(time.perf_counter() - t0)
         for r in sample.devices:
-            d = tracker.delta(r.counter, sample.now_ns)
+            d = tracker.delta(r.counter, sample.read_ns)
             if d is None or r.interval_s is None:
                 continue
             driver_s, holders = gpu_drivers(r, job_of_pid)
-            drivers[effective_driver(r)] += 1
+            drivers[measure_for(r).value] += 1
             pool = Pool("gpu", r.device, r.counter.source, d.energy_j, r.interval_s, idle.get(r.device),
                         StaticPolicy.OCCUPANCY)
             charges = attribute(pool, driver_s, holders, unexplained_job(r))

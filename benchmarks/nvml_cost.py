@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.machine import machine_line  # noqa: E402
 from tests.fake_nvml import FakeGpu, FakeNvml, Load  # noqa: E402
 from tests.fake_nvml_driver import real_pynvml  # noqa: E402
+from wattledger.accounting.gpu import GpuPools  # noqa: E402
 from wattledger.collectors.nvml import NvmlCollector  # noqa: E402
 
 CONFIGS = [(1, 2), (1, 16), (8, 2), (8, 16)]
@@ -46,13 +47,14 @@ def measure(gpus: int, procs: int) -> dict[str, float]:
     ours_s: list[float] = []
     with real_pynvml(fake) as driver:
         collector = NvmlCollector(driver.pynvml)
+        pools = GpuPools()
         collector.probe()
         for n in range(WARMUP + READS):
             fake.step(1.0, loads)
             for gpu in fake.gpus:  # the fake keeps every sample; a driver keeps a short buffer
                 gpu.samples = gpu.samples[-10 * procs:]
             t0, fake0 = time.thread_time(), driver.cpu_s
-            sample = collector.read(fake.now_ns)
+            sample = pools.update(collector.read(fake.now_ns))
             if n >= WARMUP:
                 spent = time.thread_time() - t0
                 cpu_s.append(spent)

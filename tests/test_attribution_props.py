@@ -15,7 +15,7 @@ from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
 from wattledger.config import Config
 from wattledger.model.jobs import AGENT_JOB, IDLE_JOB, SYSTEM_JOB, JobKey, untagged
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent
+from wattledger.agent.factory import build_agent
 from wattledger.model.points import WL_JOB, WL_NODE, Point
 
 jobs = st.one_of(
@@ -95,7 +95,7 @@ def test_the_real_agent_conserves_every_pool_on_this_machine(tmp_path: Path) -> 
         cfg.agent.gpus = "never"
         cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = policy
         points: list[Point] = []
-        agent = Agent(cfg, Ledger.in_state_dir(tmp_path / policy), on_tick=lambda r: points.extend(r.points))
+        agent = build_agent(cfg, Ledger.in_state_dir(tmp_path / policy), on_tick=lambda r: points.extend(r.points))
         agent.commit(agent.tick())
         for _ in range(3):
             end = time.monotonic() + 0.15

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent
+from wattledger.agent.factory import build_agent
 
 BURNER = r"""
 import json, sys, time
@@ -34,7 +34,7 @@ def test_two_burners_shares_match_cpu_time(tmp_path: Path) -> None:
     cfg = Config()
     cfg.agent.estimate = "always"  # this machine has no RAPL: the model still drives attribution
     points = []
-    agent = Agent(cfg, Ledger.in_state_dir(tmp_path), on_tick=lambda r: points.extend(r.points))
+    agent = build_agent(cfg, Ledger.in_state_dir(tmp_path), on_tick=lambda r: points.extend(r.points))
     agent.commit(agent.tick())
     procs = []
     for tag, duty in (("full", 1.0), ("half", 0.5)):

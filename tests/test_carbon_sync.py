@@ -208,11 +208,13 @@ def test_provider_errors_carry_status() -> None:
 
 
 def test_agent_loop_syncs_in_the_background(fake: FakeCarbonAPIs, tmp_path: Path) -> None:
-    from wattledger.agent.loop import Agent, TickResult
+    from tests.clocks import FakeClock
+    from wattledger.agent.factory import build_agent
+    from wattledger.agent.loop import TickResult
 
     ledger = Ledger(tmp_path / "l.sqlite3")
     cfg = ukci_cfg(fake, sync_interval_s=300.0)
-    agent = Agent(cfg, ledger, energy_collectors=[], clock_ns=lambda: NOW)
+    agent = build_agent(cfg, ledger, energy=[], clock=FakeClock(lambda: NOW))
     assert agent.carbon_sync is not None and agent.carbon_sync.background
     agent.commit(TickResult([]))
     agent.carbon_sync.join(10)
@@ -220,7 +222,7 @@ def test_agent_loop_syncs_in_the_background(fake: FakeCarbonAPIs, tmp_path: Path
     agent.commit(TickResult([]))  # not due again: no new request
     agent.carbon_sync.join(10)
     assert len(fake.seen("ukci_range")) == 1
-    assert Agent(Config(), ledger, energy_collectors=[]).carbon_sync is None  # off by default
+    assert build_agent(Config(), ledger, energy=[]).carbon_sync is None  # off by default
 
 
 def test_docs_table_matches_the_static_table() -> None:

@@ -12,10 +12,11 @@ from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
 from wattledger.accounting.attribution import Charge, Pool, StaticPolicy, attribute
 from wattledger.accounting.counters import CounterTracker
-from wattledger.accounting.gpu import effective_driver, gpu_drivers, unexplained_job
+from tests.nvml_pools import PoolReader
+from wattledger.accounting.gpu import gpu_drivers, measure_for, unexplained_job
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.model.readings import EnergyCounter
-from wattledger.collectors.nvml import GpuDeviceReading, GpuProcess, NvmlCollector
+from wattledger.model.gpu import GpuDeviceReading, GpuProcess
 
 GIB = 1 << 30
 A = JobKey("train-a", "alice")
@@ -23,17 +24,17 @@ B = JobKey("train-b", "bob")
 
 
 def reading(procs: list[GpuProcess], driver: str = "sm", interval_s: float | None = 2.0) -> GpuDeviceReading:
-    return GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), tuple(procs), driver, interval_s)
+    return GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), tuple(procs), driver == "sm", interval_s)
 
 
-def jobs(mapping: dict[int, JobKey]):
-    return lambda pid: mapping.get(pid, JobKey("_untagged", ""))
+def jobs(mapping: dict[int, JobKey]) -> dict[int, JobKey]:
+    return mapping  # pids not in it are JobKey("_untagged", "")
 
 
 @pytest.mark.parametrize("skew_us", [0, 3_000], ids=["same-timestamps", "stamped-3ms-apart"])
 def test_sm_busy_75_25_splits_dynamic_energy_3_to_1(nvml_api: NvmlApi, skew_us: int) -> None:
     fake = FakeNvml([FakeGpu("GPU-x", compute={101: 1 * GIB, 102: 7 * GIB}, sample_skew_us=skew_us)])
-    c = NvmlCollector(nvml_api(fake))
+    c = PoolReader(nvml_api(fake))
     c.read(fake.now_ns)
     fake.step(1.0, {0: Load(300.0, {101: 75, 102: 25})})
     r = c.read(fake.now_ns).devices[0]
@@ -58,7 +59,7 @@ def test_memory_fallback_when_no_utilisation() -> None:
     driver_s, holders = gpu_drivers(r, jobs({1: A, 2: B}))
     assert driver_s == pytest.approx({A: 0.5, B: 1.5})  # memory share x 2 s interval
     assert holders == pytest.approx({A: 0.25, B: 0.75})
-    assert effective_driver(r) == "memory"
+    assert measure_for(r).value == "memory"
 
 
 def test_equal_fallback_when_memory_unknown() -> None:
@@ -66,7 +67,7 @@ def test_equal_fallback_when_memory_unknown() -> None:
     driver_s, holders = gpu_drivers(r, jobs({1: A, 2: B}))
     assert driver_s == pytest.approx({A: 1.0, B: 1.0})
     assert holders == pytest.approx({A: 0.5, B: 0.5})
-    assert effective_driver(r) == "equal"
+    assert measure_for(r).value == "equal"
 
 
 def test_idle_holders_get_the_energy_by_memory_when_nothing_was_busy() -> None:
@@ -128,7 +129,7 @@ def test_jobs_sum_to_the_counter_delta_for_any_script(gpus: list[dict], ticks: l
             unsupported.add("power_instant")
         fakes.append(FakeGpu(f"GPU-{i}", energy_mj=10**9, unsupported=unsupported))
     fake = FakeNvml(fakes)
-    c = NvmlCollector(fake)
+    c = PoolReader(fake)
     tracker = CounterTracker()
     job_of_pid = jobs(JOB_OF)
     for r in c.read(fake.now_ns).devices:
@@ -145,7 +146,7 @@ def test_jobs_sum_to_the_counter_delta_for_any_script(gpus: list[dict], ticks: l
         s = c.read(fake.now_ns)
         assert {f.devices[0] for f in s.failures} == {f_gpu.uuid for f_gpu in fakes if f_gpu.lost}
         for r in s.devices:
-            d = tracker.delta(r.counter, s.now_ns)
+            d = tracker.delta(r.counter, s.read_ns)
             if d is None or r.interval_s is None:
                 continue
             assert d.energy_j >= 0
@@ -175,7 +176,7 @@ def test_mig_pools_sum_to_the_parent_for_any_layout(layout: list[tuple[int, int]
             migs.append(FakeMig(f"MIG-{gi}-{ci}", gi_id=gi, gi_slices=slices, ci_slices=1, ci_id=ci))
     parent = FakeGpu("GPU-m", mig_mode=1, mig=migs)
     fake = FakeNvml([parent])
-    c = NvmlCollector(fake)
+    c = PoolReader(fake)
     tracker = CounterTracker()
     for r in c.read(fake.now_ns).devices:
         tracker.delta(r.counter, fake.now_ns)
@@ -183,7 +184,7 @@ def test_mig_pools_sum_to_the_parent_for_any_layout(layout: list[tuple[int, int]
         before = parent.energy_mj
         fake.step(1.0, {0: Load(power_w)})
         s = c.read(fake.now_ns)
-        maybe = [tracker.delta(r.counter, s.now_ns) for r in s.devices]
+        maybe = [tracker.delta(r.counter, s.read_ns) for r in s.devices]
         deltas = [d for d in maybe if d is not None]
         assert len(deltas) == len(maybe) and all(d.energy_j >= 0 for d in deltas)
         assert math.fsum(d.energy_j for d in deltas) == pytest.approx((parent.energy_mj - before) / 1000.0,

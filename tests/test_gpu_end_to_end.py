@@ -32,9 +32,10 @@ from tests.fake_nvml_driver import real_pynvml
 from tests.fake_nvml_live import MARKER, LiveGpuNvml
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent
+from wattledger.agent.factory import build_agent
 from wattledger.model.points import WL_JOB, WL_NODE, Point
-from wattledger.collectors.nvml import SOURCE, NvmlCollector
+from tests.nvml_pools import PoolReader as NvmlCollector  # reader + GPU accounting: per-pool figures
+from wattledger.model.gpu import SOURCE
 
 
 def _gpu_count() -> int:
@@ -92,9 +93,9 @@ def test_every_gpu_is_read_and_its_counter_moves(gpu: Gpu) -> None:
     c = NvmlCollector()
     probe = c.probe()
     assert probe.ok, probe
-    first = {r.device: r for r in c.read(time.time_ns()).devices}
+    first = {r.device: r for r in c.read(time.monotonic_ns()).devices}
     time.sleep(1.0)
-    second = c.read(time.time_ns())
+    second = c.read(time.monotonic_ns())
     c.close()
     assert not second.failures, second.failures
     for r in second.devices:
@@ -111,7 +112,7 @@ def test_a_tagged_job_is_listed_busy_and_charged(gpu: Gpu, tmp_path: Path) -> No
     try:
         assert job.stdout is not None and job.stdout.readline().strip() == "ready"
         points: list[Point] = []
-        agent = Agent(Config(), Ledger.in_state_dir(tmp_path), on_tick=lambda r: points.extend(r.points))
+        agent = build_agent(Config(), Ledger.in_state_dir(tmp_path), on_tick=lambda r: points.extend(r.points))
         agent.commit(agent.tick())
         for _ in range(4):
             time.sleep(1.0)

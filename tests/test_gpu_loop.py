@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import math
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from wattledger.cli.main import main
 from wattledger.config import Config
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent, choose_gpu_collector
+from tests.clocks import FakeClock
+from wattledger.agent.factory import build_agent, choose_gpu_collector
+from wattledger.agent.loop import Agent
 from wattledger.model.points import WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergyCounter, EnergySample
 from wattledger.collectors.nvml import NvmlCollector
-from wattledger.collectors.procs import ProcSample
+from wattledger.model.activity import ProcSample
 
 GIB = 1 << 30
 T0 = 1_700_000_000_000_000_000
@@ -33,8 +36,8 @@ class FakeCpu:
 
     name = "fakecpu"
 
-    def read(self, now_ns: int) -> EnergySample:
-        return EnergySample(now_ns, (EnergyCounter("cpu", "package-0", "fake", int((now_ns - T0) / 1e9 * 50e6)),))
+    def read(self, read_ns: int) -> EnergySample:
+        return EnergySample(read_ns, (EnergyCounter("cpu", "package-0", "fake", int((read_ns - T0) / 1e9 * 50e6)),))
 
 
 class Procs:
@@ -43,14 +46,13 @@ class Procs:
     def __init__(self) -> None:
         self.last_ns: int | None = None
 
-    def read(self, now_ns: int) -> ProcSample:
-        interval = None if self.last_ns is None else (now_ns - self.last_ns) / 1e9
-        self.last_ns = now_ns
+    def read(self, read_ns: int, want_pids: Sequence[int] = ()) -> ProcSample:
+        interval = None if self.last_ns is None else (read_ns - self.last_ns) / 1e9
+        self.last_ns = read_ns
         drivers = {} if interval is None else {A: 0.5 * interval}
-        return ProcSample(now_ns, interval, 0.5 * (interval or 0), 2 * (interval or 0), drivers, {A: 1.0})
-
-    def job_of_pid(self, pid: int) -> JobKey:
-        return {101: A, 102: B}.get(pid, JobKey("_untagged", ""))
+        jobs = {pid: {101: A, 102: B}.get(pid, JobKey("_untagged", "")) for pid in want_pids}
+        return ProcSample(read_ns, interval is None, 0.5 * (interval or 0), 2 * (interval or 0), 2, drivers, {A: 1.0},
+                          jobs)
 
 
 def make_agent(tmp_path: Path, fake: FakeNvml, cfg: Config | None = None,
@@ -58,9 +60,9 @@ def make_agent(tmp_path: Path, fake: FakeNvml, cfg: Config | None = None,
     cfg = cfg or Config()
     cfg.attribution.idle_power_w = {"gpu": 60.0, "cpu": 10.0}
     points: list[Point] = []
-    agent = Agent(cfg, Ledger.in_state_dir(tmp_path), energy_collectors=[FakeCpu()], procs=Procs(),  # type: ignore[arg-type]
-                  clock_ns=lambda: fake.now_ns, host="gpu01", gpu=NvmlCollector(api(fake)),
-                  on_tick=lambda r: points.extend(r.points))
+    agent = build_agent(cfg, Ledger.in_state_dir(tmp_path), energy=[FakeCpu()], procs=Procs(),
+                        clock=FakeClock(lambda: fake.now_ns), host="gpu01", gpu=NvmlCollector(api(fake)),
+                        on_tick=lambda r: points.extend(r.points))
     return agent, points
 
 
@@ -129,7 +131,7 @@ def test_a_crashing_gpu_collector_never_stops_the_cpu_ledger(tmp_path: Path) -> 
     def boom(now_ns: int) -> None:
         raise RuntimeError("bug")
 
-    agent.gpu.read = boom  # type: ignore[union-attr,method-assign]
+    agent.sources.gpu.read = boom  # type: ignore[union-attr,method-assign]
     fake.step(1.0)
     agent.commit(agent.tick())
     assert rows(points, WL_NODE, "cpu") and not rows(points, WL_NODE, "gpu")
@@ -249,7 +251,7 @@ def test_gpus_whose_driver_loads_after_the_agent_started_are_measured(tmp_path: 
     assert gpu is not None and not rows_[0].ok
     gpu.reprobe_every = 3
     agent, points = make_agent(tmp_path, fake, cfg, api=nvml_api)
-    agent.gpu = gpu
+    agent.sources.gpu = gpu
     agent.commit(agent.tick())
     fake.step(1.0, {0: Load(200.0, {101: 100})})
     agent.commit(agent.tick())

@@ -27,7 +27,7 @@ from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
 from wattledger.accounting.counters import CounterTracker
 from wattledger.accounting.gpu import gpu_drivers, unexplained_job
 from wattledger.model.jobs import JobKey
-from wattledger.collectors.nvml import NvmlCollector
+from tests.nvml_pools import PoolReader
 
 TRACES = sorted((FIXTURES / "nvml").glob("*.jsonl"))
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_trace.py"
@@ -48,10 +48,10 @@ def test_there_is_a_trace_and_each_says_what_it_is() -> None:
 def test_replay_conserves_energy_per_tick(path: Path, nvml_api: NvmlApi) -> None:
     trace = load_trace(path)
     fake = FakeNvml.from_trace(trace)
-    collector = NvmlCollector(nvml_api(fake))
+    collector = PoolReader(nvml_api(fake))
     tracker = CounterTracker()
     tags = trace.job_of_pid()
-    job_of_pid = lambda pid: JobKey(tags.get(pid, "_untagged"))  # noqa: E731
+    job_of_pid = {pid: JobKey(tag) for pid, tag in tags.items()}  # other pids: _untagged
     charged_j = 0.0
     attributed_ticks = 0
     for tick in trace.ticks:
@@ -65,7 +65,7 @@ def test_replay_conserves_energy_per_tick(path: Path, nvml_api: NvmlApi) -> None
             held = {p["pid"] for key in ("compute_procs", "graphics_procs") if isinstance(rec[key], list)
                     for p in rec[key]}
             assert {p.pid for p in r.processes if p.holds_context} == held
-            d = tracker.delta(r.counter, sample.now_ns)
+            d = tracker.delta(r.counter, sample.read_ns)
             if d is None or r.interval_s is None:
                 continue
             assert d.energy_j >= 0

@@ -20,16 +20,19 @@ from wattledger.accounting.idle import (
     BaselineSource,
     IdleBaselines,
     PercentileEstimator,
-    activity_fraction,
     idle_baselines,
     resolve,
 )
 from wattledger.model.jobs import JobKey
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent
+from tests.clocks import FakeClock
+from wattledger.agent.factory import build_agent
 from wattledger.model.points import WL_NODE, Point
 from wattledger.model.readings import EnergyCounter, EnergySample
-from wattledger.collectors.procs import ProcSample
+from wattledger.model.activity import ProcSample
+from wattledger.accounting.gpu import gpu_activity_fraction
+from wattledger.agent.pools import CpuPools
+from wattledger.model.gpu import GpuDeviceReading, GpuProcess
 
 T0 = 1_700_000_000_000_000_000
 SEC = 1_000_000_000
@@ -93,13 +96,25 @@ def test_only_low_activity_ticks_of_unknown_pools_are_learned(tmp_path: Path) ->
 
 
 def test_activity_fraction_per_pool_kind() -> None:
-    assert activity_fraction("cpu", 0.1, 2.0) == pytest.approx(0.05)
-    assert activity_fraction("dram", 0.0, 2.0) == 0.0
-    assert activity_fraction("psys", 0.0, 2.0) is None
-    assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=0) == 0.0
-    assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=1, gpu_driver="sm", gpu_sm_busy_s=0.5,
-                             interval_s=1.0) == 0.5
-    assert activity_fraction("gpu", 0.0, 2.0, gpu_processes=1, gpu_driver="memory", interval_s=1.0) is None
+    pools = CpuPools()
+
+    def fractions(read_ns: int, busy_s: float) -> dict[str, float | None]:
+        counters = tuple(EnergyCounter(c, "package-0", "rapl", read_ns // 1000) for c in ("cpu", "dram", "psys"))
+        procs = ProcSample(read_ns, read_ns == 0, busy_s, 2.0, 2, {}, {})
+        return {p.component: p.activity for p in pools.inputs([EnergySample(read_ns, counters)], procs)}
+
+    fractions(0, 0.0)
+    got = fractions(SEC, 0.1)
+    assert got["cpu"] == pytest.approx(0.05) and got["dram"] == pytest.approx(0.05)
+    assert fractions(2 * SEC, 0.0)["dram"] == 0.0
+    assert got["psys"] is None
+
+    def gpu(procs: list[GpuProcess], util: bool) -> GpuDeviceReading:
+        return GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), tuple(procs), util, 1.0)
+
+    assert gpu_activity_fraction(gpu([], True)) == 0.0
+    assert gpu_activity_fraction(gpu([GpuProcess(1, 0.5, None)], True)) == 0.5
+    assert gpu_activity_fraction(gpu([GpuProcess(1, None, 1 << 30)], False)) is None
 
 
 def test_a_corrupt_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -137,11 +152,11 @@ class QuietProcs:
     def __init__(self) -> None:
         self.last: int | None = None
 
-    def read(self, now_ns: int) -> ProcSample:
-        dt = None if self.last is None else (now_ns - self.last) / 1e9
-        self.last = now_ns
+    def read(self, read_ns: int, want_pids: object = ()) -> ProcSample:
+        dt = None if self.last is None else (read_ns - self.last) / 1e9
+        self.last = read_ns
         busy = 0.04 * (dt or 0)
-        return ProcSample(now_ns, dt, busy, 4 * (dt or 0), {JobKey("j", "u"): busy} if dt else {}, {})
+        return ProcSample(read_ns, dt is None, busy, 4 * (dt or 0), 4, {JobKey("j", "u"): busy} if dt else {}, {})
 
 
 def run_agent(state: Path, ticks: int, power_w: float = 25.0, start: int = 0) -> list[Point]:
@@ -149,9 +164,9 @@ def run_agent(state: Path, ticks: int, power_w: float = 25.0, start: int = 0) ->
     cfg = Config()
     cfg.agent.gpus = "never"
     points: list[Point] = []
-    agent = Agent(cfg, Ledger.in_state_dir(state), energy_collectors=[ConstantPower(power_w)],
-                  procs=QuietProcs(), clock_ns=lambda: next(clock), host="h",  # type: ignore[arg-type]
-                  on_tick=lambda r: points.extend(r.points))
+    agent = build_agent(cfg, Ledger.in_state_dir(state), energy=[ConstantPower(power_w)],
+                        procs=QuietProcs(), clock=FakeClock(lambda: next(clock)), host="h",
+                        on_tick=lambda r: points.extend(r.points))
     agent.commit(agent.tick())
     for _ in range(ticks):
         agent.commit(agent.tick())

@@ -14,19 +14,12 @@ from tests.conftest import NvmlApi
 from tests.fake_nvml import FakeGpu, FakeMig, FakeNvml, Load
 from wattledger.accounting.counters import CounterTracker
 from wattledger.model.readings import EnergyCounter, SourceState
-from wattledger.collectors.nvml import (
-    GpuDeviceReading,
-    SOURCE,
-    SOURCE_MIG,
-    SOURCE_POWER,
-    UNALLOCATED_SUFFIX,
-    GpuSample,
-    NvmlCollector,
-    NvmlProblem,
-    mig_shares,
-    problem_of,
-    sm_busy_seconds,
-)
+from tests.nvml_pools import PoolReader
+from wattledger.collectors.nvml import NvmlCollector
+from wattledger.accounting.gpu import measure_for, mig_shares, sm_busy_seconds
+from wattledger.model.gpu import SOURCE_MIG, SOURCE_POWER, UNALLOCATED_SUFFIX, GpuDeviceReading, GpuPoolSample, Measure
+from wattledger.model.gpu import SOURCE
+from wattledger.model.readings import Problem as NvmlProblem
 
 GIB = 1 << 30
 
@@ -42,11 +35,11 @@ def _each_binding(nvml_api: NvmlApi) -> None:
     _api = nvml_api
 
 
-def over(fake: FakeNvml) -> NvmlCollector:
-    return NvmlCollector(_api(fake))
+def over(fake: FakeNvml) -> PoolReader:
+    return PoolReader(_api(fake))
 
 
-def started(*gpus: FakeGpu) -> tuple[FakeNvml, NvmlCollector]:
+def started(*gpus: FakeGpu) -> tuple[FakeNvml, PoolReader]:
     fake = FakeNvml(gpus)
     c = over(fake)
     assert c.probe().ok
@@ -60,7 +53,7 @@ def delta_j(tracker: CounterTracker, counter: EnergyCounter, now_ns: int) -> flo
     return d.energy_j
 
 
-def by_device(sample: GpuSample) -> dict[str, GpuDeviceReading]:
+def by_device(sample: GpuPoolSample) -> dict[str, GpuDeviceReading]:
     return {r.device: r for r in sample.devices}
 
 
@@ -76,7 +69,7 @@ def test_init_failures_are_typed_states(code: int, problem: NvmlProblem, state: 
     c = over(FakeNvml([FakeGpu("GPU-a")], init_error=code))
     result = c.probe()
     assert result.state is state
-    assert problem_of(result) is problem
+    assert result.problem is problem
     assert result.fix
     sample = c.read(1)
     assert sample.devices == () and sample.failures == (result,)
@@ -84,13 +77,13 @@ def test_init_failures_are_typed_states(code: int, problem: NvmlProblem, state: 
 
 def test_no_gpu_is_missing() -> None:
     result = over(FakeNvml([])).probe()
-    assert problem_of(result) is NvmlProblem.NO_GPU and result.state is SourceState.MISSING
+    assert result.problem is NvmlProblem.NO_GPU and result.state is SourceState.MISSING
 
 
 def test_python_package_missing_is_library_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     result = NvmlCollector().probe()
-    assert problem_of(result) is NvmlProblem.LIBRARY_MISSING
+    assert result.problem is NvmlProblem.LIBRARY_MISSING
     assert "nvidia-ml-py" in result.detail
 
 
@@ -107,9 +100,10 @@ def test_probe_lists_each_gpu_and_its_capabilities() -> None:
 def test_one_gpu_lost_at_probe_others_measured() -> None:
     lost = FakeGpu("GPU-b", lost=True)
     fake, c = started(FakeGpu("GPU-a"), lost)
-    assert c._probe is not None and c._probe.devices == ("GPU-a",)
-    assert "1 failed" in c._probe.detail and "GPU lost" in c._probe.detail
-    assert problem_of(c.device_probes()[1]) is NvmlProblem.GPU_LOST
+    probe = c.collector.last_probe
+    assert probe is not None and probe.devices == ("GPU-a",)
+    assert "1 failed" in probe.detail and "GPU lost" in probe.detail
+    assert c.device_probes()[1].problem is NvmlProblem.GPU_LOST
 
 
 # -- energy ----------------------------------------------------------------------------
@@ -126,14 +120,14 @@ def test_counter_reset_gives_the_energy_since_reset_not_negative() -> None:
     fake, c = started(FakeGpu("GPU-a", energy_mj=5_000_000))
     tracker = CounterTracker()
     s = c.read(fake.now_ns)
-    assert tracker.delta(s.devices[0].counter, s.now_ns) is None
+    assert tracker.delta(s.devices[0].counter, s.read_ns) is None
     fake.step(1.0, {0: Load(200.0)})
     s = c.read(fake.now_ns)
-    assert delta_j(tracker, s.devices[0].counter, s.now_ns) == pytest.approx(200.0)
+    assert delta_j(tracker, s.devices[0].counter, s.read_ns) == pytest.approx(200.0)
     fake.gpus[0].energy_mj = 0  # driver reload
     fake.step(1.0, {0: Load(150.0)})
     s = c.read(fake.now_ns)
-    d = tracker.delta(s.devices[0].counter, s.now_ns)
+    d = tracker.delta(s.devices[0].counter, s.read_ns)
     assert d is not None and d.reset and d.energy_j == pytest.approx(150.0)
 
 
@@ -169,7 +163,7 @@ def test_sm_busy_seconds_from_utilisation_samples() -> None:
     assert first.interval_s is None and all(p.sm_busy_s is None for p in first.processes)
     fake.step(2.0, {0: Load(300.0, {101: 75, 102: 25})})
     r = c.read(fake.now_ns).devices[0]
-    assert r.driver == "sm" and r.interval_s == pytest.approx(2.0)
+    assert r.util_available and r.interval_s == pytest.approx(2.0)
     procs = {p.pid: p for p in r.processes}
     assert procs[101].sm_busy_s == pytest.approx(1.5)
     assert procs[102].sm_busy_s == pytest.approx(0.5)
@@ -218,10 +212,10 @@ def test_utilisation_not_supported_falls_back_to_memory_then_equal(caplog: pytes
     fake, c = started(gpu)
     with caplog.at_level(logging.INFO, "wattledger.collectors.nvml"):
         r = c.read(fake.now_ns).devices[0]
-    assert r.driver == "memory" and all(p.sm_busy_s is None for p in r.processes)
+    assert measure_for(r) is Measure.MEMORY and all(p.sm_busy_s is None for p in r.processes)
     gpu.compute = {101: None, 102: None}  # e.g. memory not reported
     fake.step(1.0)
-    assert c.read(fake.now_ns).devices[0].driver == "equal"
+    assert measure_for(c.read(fake.now_ns).devices[0]) is Measure.EQUAL
 
 
 def test_process_list_without_permission_is_logged_once_and_energy_still_read(
@@ -251,9 +245,9 @@ def test_gpu_lost_mid_run_is_reported_once_and_the_others_continue(caplog: pytes
             assert [r.device for r in s.devices] == ["GPU-a"]
             assert len(s.failures) == 1
             f = s.failures[0]
-            assert problem_of(f) is NvmlProblem.GPU_LOST and f.devices == ("GPU-b",)
+            assert f.problem is NvmlProblem.GPU_LOST and f.devices == ("GPU-b",)
             assert f.state is SourceState.ERROR and "dmesg" in f.fix
-            assert delta_j(tracker, s.devices[0].counter, s.now_ns) == pytest.approx(100.0)
+            assert delta_j(tracker, s.devices[0].counter, s.read_ns) == pytest.approx(100.0)
     assert sum("GPU lost" in m for m in caplog.messages) == 1
     # It comes back: the first read after the gap is a baseline (no interval), then normal.
     fake.gpus[1].lost = False
@@ -283,7 +277,7 @@ def test_unexpected_error_on_one_call_fails_that_gpu_only() -> None:
     fake.gpus[0].errors["nvmlDeviceGetTotalEnergyConsumption"] = F.NVML_ERROR_UNKNOWN
     s = c.read(fake.now_ns)
     assert [r.device for r in s.devices] == ["GPU-b"]
-    assert problem_of(s.failures[0]) is NvmlProblem.ERROR
+    assert s.failures[0].problem is NvmlProblem.ERROR
 
 
 # -- MIG -----------------------------------------------------------------------------------
@@ -309,15 +303,15 @@ def test_mig_instances_are_pools_and_conserve_the_parent_energy() -> None:
     s = c.read(fake.now_ns)
     assert [r.device for r in s.devices] == ["MIG-a", "MIG-b", "GPU-m" + UNALLOCATED_SUFFIX]
     for r in s.devices:
-        assert tracker.delta(r.counter, s.now_ns) is None
+        assert tracker.delta(r.counter, s.read_ns) is None
     fake.step(1.0, {0: Load(350.0)})
     s = c.read(fake.now_ns)
-    deltas = {r.device: delta_j(tracker, r.counter, s.now_ns) for r in s.devices}
+    deltas = {r.device: delta_j(tracker, r.counter, s.read_ns) for r in s.devices}
     assert sum(deltas.values()) == pytest.approx(350.0)
     assert deltas["MIG-a"] == pytest.approx(150.0) and deltas["MIG-b"] == pytest.approx(100.0)
     r = by_device(s)["MIG-a"]
     assert r.counter.source == SOURCE_MIG and r.parent == "GPU-m"
-    assert r.driver == "memory" and r.processes[0].pid == 201  # no per-process util on MIG
+    assert measure_for(r) is Measure.MEMORY and r.processes[0].pid == 201  # no per-process util on MIG
 
 
 def test_mig_new_instance_share_goes_to_unallocated_for_its_first_read() -> None:
@@ -329,7 +323,7 @@ def test_mig_new_instance_share_goes_to_unallocated_for_its_first_read() -> None
         s = c.read(fake.now_ns)
         out = {}
         for r in s.devices:
-            d = tracker.delta(r.counter, s.now_ns)
+            d = tracker.delta(r.counter, s.read_ns)
             out[r.device] = None if d is None else d.energy_j
         return out
 
@@ -417,7 +411,7 @@ def test_a_transient_error_is_bridged_by_the_next_read() -> None:
     fake, c = started(FakeGpu("GPU-a", compute={101: GIB}))
     tracker = CounterTracker()
     s = c.read(fake.now_ns)
-    tracker.delta(s.devices[0].counter, s.now_ns)
+    tracker.delta(s.devices[0].counter, s.read_ns)
     fake.step(1.0, {0: Load(300.0, {101: 100})})
     fake.gpus[0].errors_once["nvmlDeviceGetComputeRunningProcesses"] = F.NVML_ERROR_UNKNOWN  # after the energy read
     assert c.read(fake.now_ns).failures

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from tests.fake_nvml import FakeGpu, FakeNvml, Load
 from tests.fake_nvml_driver import FakeNvmlDriver, real_pynvml
-from wattledger.collectors.nvml import SOURCE_POWER, GpuSample, NvmlCollector
+from tests.nvml_pools import PoolReader as NvmlCollector  # reader + GPU accounting: per-pool figures
+from wattledger.model.gpu import SOURCE_POWER, GpuPoolSample as GpuSample
 
 GIB = 1 << 30
 PIDS = (101, 102, 103)

@@ -96,7 +96,8 @@ def test_return_shapes_have_the_real_field_names() -> None:
 
 def test_real_pynvml_without_a_driver_is_a_typed_state() -> None:
     """On this host (no libnvidia-ml) the real module fails in nvmlInit: library missing."""
-    from wattledger.collectors.nvml import NvmlCollector, NvmlProblem, problem_of
+    from wattledger.collectors.nvml import NvmlCollector
+    from wattledger.model.readings import Problem as NvmlProblem
 
     try:
         pynvml.nvmlInit()
@@ -107,5 +108,5 @@ def test_real_pynvml_without_a_driver_is_a_typed_state() -> None:
         pytest.skip("this host has an NVIDIA driver")
     result = NvmlCollector(pynvml).probe()
     assert not result.ok
-    assert problem_of(result) in (NvmlProblem.LIBRARY_MISSING, NvmlProblem.DRIVER_NOT_LOADED)
+    assert result.problem in (NvmlProblem.LIBRARY_MISSING, NvmlProblem.DRIVER_NOT_LOADED)
     assert result.fix

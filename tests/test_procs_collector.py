@@ -4,15 +4,18 @@ reading, short-lived children, cgroup ground truth, _system and its carry."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fixtures.procfs.fakeproc import FakeCgroup, FakeProc
+from wattledger.model.activity import ProcSample
 from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey, untagged
+from wattledger.accounting.cpu import CpuDrivers
 from wattledger.collectors.procs import (
     ProcCollector,
-    ProcSample,
     parse_cpu_stat_usec,
     parse_loadavg_tasks,
     parse_proc_stat,
@@ -23,6 +26,17 @@ from wattledger.collectors.procs import (
 SEC = 1_000_000_000
 AGENT_PID = 999
 ROOT = "root"
+
+
+@dataclass
+class Tick:
+    """A read and the CPU drivers the agent makes of it (``_system``'s residual and carry included)."""
+
+    sample: ProcSample
+    driver_s: dict[JobKey, float]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sample, name)
 
 
 class World:
@@ -37,14 +51,16 @@ class World:
         self.now = 0
         self.c = ProcCollector(procfs_root=self.proc.root, agent_pid=AGENT_PID,
                                cgroup_root=self.cg.root if self.cg else tmp_path / "no-cgroup", **kw)  # type: ignore[arg-type]
+        self.drivers = CpuDrivers()
 
-    def tick(self, seconds: int = 1) -> ProcSample:
+    def tick(self, seconds: int = 1, want_pids: tuple[int, ...] = ()) -> Tick:
         if self.now:
             self.proc.elapse(100 * seconds)
         self.now += seconds * SEC
-        return self.c.read(self.now)
+        s = self.c.read(self.now, want_pids)
+        return Tick(s, {} if s.baseline else self.drivers.drivers(s.busy_s, s.charged_s, s.capacity_s))
 
-    def ticks(self, n: int) -> list[ProcSample]:
+    def ticks(self, n: int) -> list[Tick]:
         return [self.tick() for _ in range(n)]
 
 
@@ -52,7 +68,7 @@ def job(tag: str, user: str = ROOT) -> JobKey:
     return JobKey(tag, user)
 
 
-def total(samples: list[ProcSample], key: JobKey) -> float:
+def total(samples: list[Tick], key: JobKey) -> float:
     return sum(s.driver_s.get(key, 0.0) for s in samples)
 
 
@@ -79,7 +95,7 @@ def test_first_read_is_a_baseline_then_new_processes_are_charged_from_birth(tmp_
     w = World(tmp_path)
     w.proc.spawn(10, 1, "old", env={"WATTLEDGER_JOB": "old"}, utime=500)
     first = w.tick()
-    assert first.interval_s is None and first.driver_s == {}
+    assert first.baseline and first.driver_s == {}
     w.proc.spawn(11, 1, "train", env={"WATTLEDGER_JOB": "resnet", "WATTLEDGER_PROJECT": "vision"}, utime=40)
     s = w.tick()
     assert s.driver_s[JobKey("resnet", ROOT, "vision", "")] == pytest.approx(0.40)
@@ -364,14 +380,12 @@ def test_drivers_add_up_to_host_busy_time(tmp_path: Path) -> None:
     assert charged == pytest.approx(busy / 100, abs=0.02)
 
 
-def test_job_of_pid_remembers_a_process_that_just_exited(tmp_path: Path) -> None:
+def test_jobs_by_pid_remembers_a_process_that_just_exited(tmp_path: Path) -> None:
     """NVML reports a finished job's last utilisation samples after the procs collector buried it."""
     w = World(tmp_path)
     w.proc.spawn(70, 1, "python", env={"WATTLEDGER_JOB": "trainer"})
-    w.tick()
-    assert w.c.job_of_pid(70) == job("trainer")
+    assert w.tick(want_pids=(70,)).jobs_by_pid[70] == job("trainer")
     w.proc.reap(70)
-    w.tick()
-    assert w.c.job_of_pid(70) == job("trainer")  # gone from /proc, still known
-    w.ticks(3)
-    assert w.c.job_of_pid(70).tag == "_untagged"  # forgotten after a few ticks
+    assert w.tick(want_pids=(70,)).jobs_by_pid[70] == job("trainer")  # gone from /proc, still known
+    w.ticks(2)
+    assert w.tick(want_pids=(70,)).jobs_by_pid[70].tag == "_untagged"  # forgotten after a few ticks

@@ -147,7 +147,8 @@ s = r.read(1)
 out["rapl_counters"] = {{c.component + ":" + c.device: c.counter_uj for c in s.counters}}
 out["rapl_failures"] = [[f.state.value, f.fix] for f in s.failures]
 pc = ProcCollector(procfs_root=Path("/proc"))
-job = pc.job_of_pid({pid})
+pc.read(1)  # lists and identifies every process
+job = pc.read(2, [{pid}]).jobs_by_pid[{pid}]
 out["job"] = [job.tag, job.user]
 out["environ_denied"] = {pid} in pc.environ_denied_pids
 print(json.dumps(out))

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from wattledger.model.jobs import JobKey
-from wattledger.collectors.procs import ProcCollector, ProcSample, cgroup_v2_root
+from wattledger.collectors.procs import ProcCollector
+from wattledger.collectors.procs import cgroup_v2_root
+from wattledger.model.activity import ProcSample
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 NOBODY_UID = 65534
@@ -40,7 +42,7 @@ times
 
 
 def charged(samples: list[ProcSample], key: JobKey) -> float:
-    return sum(s.driver_s.get(key, 0.0) for s in samples)
+    return sum(s.charged_s.get(key, 0.0) for s in samples)
 
 
 def tick_until_exit(collector: ProcCollector, procs: list[subprocess.Popen], interval_s: float = 1.0
@@ -126,7 +128,7 @@ def test_two_users_with_one_tag_are_two_jobs() -> None:
     cpu_mine = json.loads(mine.stdout.read())  # type: ignore[union-attr]
     cpu_theirs = json.loads(theirs.stdout.read())  # type: ignore[union-attr]
     nobody = collector._user(NOBODY_UID)  # "nobody", or the number where no such user is listed
-    jobs = {k for s in samples for k in s.driver_s if k.tag == tag}
+    jobs = {k for s in samples for k in s.charged_s if k.tag == tag}
     assert jobs == {JobKey(tag, ME), JobKey(tag, nobody)}
     # each user is charged their own CPU, never a share of the other's
     assert charged(samples, JobKey(tag, ME)) == pytest.approx(cpu_mine, abs=0.05)

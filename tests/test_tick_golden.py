@@ -18,8 +18,9 @@ from tests.conftest import FIXTURES
 from wattledger.config import Config
 from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent
-from wattledger.collectors.procs import ProcSample
+from tests.clocks import FakeClock
+from wattledger.agent.factory import build_agent
+from wattledger.model.activity import ProcSample
 from wattledger.collectors.rapl import RaplCollector
 
 GOLDEN = Path(__file__).parent / "golden" / "intel-2s-tick.lp"
@@ -36,13 +37,13 @@ class ScriptedProcs:
         self.i = 0
         self.last_ns: int | None = None
 
-    def read(self, now_ns: int) -> ProcSample:
-        interval = None if self.last_ns is None else (now_ns - self.last_ns) / 1e9
+    def read(self, read_ns: int, want_pids: object = ()) -> ProcSample:
+        interval = None if self.last_ns is None else (read_ns - self.last_ns) / 1e9
         drivers = {} if interval is None else self.ticks[self.i]
         if interval is not None:
             self.i += 1
-        self.last_ns = now_ns
-        return ProcSample(now_ns, interval, sum(drivers.values()), 64 * (interval or 0), dict(drivers),
+        self.last_ns = read_ns
+        return ProcSample(read_ns, interval is None, sum(drivers.values()), 64 * (interval or 0), 64, dict(drivers),
                           {j: 1.0 for j in drivers if j.tag != "_agent"})
 
 
@@ -55,8 +56,8 @@ def run_tick(tmp_path: Path) -> tuple[str, list]:
     resnet = JobKey("resnet50-sweep", "alice", "vision", "train")
     procs = ScriptedProcs([{resnet: 1.5, JobKey("_untagged", "bob"): 0.5, SYSTEM_JOB: 0.25, AGENT_JOB: 0.01}])
     out = io.StringIO()
-    agent = Agent(cfg, Ledger.in_state_dir(tmp_path / "state"), out=out, energy_collectors=[RaplCollector(root)],
-                  procs=procs, clock_ns=lambda: next(clock), host="gpu01")  # type: ignore[arg-type]
+    agent = build_agent(cfg, Ledger.in_state_dir(tmp_path / "state"), out=out, energy=[RaplCollector(root)],
+                        procs=procs, clock=FakeClock(lambda: next(clock)), host="gpu01")
     agent.commit(agent.tick())
     zones = root / "class" / "powercap"
     for zone, add_uj in {"intel-rapl:0": 170_000_000, "intel-rapl:0:0": 9_000_000,

@@ -1,7 +1,8 @@
-"""Monotonic energy counters -> interval deltas: wrap, reset and first read.
+"""Monotonic energy counters -> interval deltas: wrap, reset and first read. The one place intervals are made.
 
-Collectors report cumulative counters. ``CounterTracker.delta`` returns the
-energy since the previous read of the same counter:
+Collectors report cumulative counters stamped with the agent's monotonic clock
+(``read_ns``). ``CounterTracker.delta`` returns the energy since the previous
+read of the same counter, and the interval between the two reads:
 
 * first read of a counter: no delta (None). A first read never invents energy.
 * value went down and the counter wraps (RAPL, ``wrap_uj`` known): it wrapped
@@ -11,6 +12,9 @@ energy since the previous read of the same counter:
   the event is reported.
 * an interval longer than the counter's wrap period at the observed power
   cannot be corrected (several wraps look like one): reported as suspect.
+
+A counter that could not be read for a tick simply has no read that tick: its
+next delta spans both ticks, with both ticks' interval.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wattledger.model.readings import EnergyCounter
+from wattledger.model.units import NS_PER_S, UJ_PER_J
+
+CounterKey = tuple[str, str, str]  # (source, component, device)
 
 
 @dataclass(frozen=True)
 class CounterDelta:
     energy_j: float
+    interval_s: float  # between the two reads this delta spans (monotonic clock)
     wrapped: bool = False
     reset: bool = False
     # True when the interval was long enough for an undetectable extra wrap.
@@ -32,18 +40,30 @@ class CounterDelta:
 @dataclass
 class _Last:
     counter_uj: int
-    now_ns: int
+    read_ns: int
+
+
+def counter_key(counter: EnergyCounter) -> CounterKey:
+    return (counter.source, counter.component, counter.device)
+
+
+def wrap_suspect(diff_uj: int, interval_s: float, wrap_uj: int | None) -> bool:
+    """True when the interval is close to the wrap period at the observed power (a wrap may hide)."""
+    if not wrap_uj or diff_uj <= 0:
+        return False
+    power_w = diff_uj / UJ_PER_J / interval_s
+    return interval_s >= 0.9 * (wrap_uj / UJ_PER_J) / max(power_w, 1e-9)
 
 
 @dataclass
 class CounterTracker:
-    _last: dict[tuple[str, str, str], _Last] = field(default_factory=dict)
+    _last: dict[CounterKey, _Last] = field(default_factory=dict)
 
-    def delta(self, counter: EnergyCounter, now_ns: int) -> CounterDelta | None:
-        key = (counter.source, counter.component, counter.device)
+    def delta(self, counter: EnergyCounter, read_ns: int) -> CounterDelta | None:
+        key = counter_key(counter)
         last = self._last.get(key)
-        self._last[key] = _Last(counter.counter_uj, now_ns)
-        if last is None or now_ns <= last.now_ns:
+        self._last[key] = _Last(counter.counter_uj, read_ns)
+        if last is None or read_ns <= last.read_ns:
             return None
         diff_uj = counter.counter_uj - last.counter_uj
         wrapped = reset = False
@@ -54,14 +74,14 @@ class CounterTracker:
             else:
                 diff_uj = counter.counter_uj
                 reset = True
-        suspect = False
-        if counter.wrap_uj and diff_uj > 0:
-            interval_s = (now_ns - last.now_ns) / 1e9
-            power_w = diff_uj / 1e6 / interval_s
-            # The wrap period at this power; an interval close to it may hide a wrap.
-            if interval_s >= 0.9 * (counter.wrap_uj / 1e6) / max(power_w, 1e-9):
-                suspect = True
-        return CounterDelta(diff_uj / 1e6, wrapped=wrapped, reset=reset, suspect=suspect)
+        interval_s = (read_ns - last.read_ns) / NS_PER_S
+        return CounterDelta(diff_uj / UJ_PER_J, interval_s, wrapped=wrapped, reset=reset,
+                            suspect=wrap_suspect(diff_uj, interval_s, counter.wrap_uj))
 
-    def forget(self, counter_key: tuple[str, str, str]) -> None:
-        self._last.pop(counter_key, None)
+    def known(self, key: CounterKey) -> bool:
+        """A counter read before (its next read gives a delta)."""
+        return key in self._last
+
+    def forget(self, key: CounterKey) -> None:
+        """Make the counter's next read a baseline (nothing is charged across a gap that cannot be)."""
+        self._last.pop(key, None)

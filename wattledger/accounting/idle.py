@@ -133,28 +133,6 @@ def resolve(component: str, device: str, configured_w: float | None, model_w: fl
     return IdleBaseline(component, device, None, BaselineSource.NONE, ticks, now_ns)
 
 
-def activity_fraction(component: str, cpu_busy_s: float, cpu_capacity_s: float, *, gpu_processes: int | None = None,
-                      gpu_driver: str = "", gpu_sm_busy_s: float = 0.0, interval_s: float = 0.0) -> float | None:
-    """How busy a pool was in the tick (0..1), or None when nothing says.
-
-    CPU and DRAM pools: host busy CPU time over capacity. GPU pools: 0 when no
-    process holds the GPU; when NVML gives per-process SM time, the processes'
-    SM-busy seconds over the interval (so a GPU whose contexts are held but
-    idle, a notebook kernel left open, counts as idle and teaches the
-    baseline: on a shared server some GPUs are never without a context);
-    else unknown (not learned).
-    """
-    if gpu_processes is not None:
-        if gpu_processes == 0:
-            return 0.0
-        if gpu_driver == "sm" and interval_s > 0:
-            return gpu_sm_busy_s / interval_s
-        return None
-    if component not in ("cpu", "dram") or cpu_capacity_s <= 0:
-        return None
-    return cpu_busy_s / cpu_capacity_s
-
-
 class IdleBaselines:
     """Every pool's baseline for one agent: learns, resolves, persists."""
 
@@ -291,31 +269,3 @@ def idle_baselines(state_dir: Path | str) -> list[IdleBaseline]:
             component, _, device = key.partition(":")
             out.append(resolve(component, device, None, None, est, float(data.get("percentile", 5.0))))
     return out
-
-
-def doctor_rows(cfg: Any) -> list[Any]:
-    """``doctor``: each pool's idle baseline and where it comes from (a hook of cli._extra_doctor_checks)."""
-    from wattledger.agent.loop import choose_energy_collectors, configured_idle_w
-    from wattledger.model.readings import ProbeResult, SourceState
-
-    collectors, _ = choose_energy_collectors(cfg)
-    state = IdleBaselines.load(cfg.state_dir, cfg.attribution.idle_percentile, cfg.attribution.learn_idle)
-    rows = []
-    for c in collectors:
-        try:
-            sample = c.read(time.time_ns())
-        except OSError:
-            continue  # the collector's own row says why
-        for counter in sample.counters:
-            b = state.resolve(counter.component, counter.device,
-                              configured_idle_w(cfg, counter.component, counter.device), counter.idle_power_w)
-            where = f"{counter.component}:{counter.device}"
-            if b.source is BaselineSource.NONE:
-                fix = (f"let the agent see {MIN_LEARN_TICKS} ticks with busy CPU < "
-                       f"{LOW_ACTIVITY_FRACTION:.0%}, or set [attribution] idle_power_w = {{\"{where}\" = WATTS}}")
-                if not cfg.attribution.learn_idle:
-                    fix = f"[attribution] learn_idle is off: set [attribution] idle_power_w = {{\"{where}\" = WATTS}}"
-                rows.append(ProbeResult("idle", SourceState.MISSING, f"{where} idle power {b.describe()}", fix))
-            else:
-                rows.append(ProbeResult("idle", SourceState.FOUND, f"{where} idle power {b.describe()}"))
-    return rows

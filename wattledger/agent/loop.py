@@ -1,104 +1,82 @@
-"""The tick loop: collect -> attribute -> ledger -> sinks.
+"""The tick loop: collect -> pools -> attribute -> ledger -> sinks.
 
-Each tick: read the processes (per-job CPU seconds), read every energy
-collector (cumulative counters), turn counters into interval energy
-(``counters``), split each pool's energy over jobs (``attribution``, pure),
-write ``wl_node``/``wl_job``/``wl_agent`` points to the local ledger in one
-transaction, print them when the stdout sink is on, and let the delivery
-step send spooled points to a remote sink.
+One tick, top to bottom (``Agent.tick``):
+
+1. **collect**: read the GPUs (raw), the processes (CPU seconds per job, and
+   the jobs of the GPUs' pids), the energy counters. Every reading is stamped
+   with the monotonic clock; the wall clock only stamps the points.
+2. **pools**: each source's readings become uniform ``PoolInput``s
+   (``agent.pools``): energy delta with its own interval, drivers, holders.
+3. **attribute**: per pool, the idle baseline (``accounting.idle``) and the
+   pure ABC split (``accounting.attribution``) give ``wl_node`` and
+   ``wl_job`` points.
+4. **commit** (``Agent.commit``): the ledger (one transaction), the local
+   sinks (stdout), delivery of spooled points to a remote sink, carbon sync.
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
-the current tick, flushes with a deadline and returns.
+the current tick, flushes with a deadline and returns. ``agent.factory``
+assembles an Agent from the config.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.accounting.gpu import GpuPools
+from wattledger.accounting.idle import IdleBaselines
+from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
+from wattledger.agent.sinks.base import Sink
 from wattledger.config import Config
-from wattledger.accounting.counters import CounterTracker
-from wattledger.accounting.gpu import gpu_drivers, sm_busy_total, unexplained_job
-from wattledger.accounting.idle import IdleBaselines, activity_fraction
-from wattledger.model.jobs import SYSTEM_JOB, UNTAGGED, JobKey
-from wattledger.store.ledger import Ledger
+from wattledger.model.activity import ProcSample
+from wattledger.model.gpu import GpuSample
+from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
-from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult
-from wattledger.collectors.estimate import EstimateCollector
-from wattledger.collectors.nvml import TRANSIENT, GpuDeviceReading, GpuSample, NvmlCollector, problem_of
-from wattledger.collectors.procs import ProcCollector
-from wattledger.collectors.rapl import RaplCollector
+from wattledger.model.readings import EnergySample, ProbeResult
+from wattledger.store.ledger import Ledger
+from wattledger.util.clock import SYSTEM_CLOCK, Clock
+from wattledger.util.logonce import LogOnce
+
+if TYPE_CHECKING:
+    from wattledger.agent.delivery import Deliverer
+    from wattledger.carbon.sync import PeriodicSync
 
 log = logging.getLogger("wattledger.loop")
 
 
-class ReportOnce:
-    """Log each distinct problem once (and again only after it went away)."""
+class EnergyReader(Protocol):
+    name: str
 
-    def __init__(self, logger: logging.Logger = log) -> None:
-        self.logger = logger
-        self.active: set[tuple[str, ...]] = set()
-
-    def problem(self, key: tuple[str, ...], message: str, level: int = logging.WARNING) -> None:
-        if key not in self.active:
-            self.active.add(key)
-            self.logger.log(level, message)
-
-    def cleared(self, key: tuple[str, ...], message: str = "") -> None:
-        if key in self.active:
-            self.active.discard(key)
-            if message:
-                self.logger.info(message)
+    def read(self, read_ns: int) -> EnergySample: ...
 
 
-def choose_energy_collectors(cfg: Config) -> tuple[list[Any], list[ProbeResult]]:
-    """RAPL when it can be read; the model estimate when not (or when configured)."""
-    probes: list[ProbeResult] = []
-    collectors: list[Any] = []
-    rapl = RaplCollector(cfg.agent.sysfs_root)
-    rapl_probe = rapl.probe()
-    probes.append(rapl_probe)
-    if rapl_probe.ok and cfg.agent.estimate != "always":
-        collectors.append(rapl)
-    if cfg.agent.estimate == "always" or (cfg.agent.estimate == "auto" and not rapl_probe.ok):
-        est = EstimateCollector(
-            cfg.agent.procfs_root,
-            cfg.estimate.cpu_idle_w_per_vcpu,
-            cfg.estimate.cpu_max_w_per_vcpu,
-            cfg.estimate.dram_w_per_gib,
-        )
-        probes.append(est.probe())
-        collectors.append(est)
-    return collectors, probes
+class ProcReader(Protocol):
+    name: str
+
+    def read(self, read_ns: int, want_pids: Sequence[int] = ...) -> ProcSample: ...
 
 
-def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector | None, list[ProbeResult]]:
-    """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU.
+class GpuReader(Protocol):
+    name: str
 
-    A failure that may clear while the agent runs (the NVIDIA module not loaded
-    yet at boot, an NVML error) keeps the collector: it probes again every
-    ``reprobe_every`` reads and starts measuring when the GPUs appear. No
-    library or no GPU at all means no collector.
-    """
-    if cfg.agent.gpus == "never":
-        return None, []
-    gpu = NvmlCollector(nvml)
-    probe = gpu.probe()
-    rows = [probe, *gpu.device_probes()]
-    if not probe.ok and problem_of(probe) not in TRANSIENT:
-        gpu.close()
-        return None, rows
-    return gpu, rows
+    def read(self, read_ns: int) -> GpuSample: ...
+
+
+@dataclass
+class Sources:
+    """What the agent reads every tick."""
+
+    energy: list[EnergyReader]
+    procs: ProcReader
+    gpu: GpuReader | None = None
 
 
 def policy_for(cfg: Config, component: str) -> StaticPolicy:
@@ -125,73 +103,47 @@ class TickResult:
 class Agent:
     cfg: Config
     ledger: Ledger
-    out: TextIO | None = None  # stdout sink: line protocol of every tick
-    energy_collectors: list[Any] | None = None
-    procs: ProcCollector | None = None
-    clock_ns: Callable[[], int] = time.time_ns
-    host: str = ""
-    deliverer: Any = None  # agent.delivery.Deliverer when a remote sink is configured
-    gpu: NvmlCollector | None = None  # chosen with the energy collectors when those are not given
+    sources: Sources
+    idle: IdleBaselines
+    host: str
+    clock: Clock = SYSTEM_CLOCK
+    local_sinks: list[Sink] = field(default_factory=list)  # written every tick (stdout)
+    deliverer: Deliverer | None = None  # spooled points to a remote sink
+    carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
-    carbon_sync: Any = None  # carbon.sync.PeriodicSync; built from [carbon] sync_interval_s when None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.host = self.host or self.cfg.agent.host or socket.gethostname()
-        self.reporter = ReportOnce()
-        if self.energy_collectors is None:
-            self.energy_collectors, probes = choose_energy_collectors(self.cfg)
-            if self.gpu is None:
-                self.gpu, _ = choose_gpu_collector(self.cfg)  # NVML logs its own problems once
-            for p in probes:
-                if not p.ok:
-                    self.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
-        if not self.energy_collectors:
-            self.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
-                                  logging.ERROR)
-        if self.procs is None:
-            self.procs = ProcCollector(
-                procfs_root=Path(self.cfg.agent.procfs_root),
-                tag_vars=tuple(self.cfg.jobs.tag_vars),
-                max_tag_chars=self.cfg.jobs.max_tag_chars,
-                cgroup_root=Path(self.cfg.agent.cgroup_root),
-                use_cgroups=self.cfg.jobs.use_cgroups,
-            )
-        self.tracker = CounterTracker()
-        a = self.cfg.attribution  # P_idle: configured > model > learned > none (accounting/idle.py)
-        self.idle = IdleBaselines.load(self.ledger.path.parent, a.idle_percentile, a.learn_idle)
+        self.reporter = LogOnce(log)
+        self.cpu_pools = CpuPools()
+        self.gpu_pools = GpuPools()
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
         self._last_cpu_s = self._own_cpu_s()
-        self.primed = False
-        if self.carbon_sync is None and self.cfg.carbon.sync_interval_s > 0:
-            from wattledger.carbon.sync import PeriodicSync
-
-            self.carbon_sync = PeriodicSync(self.cfg, self.ledger, clock=self.clock_ns, background=True)
 
     def _own_cpu_s(self) -> float:
         t = self._me.cpu_times()
         return t.user + t.system
 
-    # -- one tick --------------------------------------------------------------
-    def _read_energy(self, now_ns: int) -> list[EnergySample]:
+    # -- 1. collect ------------------------------------------------------------
+    def _read_energy(self, read_ns: int) -> list[EnergySample]:
         samples = []
-        for c in self.energy_collectors or []:
+        for c in self.sources.energy:
             try:
-                s = c.read(now_ns)
+                s = c.read(read_ns)
             except OSError as e:
                 self.reporter.problem(("read", c.name), f"{c.name}: read failed: {e}")
                 continue
             self.reporter.cleared(("read", c.name), f"{c.name}: reading again")
             for f in s.failures:
-                self.reporter.problem(("fail", f.source, f.detail), f"{f.source}: {f.state.value}: {f.detail}. {f.fix}")
+                self.reporter.problem(("fail", f.source, f.detail), _problem_line(f))
             samples.append(s)
         return samples
 
-    def _read_gpu(self, now_ns: int) -> GpuSample | None:
-        if self.gpu is None:
+    def _read_gpu(self, read_ns: int) -> GpuSample | None:
+        if self.sources.gpu is None:
             return None
         try:
-            sample = self.gpu.read(now_ns)  # per-GPU failures come back in sample.failures
+            sample = self.sources.gpu.read(read_ns)  # per-GPU failures come back in sample.failures
         except Exception as e:  # noqa: BLE001 - a GPU problem must never stop the CPU ledger
             self.reporter.problem(("read", "nvml"), f"nvml: read failed: {e!r}; GPU energy not measured",
                                   logging.ERROR)
@@ -199,74 +151,45 @@ class Agent:
         self.reporter.cleared(("read", "nvml"), "nvml: reading again")
         return sample
 
+    # -- one tick --------------------------------------------------------------
     def tick(self) -> TickResult:
         started = time.monotonic()
-        now_ns = self.clock_ns()
-        assert self.procs is not None
-        activity = self.procs.read(now_ns)
-        samples = self._read_energy(now_ns)
-        gpu_sample = self._read_gpu(now_ns)
-        inputs: list[tuple[EnergyCounter, int, GpuDeviceReading | None]] = [
-            (c, s.now_ns, None) for s in samples for c in s.counters]
-        if gpu_sample is not None:
-            inputs += [(r.counter, gpu_sample.now_ns, r) for r in gpu_sample.devices]
-        job_of_pid = getattr(self.procs, "job_of_pid", lambda pid: JobKey(UNTAGGED, ""))
-        points: list[Point] = []
-        pools = 0
-        for counter, at_ns, gpu_reading in inputs:
-            delta = self.tracker.delta(counter, at_ns)
-            if delta is None or activity.interval_s is None:
-                continue
-            interval_s, driver_s, holders = activity.interval_s, activity.driver_s, activity.holders
-            unexplained = SYSTEM_JOB
-            if gpu_reading is not None:
-                if gpu_reading.interval_s is None:
-                    continue  # first read of this GPU pool after a gap: baseline only
-                interval_s = gpu_reading.interval_s
-                driver_s, holders = gpu_drivers(gpu_reading, job_of_pid)
-                unexplained = unexplained_job(gpu_reading)
-            if delta.reset:
-                self.reporter.problem(("reset", *counter.key), f"{counter.source} {counter.device}: counter reset",
-                                      logging.INFO)
-            if delta.suspect:
-                self.reporter.problem(("suspect", *counter.key),
-                                      f"{counter.source} {counter.device}: tick as long as the counter's wrap "
-                                      "period; a second wrap would go unseen: shorten --interval")
-            idle_w = self.idle.resolve(counter.component, counter.device,
-                                       configured_idle_w(self.cfg, counter.component, counter.device),
-                                       counter.idle_power_w, now_ns).power_w
-            self.idle.observe(counter.component, counter.device, delta.energy_j / interval_s, activity_fraction(
-                counter.component, activity.busy_s, activity.capacity_s, interval_s=interval_s,
-                gpu_processes=None if gpu_reading is None else len(gpu_reading.processes),
-                gpu_driver="" if gpu_reading is None else gpu_reading.driver,
-                gpu_sm_busy_s=0.0 if gpu_reading is None else sm_busy_total(gpu_reading)))
-            pool = Pool(counter.component, counter.device, counter.source, delta.energy_j,
-                        interval_s, idle_w, policy_for(self.cfg, counter.component))
-            points.extend(self._pool_points(pool, driver_s, holders, now_ns, unexplained))
-            pools += 1
-        self.primed = True
+        wall_ns, read_ns = self.clock.wall_ns(), self.clock.mono_ns()
+        gpu_raw = self._read_gpu(read_ns)
+        procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
+        samples = self._read_energy(read_ns)
+        gpu = self.gpu_pools.update(gpu_raw) if gpu_raw is not None else None
+        inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid)
+        points = [p for pool in inputs for p in self._charge(pool, wall_ns)]
         duration_s = time.monotonic() - started
-        if activity.interval_s is not None:
-            points.append(self._agent_point(now_ns, duration_s))
+        if not procs.baseline:
+            points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
-        return TickResult(points, pools, duration_s)
+        return TickResult(points, len(inputs), duration_s)
 
-    def _pool_points(self, pool: Pool, driver_s: Mapping[JobKey, float], holders: Mapping[JobKey, float] | None,
-                     now_ns: int, unexplained: JobKey = SYSTEM_JOB) -> list[Point]:
-        charges = attribute(pool, driver_s, holders, unexplained)
-        node_tags = {"host": self.host, "component": pool.component, "device": pool.device, "source": pool.source}
-        node_fields = {"energy_j": pool.energy_j, "power_w": pool.energy_j / pool.interval_s,
-                       "interval_s": pool.interval_s}
-        if pool.idle_power_w is not None:
-            node_fields["idle_w"] = pool.idle_power_w
-        points = [Point(WL_NODE, node_tags, node_fields, now_ns)]
-        for job, charge in sorted(charges.items()):
-            points.append(Point(WL_JOB, job_tags(self.host, job, pool), {
-                "energy_j": charge.energy_j, "dynamic_j": charge.dynamic_j,
-                "static_j": charge.static_j, "driver_s": charge.driver_s}, now_ns))
-        return points
+    def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
+        """One pool: report its counter's events, resolve and learn its idle power, split it, make points."""
+        self._report_counter(pool)
+        c = pool.counter
+        idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
+                                   c.idle_power_w, wall_ns).power_w
+        self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
+        split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
+                     policy_for(self.cfg, c.component))
+        return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
+                           wall_ns)
 
-    def _agent_point(self, now_ns: int, tick_s: float) -> Point:
+    def _report_counter(self, pool: PoolInput) -> None:
+        c = pool.counter
+        if pool.reset:
+            self.reporter.problem(("reset", c.component, c.device), f"{c.source} {c.device}: counter reset",
+                                  logging.INFO)
+        if pool.suspect:
+            self.reporter.problem(("suspect", c.component, c.device),
+                                  f"{c.source} {c.device}: tick as long as the counter's wrap "
+                                  "period; a second wrap would go unseen: shorten --interval")
+
+    def _agent_point(self, wall_ns: int, tick_s: float) -> Point:
         cpu_s = self._own_cpu_s()
         fields: dict[str, float] = {
             "tick_s": tick_s,
@@ -276,31 +199,33 @@ class Agent:
         self._last_cpu_s = cpu_s
         counts = self.ledger.spool_counts()
         fields.update({k: float(counts[k]) for k in ("spooled", "delivered", "dropped")})
-        errors = 0
-        if self.deliverer is not None:
-            errors = int(self.deliverer.stats().get("write_errors", 0))
+        errors = 0 if self.deliverer is None else int(self.deliverer.stats().get("write_errors", 0))
         fields["write_errors"] = float(errors)
-        return Point(WL_AGENT, {"host": self.host}, fields, now_ns)
+        return Point(WL_AGENT, {"host": self.host}, fields, wall_ns)
 
     def commit(self, result: TickResult) -> None:
         self.ledger.append(result.points)
         if self.carbon_sync is not None:
             self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick
-        if self.out is not None and result.points:
-            self.out.write("".join(p.to_line() + "\n" for p in result.points))
-            self.out.flush()
+        for sink in self.local_sinks:
+            if result.points:
+                self._write_local(sink, result.points)
         if self.deliverer is not None:
             self.deliverer.step()
         if self.on_tick is not None:
             self.on_tick(result)
 
+    def _write_local(self, sink: Sink, points: list[Point]) -> None:
+        answer = sink.write(points)
+        if answer.ok:
+            self.reporter.cleared(("sink", sink.name), f"{sink.name}: writing again")
+        else:
+            self.reporter.problem(("sink", sink.name), f"{sink.name}: cannot write this tick's points "
+                                  f"({answer.outcome.value}: {answer.detail}); they are in the ledger")
+
     # -- the service -----------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
 
     def run(self, ticks: int | None = None, interval_s: float | None = None) -> int:
         """Prime, then tick every interval until ``ticks`` ticks or stop(); returns ticks made."""
@@ -316,10 +241,46 @@ class Agent:
                 next_at = time.monotonic() + interval_s
             self.commit(self.tick())
             made += 1
-        if self.deliverer is not None:
-            self.deliverer.flush(deadline_s=min(10.0, max(1.0, interval_s)))
-        self.idle.save()
+        self.close(flush_s=min(10.0, max(1.0, interval_s)))
         return made
+
+    def close(self, flush_s: float = 1.0) -> None:
+        """Flush what is spooled (within ``flush_s``), save learned state, let the carbon sync finish."""
+        if self.deliverer is not None:
+            self.deliverer.flush(deadline_s=flush_s)
+        self.idle.save()
+        if self.carbon_sync is not None:
+            self.carbon_sync.join(timeout_s=flush_s)
+
+
+def _problem_line(f: ProbeResult) -> str:
+    return f"{f.source}: {f.state.value}: {f.detail}. {f.fix}"
+
+
+def _gpu_pids(sample: GpuSample | None) -> set[int]:
+    """Every pid the GPUs reported (contexts and utilisation samples), to be named by the process reader."""
+    pids: set[int] = set()
+    for gpu in sample.gpus if sample is not None else ():
+        for activity in [gpu.activity] + [m.activity for m in gpu.mig]:
+            if activity is not None:
+                pids.update(activity.memory_by_pid)
+                pids.update(s.pid for s in activity.util or ())
+    return pids
+
+
+def pool_points(host: str, pool: Pool, charges: Mapping[JobKey, Any], wall_ns: int) -> list[Point]:
+    """The wl_node point of one pool and a wl_job point per job charged, stamped ``wall_ns``."""
+    node_tags = {"host": host, "component": pool.component, "device": pool.device, "source": pool.source}
+    node_fields = {"energy_j": pool.energy_j, "power_w": pool.energy_j / pool.interval_s,
+                   "interval_s": pool.interval_s}
+    if pool.idle_power_w is not None:
+        node_fields["idle_w"] = pool.idle_power_w
+    points = [Point(WL_NODE, node_tags, node_fields, wall_ns)]
+    for job, charge in sorted(charges.items()):
+        points.append(Point(WL_JOB, job_tags(host, job, pool), {
+            "energy_j": charge.energy_j, "dynamic_j": charge.dynamic_j,
+            "static_j": charge.static_j, "driver_s": charge.driver_s}, wall_ns))
+    return points
 
 
 def job_tags(host: str, job: JobKey, pool: Pool) -> dict[str, str]:

@@ -24,9 +24,9 @@ from wattledger.cli.options import config_option, load_config, procfs_option, st
 from wattledger.config import Config, ConfigError
 from wattledger.model.jobs import sanitise_tag
 from wattledger.store.ledger import Ledger
-from wattledger.agent.loop import Agent, choose_energy_collectors, choose_gpu_collector, sum_job_energy
-from wattledger.model.readings import ProbeResult, SourceState
-from wattledger.collectors.procs import ProcCollector, cgroup_v2_root
+from wattledger.agent.doctor import doctor_rows, measuring
+from wattledger.agent.factory import build_agent, make_deliverer
+from wattledger.agent.loop import sum_job_energy
 
 log = logging.getLogger("wattledger")
 
@@ -86,7 +86,6 @@ def influx_options(f: Any) -> Any:
 def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
     if cfg.sink.kind in ("none", "stdout"):
         return None
-    from wattledger.agent.delivery import Deliverer
     from wattledger.agent.sinks import make_sink
 
     try:
@@ -95,9 +94,7 @@ def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
         raise click.UsageError(str(e)) from None
     if sink is None:
         return None
-    # Each tick spends at most a tenth of the interval (<= 1 s) sending; an outage's backlog drains over ticks.
-    return Deliverer(ledger, sink, batch_points=cfg.sink.batch_points,
-                     step_budget_s=min(1.0, 0.1 * cfg.agent.interval_s))
+    return make_deliverer(cfg, ledger, sink)
 
 
 @main.command()
@@ -131,66 +128,14 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
     except OSError as e:
         raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
                                    "or create it writable for this user")
-    a = Agent(cfg, ledger, out=sys.stdout if cfg.sink.kind == "stdout" else None,
-              deliverer=_make_deliverer(cfg, ledger) if remote else None)
+    a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind == "stdout" else None,
+                    deliverer=_make_deliverer(cfg, ledger) if remote else None)
     signal.signal(signal.SIGTERM, lambda *_: a.stop())
     signal.signal(signal.SIGINT, lambda *_: a.stop())
     log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)
     made = a.run(ticks=ticks)
     log.info("agent: stopped after %d ticks", made)
     ledger.close()
-
-
-def _doctor_rows(cfg: Config) -> list[ProbeResult]:
-    rows: list[ProbeResult] = []
-    collectors, probes = choose_energy_collectors(cfg)
-    rows.extend(probes)
-    if not collectors:
-        rows.append(ProbeResult("energy", SourceState.MISSING, "no energy source can be read",
-                                "see the RAPL line above, or set [agent] estimate = \"auto\""))
-    rows.append(ProcCollector(procfs_root=Path(cfg.agent.procfs_root), tag_vars=tuple(cfg.jobs.tag_vars)).probe())
-    cgroup = cgroup_v2_root(Path(cfg.agent.cgroup_root))
-    if cgroup is not None:
-        rows.append(ProbeResult("cgroup", SourceState.FOUND,
-                                f"cgroup v2 at {cgroup}: job cgroups (Slurm, containers) give their jobs' CPU time"))
-    else:
-        rows.append(ProbeResult("cgroup", SourceState.MISSING, f"no cgroup v2 hierarchy at {cfg.agent.cgroup_root}",
-                                "tags still come from the environment and cgroup paths; CPU of children that "
-                                "no parent reaps counts as _system"))
-    for extra in _extra_doctor_checks:
-        rows.extend(extra(cfg))
-    return rows
-
-
-# Other modules (GPU, sinks) register doctor checks here: fn(cfg) -> list[ProbeResult].
-_extra_doctor_checks: list[Any] = []
-
-
-def _sink_doctor_rows(cfg: Config) -> list[ProbeResult]:
-    """InfluxDB reachable, credentials accepted, database/bucket there (only when a sink is configured)."""
-    if cfg.sink.kind == "none" and not cfg.sink.url:
-        return []
-    from wattledger.agent.sinks import check_connection
-
-    return [check_connection(cfg.sink)]
-
-
-_extra_doctor_checks.append(_sink_doctor_rows)
-
-
-def _gpu_doctor_rows(cfg: Config) -> list[ProbeResult]:
-    """The NVML probe, then one row per GPU (docs/gpu.md explains each state)."""
-    gpu, rows = choose_gpu_collector(cfg)
-    if gpu is not None:
-        gpu.close()
-    return rows
-
-
-_extra_doctor_checks.append(_gpu_doctor_rows)
-
-from wattledger.accounting.idle import doctor_rows as _idle_doctor_rows  # noqa: E402 - each pool's P_idle and its source
-
-_extra_doctor_checks.append(_idle_doctor_rows)
 
 
 @main.command()
@@ -205,7 +150,7 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
     """Say what can be measured here, what cannot, and what to do about it."""
     cfg = load_config(config_path, agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
                       **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, None))
-    rows = _doctor_rows(cfg)
+    rows = doctor_rows(cfg)
     if as_json:
         for r in rows:
             click.echo(json.dumps({"source": r.source, "state": r.state.value, "detail": r.detail, "fix": r.fix,
@@ -216,8 +161,7 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
             click.echo(f"{mark}{r.source:<10} {r.state.value:<18} {r.detail}")
             if r.fix and not r.ok:
                 click.echo(f"   {'':<10} {'':<18} fix: {r.fix}")
-    measuring = any(r.ok for r in rows if r.source in ("rapl", "model", "nvml"))
-    sys.exit(0 if measuring else 1)
+    sys.exit(0 if measuring(rows) else 1)
 
 
 def _intensity(cfg: Config) -> tuple[float, str]:
@@ -254,7 +198,7 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
     with tempfile.TemporaryDirectory(prefix="wattledger-run-") as tmp:
         ledger = Ledger.in_state_dir(Path(tmp))
         collected = []
-        a = Agent(cfg, ledger, on_tick=lambda r: collected.extend(r.points))
+        a = build_agent(cfg, ledger, carbon_sync=False, on_tick=lambda r: collected.extend(r.points))
         a.commit(a.tick())  # baseline
         env = dict(os.environ, WATTLEDGER_JOB=clean)
         started = time.monotonic()

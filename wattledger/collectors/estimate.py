@@ -24,6 +24,7 @@ from pathlib import Path
 
 from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult, SourceState
 from wattledger.collectors.procs import parse_proc_stat
+from wattledger.model.units import NS_PER_S
 
 SOURCE = "model"
 DEVICE = "host"
@@ -58,7 +59,7 @@ class EstimateCollector:
         self.max_w = cpu_max_w_per_vcpu
         self.dram_w_per_gib = dram_w_per_gib
         self.clk_tck = os.sysconf("SC_CLK_TCK")
-        self._last: tuple[int, int] | None = None  # (now_ns, busy_ticks)
+        self._last: tuple[int, int] | None = None  # (read_ns, busy_ticks): the model integrates over its reads
         self._cpu_uj = 0.0
         self._dram_uj = 0.0
 
@@ -77,17 +78,17 @@ class EstimateCollector:
             devices=(f"cpu:{DEVICE}", f"dram:{DEVICE}"),
         )
 
-    def read(self, now_ns: int) -> EnergySample:
+    def read(self, read_ns: int) -> EnergySample:
         host = parse_proc_stat((self.procfs_root / "stat").read_text())
         dram_w = mem_total_gib((self.procfs_root / "meminfo").read_text()) * self.dram_w_per_gib
-        if self._last is not None and now_ns > self._last[0]:
-            interval_s = (now_ns - self._last[0]) / 1e9
+        if self._last is not None and read_ns > self._last[0]:
+            interval_s = (read_ns - self._last[0]) / NS_PER_S
             busy_cpus = (host.busy_ticks - self._last[1]) / self.clk_tck / interval_s
             self._cpu_uj += cpu_power_w(host.ncpu, busy_cpus, self.idle_w, self.max_w) * interval_s * 1e6
             self._dram_uj += dram_w * interval_s * 1e6
-        self._last = (now_ns, host.busy_ticks)
+        self._last = (read_ns, host.busy_ticks)
         return EnergySample(
-            now_ns,
+            read_ns,
             (
                 EnergyCounter("cpu", DEVICE, SOURCE, int(self._cpu_uj), None, host.ncpu * self.idle_w),
                 EnergyCounter("dram", DEVICE, SOURCE, int(self._dram_uj), None, dram_w),

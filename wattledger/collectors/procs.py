@@ -31,19 +31,23 @@ changed and uses the kernel's own totals to notice what it did not read:
   ``usage_usec`` is the ground truth for that job: per-process charges inside
   it are completed (children the parents never reaped) or scaled down (double
   counting) to match it.
-* Busy time no process explains, interrupts and kernel threads go to
-  ``_system``. CPU time discovered late (a cold process read at a later tick)
-  is charged when it is found; the ``_system`` time that stood in for it is
-  paid back from the next ticks' ``_system`` (a bounded carry), so over time
-  nothing is counted twice.
+* The sample says how much busy time the host had (``busy_s``) and what the
+  processes explain (``charged_s``); the rest, interrupts and unseen
+  processes, is ``_system``'s, worked out by ``accounting.cpu`` (with the
+  carry that pays back CPU time discovered late).
+* The collector keeps no clock: intervals are the energy counters' (made by
+  ``accounting.counters``), and its own thresholds use the CPU time the
+  kernel counted (``/proc/stat``'s total) instead of elapsed time.
 
 A process is identified by (pid, start time), field 22 of stat. Per-tick work
 is proportional to the new, busy and changed processes, not to all of them.
 docs/attribution.md describes the scheme and its limits.
 
-Unlike the energy collectors this one returns interval activity per job, not
-cumulative counters: identifying processes across ticks needs the per-pid
-state that only the collector holds (see docs/design-notes.md).
+Unlike the energy collectors this one returns activity per job since its
+previous read, not cumulative counters: identifying processes across ticks
+needs the per-pid state that only the collector holds (see
+docs/design-notes.md). ``read(read_ns, want_pids)`` also names the jobs of the
+pids the caller asks about (NVML's GPU processes), as data.
 """
 
 from __future__ import annotations
@@ -51,9 +55,11 @@ from __future__ import annotations
 import os
 import pwd
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wattledger.model.activity import ProcSample
 from wattledger.model.jobs import (
     AGENT_JOB,
     DEFAULT_TAG_VARS,
@@ -93,24 +99,29 @@ class StatFields:
     comm: str = ""
 
 
+# Fields of /proc/<pid>/stat after the command name: field n (man 5 proc) is rest[n - 3].
+_PPID, _UTIME, _STIME, _CUTIME, _CSTIME, _START = 4 - 3, 14 - 3, 15 - 3, 16 - 3, 17 - 3, 22 - 3
+
+
 def _split_stat(data: bytes) -> tuple[bytes, list[bytes]]:
     """(comm, [field 3, field 4, ..., field 22, rest]). comm may hold spaces and ')'."""
     close = data.rindex(b")")
     return data[data.index(b"(") + 1 : close], data[close + 2 :].split(None, 20)
 
 
+def _numbers(rest: list[bytes]) -> tuple[str, int, int, int]:
+    """(ppid, utime + stime, cutime + cstime, start time) from the split fields."""
+    return (rest[_PPID].decode(), int(rest[_UTIME]) + int(rest[_STIME]), int(rest[_CUTIME]) + int(rest[_CSTIME]),
+            int(rest[_START]))
+
+
 def parse_stat(text: str | bytes) -> StatFields:
     """Parse /proc/<pid>/stat."""
     data = text.encode() if isinstance(text, str) else text
     comm, rest = _split_stat(data)
-    # rest[0] is field 3 (state); field n is rest[n - 3].
-    return StatFields(
-        ppid=int(rest[1]),
-        cpu_ticks=int(rest[11]) + int(rest[12]),
-        child_ticks=int(rest[13]) + int(rest[14]),
-        start_ticks=int(rest[19]),
-        comm=comm.decode("utf-8", "replace"),
-    )
+    ppid, cpu, child, start = _numbers(rest)
+    return StatFields(ppid=int(ppid), cpu_ticks=cpu, child_ticks=child, start_ticks=start,
+                      comm=comm.decode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)
@@ -119,11 +130,12 @@ class HostCpu:
     ncpu: int
     task_ticks: int = 0  # user + nice + system: what processes' utime/stime can explain
     forks: int | None = None  # "processes": tasks created since boot
+    total_ticks: int = 0  # every state (idle and iowait included): the CPU time that passed, all CPUs
 
 
 def parse_proc_stat(text: str) -> HostCpu:
     """Busy = user + nice + system + irq + softirq (guest is inside user; steal is not ours)."""
-    busy = task = 0
+    busy = task = total = 0
     ncpu = 0
     forks: int | None = None
     for line in text.splitlines():
@@ -131,11 +143,12 @@ def parse_proc_stat(text: str) -> HostCpu:
             v = [int(x) for x in line.split()[1:]]
             task = v[0] + v[1] + v[2]
             busy = task + (v[5] if len(v) > 5 else 0) + (v[6] if len(v) > 6 else 0)
+            total = sum(v[:8])  # guest and guest_nice (9, 10) are already inside user and nice
         elif line.startswith("cpu"):
             ncpu += 1
         elif line.startswith("processes "):
             forks = int(line.split()[1])
-    return HostCpu(busy, max(ncpu, 1), task, forks)
+    return HostCpu(busy, max(ncpu, 1), task, forks, total)
 
 
 def parse_loadavg_tasks(text: str) -> int | None:
@@ -184,23 +197,30 @@ class _Proc:
     env_denied: bool = False
     idle_reads: int = 0  # consecutive reads without any CPU change
     patience: int = 3  # idle reads before it goes cold
+    cg_claim: JobKey | None = None  # the job its cgroup belongs to, as this process sees it
 
 
-@dataclass(frozen=True)
-class ProcSample:
-    now_ns: int
-    interval_s: float | None  # None on the first read (baseline only)
-    busy_s: float  # host busy CPU seconds in the interval (/proc/stat)
-    capacity_s: float  # ncpu * interval
-    driver_s: dict[JobKey, float]  # CPU seconds per job, _system and _agent included
-    holders: dict[JobKey, float]  # jobs with a live process (occupancy policy)
-    processes_read: int = 0
-    full_scan: bool = False
-    environ_denied: int = 0
-    cold_scan: bool = False  # cold processes were read because busy time was unexplained
-    listed: bool = True  # /proc was listed (something was born or died)
-    cgroups_read: int = 0
-    processes: int = 0  # processes known (alive at the last listing)
+@dataclass
+class _Tick:
+    """What one read accumulates, in clock ticks: charges, buried children, processes to re-read."""
+
+    first: bool
+    seen: dict[str, int]  # CPU already charged for buried children, per live ancestor
+    must_read: set[str]
+    charged: dict[JobKey, float] = field(default_factory=dict)
+    cg_charged: dict[str, dict[JobKey, float]] = field(default_factory=dict)
+    gone_kids: dict[str, list[_Proc]] = field(default_factory=dict)
+    reads: int = 0
+
+    def charge(self, job: JobKey, ticks: float, cg: str | None) -> None:
+        if ticks > 0:
+            self.charged[job] = self.charged.get(job, 0.0) + ticks
+            if cg is not None:
+                per_job = self.cg_charged.setdefault(cg, {})
+                per_job[job] = per_job.get(job, 0.0) + ticks
+
+    def explained(self) -> float:
+        return sum(self.charged.values())
 
 
 @dataclass
@@ -236,13 +256,12 @@ class ProcCollector:
         self._cg_last: dict[str, int] = {}  # cgroup -> usage_usec at the last read
         self._users: dict[int, str] = {}
         self.environ_denied_pids: set[int] = set()  # live processes whose tags we cannot see
-        self._last: tuple[int, int, int] | None = None  # (now_ns, busy_ticks, task_ticks)
+        self._last_host: HostCpu | None = None
         self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
         # pid -> (job, tick it was buried): GPU samples of a process that exited during the
         # interval arrive after its burial; job_of_pid still knows whose it was.
         self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
         self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
-        self._carry_ticks = 0.0  # task time charged late, still to be paid back from _system (<= 0)
         self._ticks = 0
         self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR}
 
@@ -285,6 +304,7 @@ class ProcCollector:
         uid = self._uid(pid)
         user = self._user(uid)
         cg: str | None = None
+        claim: JobKey | None = None
         denied = False
         if pid == self._agent:
             job = AGENT_JOB
@@ -296,7 +316,6 @@ class ProcCollector:
                 env = parse_environ(self._read(pid, "environ"), self._wanted_env)
             except PermissionError:
                 denied = True
-                self.environ_denied_pids.add(int(pid))
             except OSError:
                 pass  # zombies have no environ
             cgroup = ""
@@ -309,14 +328,19 @@ class ProcCollector:
             parent = self._procs.get(ppid)
             if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
                 job = parent.job  # children inherit, within the same user only
-            if self._cg_root is not None:
-                found = job_cgroup(cgroup)
-                if found is not None:
-                    cg = found[1]
-                    owner = self._cg_owner.get(cg)
-                    if owner is None or (owner.user == "root" and user != "root"):
-                        self._cg_owner[cg] = job if job.tag == found[0] else JobKey(found[0], user)
-        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads)
+            found = job_cgroup(cgroup) if self._cg_root is not None else None
+            if found is not None:
+                cg, claim = found[1], job if job.tag == found[0] else JobKey(found[0], user)
+        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads, claim)
+
+    def _adopt(self, pid: str, proc: _Proc) -> None:
+        """What identifying a tracked process teaches: tags we cannot see, who owns its job cgroup."""
+        if proc.env_denied:
+            self.environ_denied_pids.add(int(pid))
+        if proc.cg is not None and proc.cg_claim is not None:
+            owner = self._cg_owner.get(proc.cg)
+            if owner is None or (owner.user == "root" and proc.cg_claim.user != "root"):
+                self._cg_owner[proc.cg] = proc.cg_claim
 
     def _join(self, job: JobKey, cg: str | None) -> None:
         """Count a process as a holder of its job (and member of its job cgroup)."""
@@ -335,6 +359,7 @@ class ProcCollector:
                 del self._cg_members[cg]
 
     def _track(self, pid: str, proc: _Proc) -> None:
+        self._adopt(pid, proc)
         self._procs[pid] = proc
         self._hot.add(pid)
         self._kids.setdefault(proc.ppid, set()).add(pid)
@@ -358,24 +383,33 @@ class ProcCollector:
         proc.job, proc.cg = job, cg
         self._join(job, cg)
 
-    def job_of_pid(self, pid: int) -> JobKey:
-        """The job of a host pid (NVML reports host pids); read on demand if new.
+    def _jobs_of(self, pids: Iterable[int]) -> dict[int, JobKey]:
+        """The job of each host pid asked about (NVML reports host pids).
 
         A process that exited in the last ticks keeps its job here: its GPU
-        utilisation samples for its last interval are read after the procs
-        collector buried it.
+        utilisation samples for its last interval are read after this
+        collector buried it. A pid it never saw is identified on the spot,
+        without tracking it (it is listed, and charged, from the next read).
         """
-        key = str(pid)
-        proc = self._procs.get(key)
-        if proc is None and key in self._gone_jobs:
-            return self._gone_jobs[key][0]
-        if proc is None:
-            try:
-                comm, rest = _split_stat(self._read_stat(key))
-                proc = self._identify(key, comm, rest[1].decode(), int(rest[19]), 0, 0)
-            except (OSError, ValueError, IndexError):
-                return untagged("")
-        return proc.job
+        out: dict[int, JobKey] = {}
+        for pid in pids:
+            key = str(pid)
+            proc = self._procs.get(key)
+            if proc is not None:
+                out[pid] = proc.job
+            elif key in self._gone_jobs:
+                out[pid] = self._gone_jobs[key][0]
+            else:
+                out[pid] = self._identify_unknown(key)
+        return out
+
+    def _identify_unknown(self, pid: str) -> JobKey:
+        try:
+            comm, rest = _split_stat(self._read_stat(pid))
+            ppid, _, _, start = _numbers(rest)
+            return self._identify(pid, comm, ppid, start, 0, 0).job
+        except (OSError, ValueError, IndexError):
+            return untagged("")
 
     # -- the protocol --------------------------------------------------------
     def probe(self) -> ProbeResult:
@@ -409,220 +443,198 @@ class ProcCollector:
     def _gap_threshold(self, task_ticks: int, capacity_ticks: float) -> float:
         return max(float(self.min_gap_ticks), 0.02 * task_ticks + 0.005 * capacity_ticks)
 
-    def read(self, now_ns: int) -> ProcSample:
+    def read(self, read_ns: int, want_pids: Iterable[int] = ()) -> ProcSample:
+        """CPU activity per job since the previous read; ``read_ns`` (monotonic) only stamps the sample."""
         host = parse_proc_stat(self._read("stat").decode())
         try:
             tasks = parse_loadavg_tasks(self._read("loadavg").decode())
         except OSError:
             tasks = None
-        first = self._last is None
-        interval_s = 0.0
-        busy_ticks = task_ticks = 0
-        if self._last is not None:
-            interval_s = (now_ns - self._last[0]) / 1e9
-            busy_ticks = max(0, host.busy_ticks - self._last[1])
-            task_ticks = max(0, host.task_ticks - self._last[2])
-        self._last = (now_ns, host.busy_ticks, host.task_ticks)
+        first = self._last_host is None
+        busy_ticks, task_ticks, total_ticks = self._host_deltas(host)
         self._ticks += 1
-        capacity_ticks = host.ncpu * interval_s * self.clk_tck
-
-        known = self._procs
-        hot = self._hot
-        cold = self._cold
-        agent = self._agent
-        read_stat = self._read_stat
-        charged: dict[JobKey, float] = {}  # ticks
-        cg_charged: dict[str, dict[JobKey, float]] = {}
-
-        def charge(job: JobKey, ticks: float, cg: str | None) -> None:
-            if ticks > 0:
-                charged[job] = charged.get(job, 0.0) + ticks
-                if cg is not None:
-                    per_job = cg_charged.setdefault(cg, {})
-                    per_job[job] = per_job.get(job, 0.0) + ticks
-
-        # Vanished processes: what we charged for them is already in their
-        # parent's future cutime; remember it per (live) parent.
-        seen, self._seen_carry = self._seen_carry, {}
-        gone_kids: dict[str, list[_Proc]] = {}
-        must_read: set[str] = {agent}
-
+        tick = _Tick(first, self._seen_carry, must_read={self._agent})
+        self._seen_carry = {}
         if self._gone_jobs:  # forget exits older than GONE_JOB_TICKS (usually there are none to look at)
             self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
+        full_scan = tick.first or self._ticks % self.full_scan_every == 0
+        listed, new_set = self._relist(tick, host, tasks, full_scan)
+        self._read_processes(tick, new_set, full_scan)
+        cold_scan = self._wake_cold(tick, task_ticks, total_ticks, full_scan)
+        cgroups_read = self._reconcile_cgroups(tick.charged, tick.cg_charged)  # the first read is a baseline
+        # Credit for children buried this tick whose parent was not read: next time.
+        self._seen_carry = {pid: ticks for pid, ticks in tick.seen.items() if pid in self._procs}
+        clk = float(self.clk_tck)
+        return ProcSample(
+            read_ns=read_ns, baseline=tick.first, busy_s=busy_ticks / clk, capacity_s=total_ticks / clk,
+            ncpu=host.ncpu, charged_s={} if tick.first else {job: t / clk for job, t in tick.charged.items()},
+            holders={job: 1.0 for job in self._holders if job not in (AGENT_JOB, SYSTEM_JOB)},
+            jobs_by_pid=self._jobs_of(want_pids), processes_read=tick.reads, full_scan=full_scan,
+            environ_denied=len(self.environ_denied_pids), cold_scan=cold_scan, listed=listed,
+            cgroups_read=cgroups_read, processes=len(self._procs),
+        )
 
-        def bury(pid: str, proc: _Proc, gone: dict[str, _Proc]) -> None:
-            self._forget(pid, proc)
-            self._gone_jobs[pid] = (proc.job, self._ticks)
-            parent, hops = proc.ppid, 0
-            while parent in gone and hops < 64:  # the whole subtree exited: fold into the first live ancestor
-                parent, hops = gone[parent].ppid, hops + 1
-            seen[parent] = seen.get(parent, 0) + proc.cpu + proc.child
-            gone_kids.setdefault(parent, []).append(proc)
-            if parent in known:
-                must_read.add(parent)
-            for kid in self._kids.pop(pid, ()):  # orphans: re-read to learn their new parent
-                if kid in known:
-                    must_read.add(kid)
+    def _host_deltas(self, host: HostCpu) -> tuple[int, int, int]:
+        """(busy, task, total) clock ticks since the previous read; zeros on the first."""
+        last, self._last_host = self._last_host, host
+        if last is None:
+            return 0, 0, 0
+        return (max(0, host.busy_ticks - last.busy_ticks), max(0, host.task_ticks - last.task_ticks),
+                max(0, host.total_ticks - last.total_ticks))
 
-        full_scan = first or self._ticks % self.full_scan_every == 0
+    def _relist(self, tick: _Tick, host: HostCpu, tasks: int | None, full_scan: bool) -> tuple[bool, set[str]]:
+        """List /proc when something was born or died: bury the gone, return (listed, the new pids)."""
         listing = (host.forks, tasks)
         listed = full_scan or None in listing or listing != self._last_listing
         self._last_listing = listing
-        new: list[str] = []
-        new_set: set[str] = set()
-        if listed:
-            live = set(os.listdir(self._root))
-            gone_pids = known.keys() - live
-            if gone_pids:
-                gone = {pid: known.pop(pid) for pid in gone_pids}
-                for pid, proc in gone.items():
-                    bury(pid, proc, gone)
-            new_set = {p for p in live.difference(known) if p.isdigit()}
-            new = sorted(new_set, key=int)  # parents first: children inherit their tags
+        if not listed:
+            return False, set()
+        live = set(os.listdir(self._root))
+        gone_pids = self._procs.keys() - live
+        if gone_pids:
+            gone = {pid: self._procs.pop(pid) for pid in gone_pids}
+            for pid, proc in gone.items():
+                self._bury(tick, pid, proc, gone)
+        return True, {p for p in live.difference(self._procs) if p.isdigit()}
 
-        reads = 0
+    def _bury(self, tick: _Tick, pid: str, proc: _Proc, gone: dict[str, _Proc]) -> None:
+        """A process vanished: what we charged for it is already in an ancestor's future cutime."""
+        self._forget(pid, proc)
+        self._gone_jobs[pid] = (proc.job, self._ticks)
+        parent, hops = proc.ppid, 0
+        while parent in gone and hops < 64:  # the whole subtree exited: fold into the first live ancestor
+            parent, hops = gone[parent].ppid, hops + 1
+        tick.seen[parent] = tick.seen.get(parent, 0) + proc.cpu + proc.child
+        tick.gone_kids.setdefault(parent, []).append(proc)
+        if parent in self._procs:
+            tick.must_read.add(parent)
+        for kid in self._kids.pop(pid, ()):  # orphans: re-read to learn their new parent
+            if kid in self._procs:
+                tick.must_read.add(kid)
 
-        def visit(pid: str) -> bool:
-            """Read one process and charge its CPU since the last read; True if it used any."""
-            nonlocal reads
-            try:
-                comm, f = _split_stat(read_stat(pid))
-                cpu = int(f[11]) + int(f[12])
-                child = int(f[13]) + int(f[14])
-                start = int(f[19])
-            except (OSError, ValueError, IndexError):
-                return False  # exited between listing and reading: buried next listing
-            reads += 1
-            proc = known.get(pid)
-            if proc is not None and proc.start != start:  # pid reused
-                del known[pid]
-                bury(pid, proc, {})
-                proc = None
-            if proc is None:
-                try:
-                    proc = self._identify(pid, comm, f[1].decode(), start, cpu, child)
-                except OSError:
-                    return False
-                self._track(pid, proc)
-                if not first:
-                    # Unknown at the last listing: all its CPU (and its reaped
-                    # children's) was spent since, or was never charged.
-                    charge(proc.job, cpu + child - seen.pop(pid, 0), proc.cg)
-                return cpu + child > 0
-            ppid = f[1].decode()
-            if ppid != proc.ppid:  # reparented
-                kids = self._kids.get(proc.ppid)
-                if kids is not None:
-                    kids.discard(pid)
-                self._kids.setdefault(ppid, set()).add(pid)
-                proc.ppid = ppid
-            if comm != proc.comm and pid != agent:  # exec: the environment may be new
-                proc.comm = comm
-                try:
-                    fresh = self._identify(pid, comm, ppid, start, cpu, child)
-                except OSError:
-                    fresh = proc
-                if fresh.job != proc.job or fresh.cg != proc.cg:
-                    self._move(proc, fresh.job, fresh.cg)
-            d_cpu = cpu - proc.cpu
-            d_child = child - proc.child
-            moved = d_cpu > 0 or d_child > 0
-            d_child -= seen.pop(pid, 0)
-            charge(proc.job, d_cpu, proc.cg)
-            if d_child > 0:
-                kids_gone = gone_kids.get(pid, ())
-                tagged = [k for k in kids_gone if not k.job.reserved]
-                if proc.job.reserved and tagged:
-                    # A reserved parent (a login shell's _untagged, the agent) reaped
-                    # tagged children: the tail of their CPU since our last read is theirs.
-                    weights = [k.cpu + k.child + 1 for k in tagged]
-                    total = float(sum(weights))
-                    for k, w in zip(tagged, weights):
-                        charge(k.job, d_child * w / total, k.cg)
-                elif pid == INIT:
-                    # Orphans init reaped that we never saw: nobody's job we know
-                    # (a job cgroup claims its own through cpu.stat).
-                    charge(SYSTEM_JOB, d_child, None)
-                else:
-                    charge(proc.job, d_child, proc.cg)
-            proc.cpu, proc.child = cpu, child
-            if moved:
-                proc.idle_reads = 0
-            else:
-                proc.idle_reads += 1
-            return moved
-
-        def cool(pid: str, proc: _Proc | None) -> None:
-            if proc is not None and proc.idle_reads >= proc.patience and pid != agent:
-                hot.discard(pid)
-                cold[pid] = None
-
-        def warm(pid: str) -> None:
-            proc = known.get(pid)
-            if proc is not None and proc.idle_reads == 0 and pid in cold:
-                del cold[pid]
-                hot.add(pid)
-
-        for pid in new:
-            visit(pid)
+    def _read_processes(self, tick: _Tick, new_set: set[str], full_scan: bool) -> None:
+        """The new processes (parents first: children inherit tags), then all (full scan) or the hot ones."""
+        for pid in sorted(new_set, key=int):
+            self._visit(tick, pid)
         if full_scan:
-            for pid in [p for p in known if p not in new_set]:
-                visit(pid)
-                warm(pid)
-            for pid in list(hot):
-                cool(pid, known.get(pid))
+            for pid in [p for p in self._procs if p not in new_set]:
+                self._visit(tick, pid)
+                self._warm(pid)
+            for pid in list(self._hot):
+                self._cool(pid)
+            return
+        for pid in (self._hot | tick.must_read).difference(new_set):
+            self._visit(tick, pid)
+            self._warm(pid)
+            self._cool(pid)
+
+    def _cool(self, pid: str) -> None:
+        proc = self._procs.get(pid)
+        if proc is not None and proc.idle_reads >= proc.patience and pid != self._agent:
+            self._hot.discard(pid)
+            self._cold[pid] = None
+
+    def _warm(self, pid: str) -> None:
+        proc = self._procs.get(pid)
+        if proc is not None and proc.idle_reads == 0 and pid in self._cold:
+            del self._cold[pid]
+            self._hot.add(pid)
+
+    def _wake_cold(self, tick: _Tick, task_ticks: int, total_ticks: int, full_scan: bool) -> bool:
+        """Cold processes woke up? Read them, most recently cooled first, until /proc/stat's task time is explained."""
+        if tick.first or full_scan or not self._cold:
+            return False
+        threshold = self._gap_threshold(task_ticks, total_ticks)
+        if task_ticks - tick.explained() <= threshold:
+            return False
+        for pid in list(reversed(self._cold)):
+            if self._visit(tick, pid) and pid in self._procs:
+                proc = self._procs[pid]
+                proc.patience = min(self.max_patience, 2 * proc.patience)
+                self._cold.pop(pid, None)
+                self._hot.add(pid)
+                if task_ticks - tick.explained() <= threshold / 2:
+                    break
+        return True
+
+    def _visit(self, tick: _Tick, pid: str) -> bool:
+        """Read one process and charge its CPU since the last read; True if it used any."""
+        try:
+            comm, rest = _split_stat(self._read_stat(pid))
+            ppid, cpu, child, start = _numbers(rest)
+        except (OSError, ValueError, IndexError):
+            return False  # exited between listing and reading: buried next listing
+        tick.reads += 1
+        proc = self._procs.get(pid)
+        if proc is not None and proc.start != start:  # pid reused
+            del self._procs[pid]
+            self._bury(tick, pid, proc, {})
+            proc = None
+        if proc is None:
+            return self._first_sight(tick, pid, comm, ppid, start, cpu, child)
+        self._follow(pid, proc, comm, ppid, start, cpu, child)
+        return self._charge_since_last(tick, pid, proc, cpu, child)
+
+    def _first_sight(self, tick: _Tick, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> bool:
+        try:
+            proc = self._identify(pid, comm, ppid, start, cpu, child)
+        except OSError:
+            return False
+        self._track(pid, proc)
+        if not tick.first:
+            # Unknown at the last listing: all its CPU (and its reaped
+            # children's) was spent since, or was never charged.
+            tick.charge(proc.job, cpu + child - tick.seen.pop(pid, 0), proc.cg)
+        return cpu + child > 0
+
+    def _follow(self, pid: str, proc: _Proc, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> None:
+        """A known process was reparented, or called exec (a new environment may name a new job)."""
+        if ppid != proc.ppid:
+            kids = self._kids.get(proc.ppid)
+            if kids is not None:
+                kids.discard(pid)
+            self._kids.setdefault(ppid, set()).add(pid)
+            proc.ppid = ppid
+        if comm == proc.comm or pid == self._agent:
+            return
+        proc.comm = comm
+        try:
+            fresh = self._identify(pid, comm, ppid, start, cpu, child)
+        except OSError:
+            return
+        self._adopt(pid, fresh)
+        proc.env_denied = proc.env_denied or fresh.env_denied
+        if fresh.job != proc.job or fresh.cg != proc.cg:
+            self._move(proc, fresh.job, fresh.cg)
+
+    def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: int, child: int) -> bool:
+        d_cpu = cpu - proc.cpu
+        d_child = child - proc.child
+        moved = d_cpu > 0 or d_child > 0
+        d_child -= tick.seen.pop(pid, 0)
+        tick.charge(proc.job, d_cpu, proc.cg)
+        if d_child > 0:
+            self._charge_reaped(tick, pid, proc, d_child)
+        proc.cpu, proc.child = cpu, child
+        proc.idle_reads = 0 if moved else proc.idle_reads + 1
+        return moved
+
+    def _charge_reaped(self, tick: _Tick, pid: str, proc: _Proc, d_child: float) -> None:
+        """CPU of children the process reaped that we did not charge while they lived."""
+        tagged = [k for k in tick.gone_kids.get(pid, ()) if not k.job.reserved]
+        if proc.job.reserved and tagged:
+            # A reserved parent (a login shell's _untagged, the agent) reaped
+            # tagged children: the tail of their CPU since our last read is theirs.
+            weights = [k.cpu + k.child + 1 for k in tagged]
+            total = float(sum(weights))
+            for k, w in zip(tagged, weights):
+                tick.charge(k.job, d_child * w / total, k.cg)
+        elif pid == INIT:
+            # Orphans init reaped that we never saw: nobody's job we know
+            # (a job cgroup claims its own through cpu.stat).
+            tick.charge(SYSTEM_JOB, d_child, None)
         else:
-            for pid in (hot | must_read).difference(new_set):
-                visit(pid)
-                warm(pid)
-                cool(pid, known.get(pid))
-
-        # Cold processes woke up? Compare with the task time /proc/stat counted.
-        cold_scan = False
-        if not first and not full_scan and cold:
-            threshold = self._gap_threshold(task_ticks, capacity_ticks)
-            if task_ticks - sum(charged.values()) > threshold:
-                cold_scan = True
-                for pid in list(reversed(cold)):
-                    if visit(pid) and pid in known:
-                        proc = known[pid]
-                        proc.patience = min(self.max_patience, 2 * proc.patience)
-                        cold.pop(pid, None)
-                        hot.add(pid)
-                        if task_ticks - sum(charged.values()) <= threshold / 2:
-                            break
-
-        cgroups_read = self._reconcile_cgroups(charged, cg_charged)  # the first read is a baseline
-        # Credit for children buried this tick whose parent was not read: next time.
-        self._seen_carry = {pid: ticks for pid, ticks in seen.items() if pid in known}
-
-        driver_s: dict[JobKey, float] = {}
-        if not first:
-            for job, ticks in charged.items():
-                driver_s[job] = ticks / self.clk_tck
-            # Busy time nobody explains goes to _system, less what late charges owe it.
-            residual = busy_ticks - sum(charged.values()) + self._carry_ticks
-            if residual > 0:
-                driver_s[SYSTEM_JOB] = driver_s.get(SYSTEM_JOB, 0.0) + residual / self.clk_tck
-                self._carry_ticks = 0.0
-            else:
-                self._carry_ticks = max(residual, -capacity_ticks)
-        holders = {job: 1.0 for job in self._holders if job not in (AGENT_JOB, SYSTEM_JOB)}
-        return ProcSample(
-            now_ns=now_ns,
-            interval_s=None if first else interval_s,
-            busy_s=busy_ticks / self.clk_tck,
-            capacity_s=host.ncpu * interval_s,
-            driver_s=driver_s,
-            holders=holders,
-            processes_read=reads,
-            full_scan=full_scan,
-            environ_denied=len(self.environ_denied_pids),
-            cold_scan=cold_scan,
-            listed=listed,
-            cgroups_read=cgroups_read,
-            processes=len(known),
-        )
+            tick.charge(proc.job, d_child, proc.cg)
 
     # -- cgroup v2 ground truth ---------------------------------------------
     def _reconcile_cgroups(self, charged: dict[JobKey, float], cg_charged: dict[str, dict[JobKey, float]]) -> int:

@@ -126,7 +126,7 @@ class RaplCollector:
             SOURCE, SourceState.FOUND, detail, devices=tuple(f"{z.component}:{z.device}" for z in self.zones)
         )
 
-    def read(self, now_ns: int) -> EnergySample:
+    def read(self, read_ns: int) -> EnergySample:
         counters: list[EnergyCounter] = []
         failures: list[ProbeResult] = []
         for zone in self.zones:
@@ -142,4 +142,4 @@ class RaplCollector:
                 failures.append(ProbeResult(SOURCE, state, f"{zone.name}: {e}"))
                 continue
             counters.append(EnergyCounter(zone.component, zone.device, SOURCE, value, zone.wrap_uj))
-        return EnergySample(now_ns, tuple(counters), tuple(failures))
+        return EnergySample(read_ns, tuple(counters), tuple(failures))

@@ -1,20 +1,19 @@
-"""The collector protocol and the value types every collector returns.
+"""What a source offers (``ProbeResult``) and what it read (``EnergyCounter``, ``EnergySample``).
 
-A collector has a ``name``, a ``probe()`` that says what is there (and, when it
-is not, why and what to do), and a ``read(now_ns)`` that returns cumulative
-readings. Energy collectors return cumulative counters in micro-joules
-(``counter_uj``) plus the value at which the counter wraps; ``agent.counters``
-turns them into interval deltas. Activity collectors (processes, GPU
-processes) return the activity of the interval per job, because identifying
-a process across ticks (pid reuse, exits, reaped children) needs per-pid state
-that only the collector has.
+Every reading is stamped with ``read_ns``: the agent's *monotonic* clock at
+the read (``time.monotonic_ns``), never the wall clock, so an NTP step or a
+manual clock change cannot make an interval negative or huge. Points are
+stamped with the wall clock by the loop, separately.
+
+Energy collectors return cumulative counters in micro-joules
+(``counter_uj``) plus the value at which a counter wraps;
+``accounting.counters`` turns them into interval deltas.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 
 class SourceState(str, enum.Enum):
@@ -27,6 +26,23 @@ class SourceState(str, enum.Enum):
     ERROR = "error"                      # present, failed in an unexpected way
 
 
+class Problem(str, enum.Enum):
+    """Why a source (or one device of it) cannot be read: the failure states worth a name.
+
+    ``SourceState`` says how bad it is; ``Problem`` says what it is, so that
+    code decides on the kind (probe again? a baseline after it?) without
+    reading message text.
+    """
+
+    LIBRARY_MISSING = "library missing"
+    DRIVER_NOT_LOADED = "driver not loaded"
+    NO_PERMISSION = "no permission"
+    NOT_SUPPORTED = "not supported"
+    GPU_LOST = "GPU lost"
+    NO_GPU = "no GPU"
+    ERROR = "error"
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """What a source offers on this host, or why it does not."""
@@ -35,7 +51,8 @@ class ProbeResult:
     state: SourceState
     detail: str                          # what was found / what failed
     fix: str = ""                        # what an admin can do about it
-    devices: tuple[str, ...] = ()        # devices the source measures, when found
+    devices: tuple[str, ...] = ()        # devices the source measures, when found (or the one that failed)
+    problem: Problem | None = None       # the named kind of failure, when the source names one
 
     @property
     def ok(self) -> bool:
@@ -68,29 +85,9 @@ class EnergyCounter:
 
 @dataclass(frozen=True)
 class EnergySample:
-    """Everything one energy collector read at one instant."""
+    """Everything one energy collector read at one instant (``read_ns``: monotonic)."""
 
-    now_ns: int
+    read_ns: int
     counters: tuple[EnergyCounter, ...]
     # Devices that were expected but failed this read, with the reason.
     failures: tuple[ProbeResult, ...] = ()
-
-
-@runtime_checkable
-class Collector(Protocol):
-    name: str
-
-    def probe(self) -> ProbeResult: ...
-
-    def read(self, now_ns: int) -> object: ...
-
-
-@dataclass(frozen=True)
-class ReadError(Exception):
-    """A read that failed in a way the loop should report (once) and carry on."""
-
-    result: ProbeResult
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return f"{self.result.source}: {self.result.state.value}: {self.result.detail}"
-

@@ -1,0 +1,149 @@
+"""Assembling an agent: which sources this host has, which sinks the config names, what runs beside the loop.
+
+``build_agent`` is the one place an ``Agent`` is put together, for the
+service (``wattledger agent``), for ``wattledger run`` (a temporary ledger:
+no remote sink, no carbon sync) and for tests (which pass their own sources
+and clock).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from wattledger.accounting.idle import IdleBaselines
+from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, Sources, TickResult
+from wattledger.agent.sinks.base import Sink
+from wattledger.agent.sinks.stdout import StdoutSink
+from wattledger.collectors.estimate import EstimateCollector
+from wattledger.collectors.nvml import TRANSIENT, NvmlCollector
+from wattledger.collectors.procs import ProcCollector
+from wattledger.collectors.rapl import RaplCollector
+from wattledger.config import Config
+from wattledger.model.readings import ProbeResult
+from wattledger.store.ledger import Ledger
+from wattledger.util.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from wattledger.agent.delivery import Deliverer
+
+log = logging.getLogger("wattledger.loop")
+
+
+def choose_energy_collectors(cfg: Config) -> tuple[list[EnergyReader], list[ProbeResult]]:
+    """RAPL when it can be read; the model estimate when not (or when configured)."""
+    probes: list[ProbeResult] = []
+    collectors: list[EnergyReader] = []
+    rapl = RaplCollector(cfg.agent.sysfs_root)
+    rapl_probe = rapl.probe()
+    probes.append(rapl_probe)
+    if rapl_probe.ok and cfg.agent.estimate != "always":
+        collectors.append(rapl)
+    if cfg.agent.estimate == "always" or (cfg.agent.estimate == "auto" and not rapl_probe.ok):
+        est = EstimateCollector(
+            cfg.agent.procfs_root,
+            cfg.estimate.cpu_idle_w_per_vcpu,
+            cfg.estimate.cpu_max_w_per_vcpu,
+            cfg.estimate.dram_w_per_gib,
+        )
+        probes.append(est.probe())
+        collectors.append(est)
+    return collectors, probes
+
+
+def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector | None, list[ProbeResult]]:
+    """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU.
+
+    A failure that may clear while the agent runs (the NVIDIA module not loaded
+    yet at boot, an NVML error) keeps the collector: it probes again every
+    ``reprobe_every`` reads and starts measuring when the GPUs appear. No
+    library or no GPU at all means no collector.
+    """
+    if cfg.agent.gpus == "never":
+        return None, []
+    gpu = NvmlCollector(nvml)
+    probe = gpu.probe()
+    rows = [probe, *gpu.device_probes()]
+    if not probe.ok and probe.problem not in TRANSIENT:
+        gpu.close()
+        return None, rows
+    return gpu, rows
+
+
+def proc_collector(cfg: Config) -> ProcCollector:
+    return ProcCollector(
+        procfs_root=Path(cfg.agent.procfs_root),
+        tag_vars=tuple(cfg.jobs.tag_vars),
+        max_tag_chars=cfg.jobs.max_tag_chars,
+        cgroup_root=Path(cfg.agent.cgroup_root),
+        use_cgroups=cfg.jobs.use_cgroups,
+    )
+
+
+def host_sources(cfg: Config) -> tuple[Sources, list[ProbeResult]]:
+    """The sources this host offers, and the probes of those that are missing (to report once)."""
+    energy, probes = choose_energy_collectors(cfg)
+    gpu, _ = choose_gpu_collector(cfg)  # NVML logs its own problems once
+    return Sources(energy, proc_collector(cfg), gpu), [p for p in probes if not p.ok]
+
+
+def build_agent(
+    cfg: Config,
+    ledger: Ledger,
+    *,
+    energy: list[EnergyReader] | None = None,
+    procs: ProcReader | None = None,
+    gpu: GpuReader | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    host: str = "",
+    out: TextIO | None = None,
+    deliverer: Deliverer | None = None,
+    carbon_sync: bool = True,
+    on_tick: Callable[[TickResult], None] | None = None,
+) -> Agent:
+    """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
+
+    ``out``: a stream for the stdout sink (every tick's points as line protocol).
+    ``carbon_sync``: run ``[carbon] sync_interval_s`` beside the loop (off for
+    ``wattledger run``, whose ledger is temporary).
+    """
+    missing: list[ProbeResult] = []
+    if energy is None:
+        found, missing = host_sources(cfg)
+        energy, gpu = found.energy, gpu or found.gpu
+        procs = procs or found.procs
+    sources = Sources(energy, procs or proc_collector(cfg), gpu)
+    a = cfg.attribution  # P_idle: configured > model > learned > none (accounting/idle.py)
+    agent = Agent(
+        cfg, ledger, sources, IdleBaselines.load(ledger.path.parent, a.idle_percentile, a.learn_idle),
+        host or cfg.agent.host or socket.gethostname(), clock,
+        local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
+        carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+    )
+    for p in missing:
+        agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
+    if not energy:
+        agent.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
+                               logging.ERROR)
+    return agent
+
+
+def _carbon_sync(cfg: Config, ledger: Ledger, clock: Clock) -> Any:
+    if cfg.carbon.sync_interval_s <= 0:
+        return None
+    from wattledger.carbon.sync import PeriodicSync
+
+    return PeriodicSync(cfg, ledger, clock=clock.wall_ns, background=True)
+
+
+def make_deliverer(cfg: Config, ledger: Ledger, sink: Sink) -> Deliverer:
+    """Delivery of the ledger's spool to a remote sink; each tick spends at most a tenth of the
+    interval (<= 1 s) sending, so an outage's backlog drains over ticks."""
+    from wattledger.agent.delivery import Deliverer
+
+    return Deliverer(ledger, sink, batch_points=cfg.sink.batch_points,
+                     step_budget_s=min(1.0, 0.1 * cfg.agent.interval_s))
