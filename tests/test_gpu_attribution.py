@@ -194,7 +194,7 @@ def test_mig_pools_sum_to_the_parent_for_any_layout(layout: list[tuple[int, int]
 def test_unexplained_gpu_energy_is_idle_when_nobody_was_on_it_and_system_when_unknown() -> None:
     nobody = reading([])
     assert unexplained_job(nobody) == IDLE_JOB
-    unknown = GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), (), "equal", 2.0, processes_seen=False)
+    unknown = GpuDeviceReading(EnergyCounter("gpu", "GPU-x", "nvml", 0), (), False, 2.0, processes_seen=False)
     assert unexplained_job(unknown) == SYSTEM_JOB
     pool = Pool("gpu", "GPU-x", "nvml", 130.0, 2.0, None, StaticPolicy.OCCUPANCY)
     assert attribute(pool, *gpu_drivers(nobody, jobs({})), unexplained_job(nobody)) == {
