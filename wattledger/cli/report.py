@@ -1,7 +1,8 @@
 """The ``report`` command and the ``carbon`` group (``carbon sync``): parsing and presenting only.
 
-cli.py registers them with ``main.add_command(report)`` and
-``main.add_command(carbon)``; the logic lives in ``report.py`` and ``carbon/``.
+cli/main.py registers them with ``main.add_command(report)`` and
+``main.add_command(carbon)``; the logic lives in ``wattledger/report/`` and
+``wattledger/carbon/``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
       wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
                         --expected-inferences 100000000
     """
-    from wattledger.report import core as rp
+    from wattledger import report as rp
+    from wattledger.report.plot import plot
+    from wattledger.report.render import render
 
     cfg = _load(config_path, state_dir)
     if influx_url:
@@ -121,12 +124,12 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
             click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
         else:
-            text = rp.render(result, fmt)
+            text = render(result, fmt)
             if not from_influx:
                 text = _with_idle_baselines(text, fmt, cfg.state_dir)
             click.echo(text, nl=False)
         if plot_path:
-            rp.plot(result, plot_path)
+            plot(result, plot_path)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
