@@ -23,10 +23,10 @@ from wattledger.report.assemble import Options
 from wattledger.report.influxql import InfluxQL, from_influx
 from wattledger.report.ledger import from_ledger
 from wattledger.report.lifecycle import Lifecycle, lifecycle
-from wattledger.report.model import Report, ReportError, Row, build
+from wattledger.report.model import PoolBaseline, Report, ReportError, Row, build
 from wattledger.report.render import format_csv, format_json, format_lifecycle, format_table
 
 __all__ = [
-    "InfluxQL", "Lifecycle", "Options", "Report", "ReportError", "Row", "build", "format_csv",
+    "InfluxQL", "Lifecycle", "Options", "PoolBaseline", "Report", "ReportError", "Row", "build", "format_csv",
     "format_json", "format_lifecycle", "format_table", "from_influx", "from_ledger", "lifecycle",
 ]

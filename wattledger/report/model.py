@@ -327,3 +327,19 @@ def build(
         dict(series), ci_by_hour,
     )
 
+
+@dataclass(frozen=True)
+class PoolBaseline:
+    """One pool's idle (static) power baseline, as a report lists it beside its figures.
+
+    Plain data: the caller reads the agent's saved baselines (accounting/idle.py)
+    and hands them to ``render``; ``description`` is their own wording
+    (``3.50 W configured``, ``... learned from N ticks``).
+    """
+
+    component: str
+    device: str
+    power_w: float | None
+    source: str  # configured, model, learned, none
+    learn_ticks: int
+    description: str

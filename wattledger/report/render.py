@@ -1,6 +1,8 @@
 """A report as text: a table for people, CSV and JSON for programs (and the life-cycle model the same three ways).
 
-Pure: a ``Report`` (or ``Lifecycle``) in, a string out.
+Pure: a ``Report`` (or ``Lifecycle``) in, a string out. The idle baselines a
+ledger report lists come in as data (``PoolBaseline``), never by editing the
+rendered text.
 """
 
 from __future__ import annotations
@@ -9,24 +11,25 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.lifecycle import Lifecycle
-from wattledger.report.model import Report, ReportError, Row
+from wattledger.report.model import PoolBaseline, Report, ReportError, Row
 from wattledger.report.numfmt import num
 from wattledger.util.timeutil import iso
 
 FORMATS = ("table", "csv", "json")
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report in ``fmt``: table, csv or json."""
+def render(report: Report, fmt: str, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
+    """The report in ``fmt`` (table, csv or json); the baselines go in the table and JSON, not CSV."""
     if fmt == "table":
-        return format_table(report)
+        return format_table(report, idle_baselines)
     if fmt == "csv":
         return format_csv(report)
     if fmt == "json":
-        return format_json(report)
+        return format_json(report, idle_baselines)
     raise ReportError(f"--format must be table, csv or json, got {fmt!r}")
 
 
@@ -46,7 +49,7 @@ def _marks(r: Row) -> str:
     return ("F" if r.fallback_it_j > 0 else "") + ("E" if r.estimated_it_j > 0 else "")
 
 
-def format_table(report: Report) -> str:
+def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
     lines = [
         f"Energy and CO2e by {report.by}, {iso(report.since_ns)} .. {iso(report.until_ns)}  ({report.origin})",
         f"zone {report.zone}; PUE {report.pue}",
@@ -61,7 +64,7 @@ def format_table(report: Report) -> str:
         lines.append(_host_energy_line(report))
         lines.append(_intensity_line(report))
         lines += report.notes()
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _baselines_text(idle_baselines)
 
 
 def _rows_table(report: Report) -> list[str]:
@@ -96,6 +99,13 @@ def _intensity_line(report: Report) -> str:
             f"{len(report.hours)} hours")
 
 
+def _baselines_text(baselines: Sequence[PoolBaseline]) -> str:
+    if not baselines:
+        return ""
+    lines = [f"  {b.component}:{b.device}  {b.description}" for b in baselines]
+    return "\nIdle (static) power baselines, split by the static policy:\n" + "\n".join(lines) + "\n"
+
+
 # -- csv and json --------------------------------------------------------------------------------
 
 
@@ -114,8 +124,16 @@ def format_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def format_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2) + "\n"
+def format_json(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
+    doc = report.to_dict()
+    if idle_baselines:
+        doc["idle_baselines"] = [_baseline_dict(b) for b in idle_baselines]
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _baseline_dict(b: PoolBaseline) -> dict[str, Any]:
+    return {"component": b.component, "device": b.device, "power_w": b.power_w, "source": b.source,
+            "learn_ticks": b.learn_ticks}
 
 
 # -- the life-cycle model ------------------------------------------------------------------------
