@@ -4,7 +4,8 @@ Why a generator rather than hand-edited JSON: the five dashboards share their
 variables, filters and the one CO2e rule, and the tests need the exact query
 text of every panel to run it against a real InfluxDB. ``dashboards/*.json`` at
 the repo root is ``render()`` of these dicts (a test keeps them in sync);
-``wattledger dashboards export|push`` writes or uploads the same.
+``wattledger dashboards export|push`` writes or uploads the same (export.py,
+push.py; the variables' defaults from a config: defaults.py).
 
 Choices that hold for every panel:
 
@@ -36,10 +37,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from wattledger.carbon.static import TABLE as STATIC_TABLE
+from wattledger.grafana.defaults import Defaults
 from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
 from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import J_PER_KWH
@@ -49,7 +49,6 @@ Panel = dict[str, Any]
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11; newer Grafana migrates it on load
 TAG = "wattledger"
-DEFAULT_PUE = 1.58  # Uptime Institute, 2020 industry average (same default as [pue] value)
 DATASOURCE_NAME = "wattledger"  # the provisioned datasource's name (dashboards/provisioning)
 DATASOURCE_UID = "wattledger-influxdb"
 DS: dict[str, str] = {"type": "influxdb", "uid": "${datasource}"}
@@ -71,15 +70,6 @@ ENERGY_CLASSES: tuple[tuple[str, str], ...] = (
     ("idle", f"\"job\" = '{IDLE}'"),
     ("agent", f"\"job\" = '{AGENT}'"),
 )
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """The variables' initial values; ``wattledger dashboards export --config`` takes them from the config."""
-
-    pue: float = DEFAULT_PUE
-    zone: str = "WORLD"
-    fallback_g_per_kwh: float = STATIC_TABLE["WORLD"].g_per_kwh  # what the report falls back to for WORLD
 
 
 FACILITY_KWH = "facility_kwh"
