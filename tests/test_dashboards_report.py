@@ -26,7 +26,7 @@ from tests.test_dashboards_queries import (  # noqa: F401  (influx_url is a fixt
 from wattledger.grafana import dashboards as dash
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
-from wattledger.report.core import InfluxQL, Options, from_influx, from_ledger
+from wattledger.report import InfluxQL, Options, from_influx, from_ledger
 
 pytestmark = pytest.mark.influx
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.report import core as rp
+from wattledger import report as rp
 from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger

@@ -24,7 +24,7 @@ from tests.test_report import (
     make_cfg,
     make_ledger,
 )
-from wattledger.report import core as rp
+from wattledger import report as rp
 from wattledger.model.points import WL_PUE, Point, to_lines
 
 pytestmark = pytest.mark.influx

@@ -16,8 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wattledger.report import core as rp
-from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
+from wattledger import report as rp
+from wattledger.model.units import HOUR_NS
+from wattledger.report.plot import plot
+from wattledger.util.timeutil import parse_iso_ns
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
 from wattledger.model.points import WL_CARBON, WL_JOB, Point
@@ -85,7 +87,7 @@ def main() -> int:
         r = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS)
         r.origin = "synthetic ledger"
         sys.stdout.write(rp.format_table(r))
-        rp.plot(r, str(out_png))
+        plot(r, str(out_png))
         lc = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS, rp.Options(by="phase", project="tinynet"))
         lc.origin = "synthetic ledger"
         sys.stdout.write("\n" + rp.format_lifecycle(rp.lifecycle(lc, "tinynet", 250_000, 50_000_000), "table"))

@@ -1,7 +1,8 @@
 """The ``report`` command and the ``carbon`` group (``carbon sync``): parsing and presenting only.
 
-cli.py registers them with ``main.add_command(report)`` and
-``main.add_command(carbon)``; the logic lives in ``report.py`` and ``carbon/``.
+cli/main.py registers them with ``main.add_command(report)`` and
+``main.add_command(carbon)``; the logic lives in ``wattledger/report/`` and
+``wattledger/carbon/``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,9 @@ from wattledger.carbon.base import CarbonProviderError
 from wattledger.util.timeutil import BadTime, iso, parse_when
 from wattledger.cli.options import config_option, state_dir_option
 from wattledger.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from wattledger.report.model import PoolBaseline
 
 log = logging.getLogger("wattledger")
 
@@ -88,7 +92,9 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
       wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
                         --expected-inferences 100000000
     """
-    from wattledger.report import core as rp
+    from wattledger import report as rp
+    from wattledger.report.plot import plot
+    from wattledger.report.render import render
 
     cfg = _load(config_path, state_dir)
     if influx_url:
@@ -121,34 +127,22 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
             click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
         else:
-            text = rp.render(result, fmt)
-            if not from_influx:
-                text = _with_idle_baselines(text, fmt, cfg.state_dir)
-            click.echo(text, nl=False)
+            baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
+            click.echo(render(result, fmt, baselines), nl=False)
         if plot_path:
-            rp.plot(result, plot_path)
+            plot(result, plot_path)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
 
 
-def _with_idle_baselines(text: str, fmt: str, state_dir: Path) -> str:
-    """Add each pool's idle baseline, and where it came from, to a table or JSON report."""
-    import json
-
+def _idle_baselines(state_dir: Path) -> list[PoolBaseline]:
+    """Each pool's idle baseline, and where it came from, as the agent last saved them (none: [])."""
     from wattledger.accounting.idle import idle_baselines
+    from wattledger.report.model import PoolBaseline
 
-    baselines = idle_baselines(state_dir)
-    if not baselines or fmt == "csv":
-        return text
-    if fmt == "json":
-        doc = json.loads(text)
-        doc["idle_baselines"] = [
-            {"component": b.component, "device": b.device, "power_w": b.power_w, "source": b.source.value,
-             "learn_ticks": b.learn_ticks} for b in baselines]
-        return json.dumps(doc, indent=2) + "\n"
-    lines = [f"  {b.component}:{b.device}  {b.describe()}" for b in baselines]
-    return text + "\nIdle (static) power baselines, split by the static policy:\n" + "\n".join(lines) + "\n"
+    return [PoolBaseline(b.component, b.device, b.power_w, b.source.value, b.learn_ticks, b.describe())
+            for b in idle_baselines(state_dir)]
 
 
 @click.group()

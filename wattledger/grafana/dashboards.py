@@ -4,7 +4,8 @@ Why a generator rather than hand-edited JSON: the five dashboards share their
 variables, filters and the one CO2e rule, and the tests need the exact query
 text of every panel to run it against a real InfluxDB. ``dashboards/*.json`` at
 the repo root is ``render()`` of these dicts (a test keeps them in sync);
-``wattledger dashboards export|push`` writes or uploads the same.
+``wattledger dashboards export|push`` writes or uploads the same (export.py,
+push.py; the variables' defaults from a config: defaults.py).
 
 Choices that hold for every panel:
 
@@ -36,24 +37,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from wattledger.carbon.static import TABLE as STATIC_TABLE
+from wattledger.grafana.defaults import Defaults
 from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
 from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.units import J_PER_KWH
 
 Dashboard = dict[str, Any]
 Panel = dict[str, Any]
 
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11; newer Grafana migrates it on load
 TAG = "wattledger"
-DEFAULT_PUE = 1.58  # Uptime Institute, 2020 industry average (same default as [pue] value)
 DATASOURCE_NAME = "wattledger"  # the provisioned datasource's name (dashboards/provisioning)
 DATASOURCE_UID = "wattledger-influxdb"
 DS: dict[str, str] = {"type": "influxdb", "uid": "${datasource}"}
 
-J_PER_KWH = 3_600_000
+# Joules per kWh as the queries write it: the integer literal 3600000 (the committed dashboards/*.json).
+KWH_J = f"{J_PER_KWH:.0f}"
 
 # Filters shared by the panels (InfluxQL; Grafana substitutes the variables).
 HOST_FILTER = '"host" =~ /^$host$/'
@@ -69,15 +70,6 @@ ENERGY_CLASSES: tuple[tuple[str, str], ...] = (
     ("idle", f"\"job\" = '{IDLE}'"),
     ("agent", f"\"job\" = '{AGENT}'"),
 )
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """The variables' initial values; ``wattledger dashboards export --config`` takes them from the config."""
-
-    pue: float = DEFAULT_PUE
-    zone: str = "WORLD"
-    fallback_g_per_kwh: float = STATIC_TABLE["WORLD"].g_per_kwh  # what the report falls back to for WORLD
 
 
 FACILITY_KWH = "facility_kwh"
@@ -357,7 +349,7 @@ def intensity_per_hour_query() -> str:
 
 def facility_kwh_per_hour_query(measurement: str, where: str) -> str:
     return (
-        f'SELECT sum("energy_j") / {J_PER_KWH} * $pue AS "{FACILITY_KWH}" FROM "{measurement}" '
+        f'SELECT sum("energy_j") / {KWH_J} * $pue AS "{FACILITY_KWH}" FROM "{measurement}" '
         f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)"
     )
 
@@ -409,7 +401,7 @@ def co2e_targets(measurement: str, where: str) -> list[dict[str, Any]]:
 def _kwh(where: str, measurement: str = WL_JOB, pue: bool = False, alias: str = "") -> str:
     factor = " * $pue" if pue else ""
     name = alias or ("facility_kwh" if pue else "it_kwh")
-    return (f'SELECT sum("energy_j") / {J_PER_KWH}{factor} AS "{name}" FROM "{measurement}" '
+    return (f'SELECT sum("energy_j") / {KWH_J}{factor} AS "{name}" FROM "{measurement}" '
             f"WHERE {where} AND $timeFilter")
 
 
@@ -489,7 +481,7 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
                   for i, (name, cond) in enumerate(ENERGY_CLASSES)],
                  (0, 13, 8, 8), "kwatth"),
         bargauge("Energy by component", "IT energy per component (cpu, dram, gpu, ...) over the range.",
-                 [target("A", f'SELECT sum("energy_j") / {J_PER_KWH} AS "it_kwh" FROM "{WL_NODE}" '
+                 [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh" FROM "{WL_NODE}" '
                               f'WHERE {node} AND $timeFilter GROUP BY "component"', alias="$tag_component")],
                  (8, 13, 8, 8), "kwatth"),
         table("Devices", "Last reading of each measured device; source says how it was measured "
@@ -520,8 +512,8 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
                    [target("A", _power_w(WL_JOB, where, '"component"'), alias="$tag_component")],
                    (0, 4, 12, 8), "watt", stack=True),
         timeseries("Energy per hour", "IT and facility (x $pue) energy per UTC hour.",
-                   [target("A", f'SELECT sum("energy_j") / {J_PER_KWH} AS "it_kwh", '
-                                f'sum("energy_j") / {J_PER_KWH} * $pue AS "facility_kwh" FROM "{WL_JOB}" '
+                   [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
+                                f'sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM "{WL_JOB}" '
                                 f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
                    (12, 4, 12, 8), "kwatth", bars=True, interval=""),
         timeseries("CO2e per hour and cumulative",
@@ -530,9 +522,9 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
                    transformations=co2e_transformations(True), interval=""),
         table("Breakdown by device", "Energy of the job per host and device: dynamic follows its driver, "
                                      "static is its share of idle power.",
-              [target("A", f'SELECT sum("energy_j") / {J_PER_KWH} AS "it_kwh", '
-                           f'sum("dynamic_j") / {J_PER_KWH} AS "dynamic_kwh", '
-                           f'sum("static_j") / {J_PER_KWH} AS "static_kwh", sum("driver_s") AS "driver_s" '
+              [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
+                           f'sum("dynamic_j") / {KWH_J} AS "dynamic_kwh", '
+                           f'sum("static_j") / {KWH_J} AS "static_kwh", sum("driver_s") AS "driver_s" '
                            f'FROM "{WL_JOB}" WHERE {where} AND $timeFilter '
                            'GROUP BY "host", "user", "component", "device", "source"', table=True)],
               (0, 21, 24, 7), "none", overrides=[
@@ -558,7 +550,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
 
 def ledger(defaults: Defaults = Defaults()) -> Dashboard:
     where = LEDGER_FILTER
-    by_job = (f'SELECT sum("energy_j") / {J_PER_KWH} AS "it_kwh", sum("energy_j") / {J_PER_KWH} * $pue '
+    by_job = (f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", sum("energy_j") / {KWH_J} * $pue '
               f'AS "facility_kwh" FROM "{WL_JOB}" WHERE {where} AND $timeFilter '
               'GROUP BY "user", "project", "phase", "job"')
     job_link = [{"title": "Job page",
@@ -566,7 +558,7 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
 
     def by(tag: str, y: int, x: int) -> Panel:
         return bargauge(f"Facility energy by {tag}", f"IT energy x $pue, per {tag}, over the range.",
-                        [target("A", f'SELECT sum("energy_j") / {J_PER_KWH} * $pue AS "facility_kwh" '
+                        [target("A", f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" '
                                      f'FROM "{WL_JOB}" WHERE {where} AND $timeFilter GROUP BY "{tag}"',
                                 alias=f"$tag_{tag}")], (x, y, 8, 8), "kwatth",
                         transformations=[name_untagged(tag)])

@@ -1,0 +1,137 @@
+"""A report from InfluxDB: a minimal InfluxQL client over the v1 ``/query`` API, and ``from_influx``.
+
+InfluxQL is the language InfluxDB 1.x, 2.x (through DBRP mappings) and 3.x
+all answer. ``from_influx`` sums ``wl_job`` energy with ``GROUP BY time(1h)``
+and reads the raw ``wl_carbon`` and ``wl_pue`` points; the rest is the
+ledger's arithmetic (assemble.py), so both sources give the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from wattledger.config import Config
+from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
+from wattledger.model.units import HOUR_NS
+from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window
+from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.util.timeutil import hour_floor
+
+QUERY_SPAN_NS = 7 * 24 * HOUR_NS  # one query per week of hours keeps answers small
+
+
+class InfluxQL:
+    """A minimal InfluxQL reader: POST /query, epoch=ns. Works with InfluxDB 1.x, 2.x (DBRP) and 3.x.
+
+    Auth: ``token`` goes in ``Authorization: Token ...`` (2.x/3.x, or 1.8+'s
+    ``user:password``); else ``username``/``password`` as 1.x form fields.
+    """
+
+    def __init__(self, url: str, database: str, *, token: str = "", username: str = "", password: str = "",
+                 retention_policy: str = "", timeout_s: float = 30.0) -> None:
+        if not url or not database:
+            raise ReportError("--from-influx needs [sink] url and database (or bucket): set them in the config "
+                              "or WATTLEDGER_SINK_URL / WATTLEDGER_SINK_DATABASE")
+        self.url = url.rstrip("/")
+        self.database = database
+        self.retention_policy = retention_policy
+        self.token, self.username, self.password = token, username, password
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "InfluxQL":
+        s = cfg.sink
+        return cls(s.url, s.database or s.bucket, token=s.token, username=s.username, password=s.password,
+                   retention_policy=s.retention_policy, timeout_s=s.timeout_s)
+
+    def query(self, q: str) -> list[dict[str, Any]]:
+        """Rows of all series as dicts (the series' tags merged in); raises ReportError."""
+        return _rows(self._post(q))
+
+    def _post(self, q: str) -> Any:
+        """The decoded JSON answer to one query."""
+        form = {"q": q, "db": self.database, "epoch": "ns"}
+        if self.retention_policy:
+            form["rp"] = self.retention_policy
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        elif self.username:
+            form.update(u=self.username, p=self.password)
+        req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode(form).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            hint = " (check [sink] token/username/password)" if e.code in (401, 403) else ""
+            raise ReportError(f"InfluxDB {self.url} answered HTTP {e.code} to a query{hint}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ReportError(f"cannot reach InfluxDB at {self.url}: {getattr(e, 'reason', e)}") from None
+
+
+def _rows(body: Any) -> list[dict[str, Any]]:
+    """Every series' values as dicts, its tags merged in; an error or a partial answer raises ReportError."""
+    out: list[dict[str, Any]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise ReportError(f"InfluxDB query failed: {result['error']}")
+        if result.get("partial"):
+            raise ReportError("InfluxDB returned a partial result (max-row-limit); use a shorter --since")
+        for s in result.get("series") or []:
+            for values in s.get("values") or []:
+                row = dict(zip(s["columns"], values))
+                row.update(s.get("tags") or {})
+                out.append(row)
+    return out
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
+    """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
+    zone = (opts.zone or cfg.carbon.zone).upper()
+    cells = _energy_cells(client, since_ns, until_ns, _tag_filter(opts))
+    h0, h1 = hour_window(since_ns, until_ns)
+    carbon = client.query(
+        f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM "{WL_CARBON}" '
+        f'WHERE time >= {h0} AND time < {h1} AND "zone" = {_quote(zone)}'
+    )
+    pue = client.query(f'SELECT "pue", "site" FROM "{WL_PUE}" WHERE time >= {h0} AND time < {h1}')
+    for r in carbon + pue:
+        r["time_ns"] = int(r.pop("time"))
+    origin = f"InfluxDB {client.url} db {client.database}"
+    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin)
+
+
+def _tag_filter(opts: Options) -> str:
+    """The ``AND ...`` that keeps only ``opts``' host and project ("" for none)."""
+    where = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
+    if opts.project is not None:
+        where += f' AND "project" = {_quote(opts.project)}' if opts.project else ' AND "project" = \'\''
+    return where
+
+
+def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) -> list[EnergyCell]:
+    """wl_job energy per hour and tag set, a week of hours per query."""
+    cells: list[EnergyCell] = []
+    first = client.query(f'SELECT first("energy_j") FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}{where}')
+    # Start at the first point: a life cycle asks from 1970, and empty weeks cost a query each.
+    start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
+    while start < until_ns:
+        stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
+        group = ", ".join(f'"{t}"' for t in CELL_TAGS)
+        rows = client.query(
+            f'SELECT sum("energy_j") AS "energy_j" FROM "{WL_JOB}" WHERE time >= {start} AND time < {stop}{where} '
+            f"GROUP BY time(1h), {group} fill(none)"
+        )
+        cells += [
+            energy_cell(int(r["time"]), r, float(r["energy_j"])) for r in rows if r.get("energy_j") is not None
+        ]
+        start = stop
+    return cells

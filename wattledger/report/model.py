@@ -1,0 +1,345 @@
+"""The report's pure core: hourly energy cells x PUE_b x CI_b, grouped (``build``).
+
+The arithmetic (DESIGN.md, "Carbon and PUE"), per hour bucket b (UTC hours;
+a point belongs to the hour its timestamp falls in)::
+
+    IT kWh        = sum of wl_job energy_j in b / 3.6e6
+    facility kWh  = IT kWh x PUE_b
+    gCO2e         = facility kWh x CI_b
+
+summed over the buckets of the window. PUE_b comes from a ``PueSeries``
+(carbon/pue.py). CI_b is the mean of the ``wl_carbon`` points in b for the
+zone, taking for each (provider, time) the best kind (actual, then marginal,
+then forecast: InfluxDB may keep both a forecast and the actual that replaced
+it) and, when several providers cover the hour, the configured one (else the
+first by name): ``intensity_series``. An hour with no point uses the static
+figure (``[carbon] g_per_kwh`` or the table) and every output says so: the
+``F`` mark and footnote in the table, ``intensity_source`` and
+``fallback_kwh`` in CSV and JSON.
+
+The report also splits the host's energy into tagged jobs and the reserved
+ones (``_untagged``, ``_system``, ``_idle``, ``_agent``), and flags energy
+that came from the model estimate (``source=model``) rather than a counter.
+
+No I/O here: the sources (ledger.py, influxql.py) reduce their rows to
+``EnergyCell``s and raw carbon/PUE rows (assemble.py); render.py and plot.py
+present the ``Report``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wattledger.carbon.base import KIND_RANK
+from wattledger.carbon.pue import PueSeries
+from wattledger.carbon.static import StaticIntensity, UnknownZone
+from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.units import J_PER_KWH
+from wattledger.report.numfmt import num
+from wattledger.util.timeutil import hour_floor, iso
+
+GROUPINGS: dict[str, tuple[str, ...]] = {
+    "job": ("job", "user"),  # a job is (user, tag): two users' same tag are two jobs
+    "user": ("user",),
+    "project": ("project",),
+    "phase": ("phase",),
+}
+CATEGORIES = ("tagged", "untagged", "system", "idle", "agent")
+RESERVED_CATEGORY = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent"}
+# Energy from these sources is not a hardware measurement; the report flags it.
+ESTIMATED_SOURCES = {"model": "estimate", "fake": "fake hardware"}
+
+
+class ReportError(RuntimeError):
+    """A report cannot be made; the message says why and what to do."""
+
+
+def category(job: str) -> str:
+    return RESERVED_CATEGORY.get(job, "tagged")
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnergyCell:
+    """wl_job energy summed over one hour bucket for one tag set."""
+
+    bucket_ns: int
+    job: str
+    user: str
+    project: str
+    phase: str
+    host: str
+    source: str
+    energy_j: float
+    component: str = ""  # cpu, dram, gpu, ...
+
+
+@dataclass(frozen=True)
+class HourIntensity:
+    g_per_kwh: float
+    provider: str  # "static" for the fallback
+    fallback: bool
+
+
+@dataclass
+class IntensitySeries:
+    """CI per hour from wl_carbon, with the static figure (resolved on first need) elsewhere."""
+
+    zone: str
+    by_hour: Mapping[int, tuple[float, str]]
+    fallback_fn: Callable[[], StaticIntensity]
+    configured_static: bool = False
+    _fallback: StaticIntensity | None = None
+
+    @property
+    def fallback(self) -> StaticIntensity:
+        if self._fallback is None:
+            try:
+                self._fallback = self.fallback_fn()
+            except UnknownZone as e:
+                raise ReportError(
+                    f"some hours have no wl_carbon intensity for zone {self.zone} and there is no static "
+                    f"figure for it: {e}. Run `wattledger carbon sync`, or set [carbon] g_per_kwh."
+                ) from None
+        return self._fallback
+
+    def at(self, bucket_ns: int) -> HourIntensity:
+        found = self.by_hour.get(bucket_ns)
+        if found is not None:
+            return HourIntensity(found[0], found[1], False)
+        return HourIntensity(self.fallback.g_per_kwh, "static", True)
+
+
+def intensity_series(
+    rows: Iterable[Mapping[str, Any]],
+    zone: str,
+    *,
+    prefer_provider: str,
+    fallback_fn: Callable[[], StaticIntensity],
+    configured_static: bool = False,
+) -> IntensitySeries:
+    """Reduce raw wl_carbon rows (time_ns, zone, provider, kind, g_per_kwh) to one CI per hour."""
+    want = zone.upper()
+    best: dict[tuple[str, int], tuple[int, float]] = {}  # (provider, time) -> (kind rank, value)
+    for r in rows:
+        if str(r.get("zone", "")).upper() != want or r.get("g_per_kwh") is None:
+            continue
+        key = (str(r.get("provider", "")), int(r["time_ns"]))
+        rank = KIND_RANK.get(str(r.get("kind", "")), len(KIND_RANK))
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, float(r["g_per_kwh"]))
+    per_hour: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (provider, t), (_, value) in best.items():
+        per_hour[hour_floor(t)][provider].append(value)
+    by_hour: dict[int, tuple[float, str]] = {}
+    for bucket, providers in per_hour.items():
+        provider = prefer_provider if prefer_provider in providers else min(providers)
+        values = providers[provider]
+        by_hour[bucket] = (math.fsum(values) / len(values), provider)
+    return IntensitySeries(want, by_hour, fallback_fn, configured_static)
+
+
+# -- the result ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    key: tuple[str, ...]
+    it_j: float = 0.0
+    facility_kwh: float = 0.0
+    g_co2e: float = 0.0
+    fallback_it_j: float = 0.0
+    estimated_it_j: float = 0.0
+    providers: set[str] = field(default_factory=set)
+    estimate_sources: set[str] = field(default_factory=set)
+    it_j_by_component: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def it_kwh(self) -> float:
+        return self.it_j / J_PER_KWH
+
+    @property
+    def it_kwh_by_component(self) -> dict[str, float]:
+        return {c: j / J_PER_KWH for c, j in sorted(self.it_j_by_component.items())}
+
+    @property
+    def fallback_kwh(self) -> float:
+        return self.fallback_it_j / J_PER_KWH
+
+    @property
+    def estimated_kwh(self) -> float:
+        return self.estimated_it_j / J_PER_KWH
+
+    @property
+    def g_per_kwh(self) -> float | None:
+        """The energy-weighted mean intensity this row was charged at (facility kWh basis)."""
+        return self.g_co2e / self.facility_kwh if self.facility_kwh > 0 else None
+
+    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "") -> None:
+        kwh = it_j / J_PER_KWH * pue
+        self.it_j += it_j
+        name = component or "other"
+        self.it_j_by_component[name] = self.it_j_by_component.get(name, 0.0) + it_j
+        self.facility_kwh += kwh
+        self.g_co2e += kwh * ci.g_per_kwh
+        self.providers.add(ci.provider)
+        if ci.fallback:
+            self.fallback_it_j += it_j
+        if source in ESTIMATED_SOURCES:
+            self.estimated_it_j += it_j
+            self.estimate_sources.add(source)
+
+
+@dataclass
+class Report:
+    since_ns: int
+    until_ns: int
+    by: str
+    zone: str
+    origin: str
+    rows: list[Row]
+    total: Row
+    categories: dict[str, float]  # category -> IT joules
+    hours: list[int]  # buckets with energy
+    fallback_hours: list[int]
+    fallback: StaticIntensity | None  # the figure used where wl_carbon had nothing
+    configured_static: bool
+    pue: str  # how PUE was obtained
+    series: dict[tuple[str, ...], dict[int, Row]]  # per row key, per hour (for plots)
+    intensity_by_hour: dict[int, HourIntensity]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return GROUPINGS[self.by]
+
+    @property
+    def components(self) -> list[str]:
+        """The components (cpu, dram, gpu, ...) with energy in this report, in a stable order."""
+        return sorted(self.total.it_j_by_component)
+
+    def intensity_source(self, row: Row) -> str:
+        measured = sorted(p for p in row.providers if p != "static")
+        parts = [f"wl_carbon:{'+'.join(measured)}"] if measured else []
+        if row.fallback_it_j > 0 and self.fallback is not None:
+            label = "static" if self.configured_static else "static fallback"
+            parts.append(f"{label} {self.fallback.zone} {self.fallback.g_per_kwh:g} g/kWh")
+        return " + ".join(parts) or "none"
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.fallback_hours and self.fallback is not None:
+            how = ("[carbon] provider is static" if self.configured_static
+                   else f"no wl_carbon point for zone {self.zone} in {len(self.fallback_hours)} of "
+                        f"{len(self.hours)} hours (run `wattledger carbon sync`)")
+            out.append(f"F = intensity from the {self.fallback.describe()}: {how}")
+        if self.total.estimated_it_j > 0:
+            kinds = ", ".join(sorted(ESTIMATED_SOURCES[s] for s in self.total.estimate_sources))
+            out.append(f"E = includes energy not measured by a counter ({kinds}: source="
+                       f"{'/'.join(sorted(self.total.estimate_sources))}), "
+                       f"{num(self.total.estimated_kwh)} kWh of {num(self.total.it_kwh)} kWh")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data: what ``--format json`` prints (and CSV's rows)."""
+        total = sum(self.categories.values())
+        return {
+            "since": iso(self.since_ns), "until": iso(self.until_ns), "by": self.by, "zone": self.zone,
+            "origin": self.origin, "pue": self.pue,
+            "rows": [self.row_dict(r) for r in self.rows],
+            "total": {k: v for k, v in self.row_dict(self.total).items() if k not in self.columns and k != "category"},
+            "host_energy": {
+                c: {"kwh": j / J_PER_KWH, "share": (j / total if total > 0 else None)}
+                for c, j in self.categories.items()
+            },
+            "intensity": self._intensity_dict(),
+            "notes": self.notes(),
+        }
+
+    def row_dict(self, r: Row) -> dict[str, Any]:
+        """One row as plain data: its key columns, then its figures."""
+        d: dict[str, Any] = dict(zip(self.columns, r.key))
+        if self.by == "job":
+            d["category"] = category(r.key[0])
+        d.update(
+            it_kwh=r.it_kwh, it_kwh_by_component=r.it_kwh_by_component, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
+            fallback_kwh=r.fallback_kwh, intensity_fallback=r.fallback_it_j > 0,
+            intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
+            estimate=r.estimated_it_j > 0,
+        )
+        return d
+
+    def _intensity_dict(self) -> dict[str, Any]:
+        return {
+            "hours": len(self.hours),
+            "hours_from_wl_carbon": len(self.hours) - len(self.fallback_hours),
+            "hours_static": len(self.fallback_hours),
+            "static": None if self.fallback is None or not self.fallback_hours else {
+                "zone": self.fallback.zone, "g_per_kwh": self.fallback.g_per_kwh, "year": self.fallback.year,
+                "source": self.fallback.source, "why": "configured" if self.configured_static else "fallback",
+            },
+        }
+
+
+def build(
+    cells: Iterable[EnergyCell],
+    intensity: IntensitySeries,
+    pue: PueSeries,
+    *,
+    by: str,
+    since_ns: int,
+    until_ns: int,
+    origin: str,
+) -> Report:
+    """The pure core: hourly cells x PUE_b x CI_b, grouped."""
+    if by not in GROUPINGS:
+        raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    cols = GROUPINGS[by]
+    rows: dict[tuple[str, ...], Row] = {}
+    series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
+    total = Row(("TOTAL",))
+    categories = {c: 0.0 for c in CATEGORIES}
+    hours: set[int] = set()
+    ci_by_hour: dict[int, HourIntensity] = {}
+    for c in cells:
+        if c.energy_j == 0:
+            continue
+        ci = ci_by_hour.get(c.bucket_ns)
+        if ci is None:
+            ci = ci_by_hour[c.bucket_ns] = intensity.at(c.bucket_ns)
+        p = pue.at(c.bucket_ns)
+        key = tuple(getattr(c, k) for k in cols)
+        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
+        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
+        total.add(c.energy_j, p, ci, c.source, c.component)
+        categories[category(c.job)] += c.energy_j
+        hours.add(c.bucket_ns)
+    fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
+    ordered = sorted(rows.values(), key=lambda r: (-r.g_co2e, -r.it_j, r.key))
+    return Report(
+        since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours), fallback_hours,
+        intensity.fallback if fallback_hours else None, intensity.configured_static, pue.describe(hours),
+        dict(series), ci_by_hour,
+    )
+
+
+@dataclass(frozen=True)
+class PoolBaseline:
+    """One pool's idle (static) power baseline, as a report lists it beside its figures.
+
+    Plain data: the caller reads the agent's saved baselines (accounting/idle.py)
+    and hands them to ``render``; ``description`` is their own wording
+    (``3.50 W configured``, ``... learned from N ticks``).
+    """
+
+    component: str
+    device: str
+    power_w: float | None
+    source: str  # configured, model, learned, none
+    learn_ticks: int
+    description: str
