@@ -295,7 +295,8 @@ def idle_baselines(state_dir: Path | str) -> list[IdleBaseline]:
 
 def doctor_rows(cfg: Any) -> list[Any]:
     """``doctor``: each pool's idle baseline and where it comes from (a hook of cli._extra_doctor_checks)."""
-    from wattledger.agent.loop import choose_energy_collectors, configured_idle_w
+    from wattledger.agent.loop import choose_energy_collectors  # the agent's factory will own this
+    from wattledger.config import configured_idle_w
     from wattledger.model.readings import ProbeResult, SourceState
 
     collectors, _ = choose_energy_collectors(cfg)
