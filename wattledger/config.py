@@ -81,7 +81,7 @@ class SinkKind(Choice):
 # -- parsers: one per key, each says what it allows --------------------------------------------------------------
 
 
-class Bad(ValueError):
+class BadValue(ValueError):
     """A value a parser refuses; ``load`` adds where it came from and which key it was."""
 
 
@@ -96,7 +96,7 @@ class Text:
 
     def parse(self, value: object) -> str:
         if not isinstance(value, str):
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         return value
 
 
@@ -110,7 +110,7 @@ class Flag:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
-        raise Bad(self.allowed())
+        raise BadValue(self.allowed())
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class OneOf:
                 return self.choices(value)
             except ValueError:
                 pass
-        raise Bad(self.allowed())
+        raise BadValue(self.allowed())
 
 
 @dataclass(frozen=True)
@@ -156,24 +156,24 @@ class Number:
             return None
         number = self._number(value)
         if not math.isfinite(number):
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         if self.whole and not number.is_integer():
-            raise Bad(self.allowed())  # 2.9 rows is not 2 rows: no silent truncation
+            raise BadValue(self.allowed())  # 2.9 rows is not 2 rows: no silent truncation
         if not (self.lo <= number <= self.hi or (self.off and number == 0)):
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         return int(number) if self.whole else number
 
     def _number(self, value: object) -> float:
         if isinstance(value, bool):  # a bool is an int to Python, never a number here
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):  # the environment
             try:
                 return float(value.strip())
             except ValueError:
-                raise Bad(self.allowed()) from None
-        raise Bad(self.allowed())
+                raise BadValue(self.allowed()) from None
+        raise BadValue(self.allowed())
 
 
 def _show(x: float) -> str:
@@ -189,7 +189,7 @@ class Names:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         return list(value)
 
 
@@ -204,13 +204,13 @@ class WattsTable:
 
     def parse(self, value: object) -> dict[str, float]:
         if not isinstance(value, Mapping):
-            raise Bad(self.allowed())
+            raise BadValue(self.allowed())
         out: dict[str, float] = {}
         for name, v in value.items():
             try:
                 parsed = self.each.parse(v)
-            except Bad:
-                raise Bad(f"{self.allowed()} (entry {str(name)!r} is {v!r})") from None
+            except BadValue:
+                raise BadValue(f"{self.allowed()} (entry {str(name)!r} is {v!r})") from None
             out[str(name)] = float(parsed or 0.0)
         return out
 
@@ -368,7 +368,7 @@ def parse_value(section: str, key: str, value: object, origin: str = "") -> Any:
     """One value through its key's parser; ConfigError names the origin, the key and what is allowed."""
     try:
         return parser_of(section, key).parse(value)
-    except Bad as e:
+    except BadValue as e:
         prefix = f"{origin}: " if origin else ""
         raise ConfigError(f"{prefix}[{section}] {key} must be {e}, got {value!r}") from None
 
