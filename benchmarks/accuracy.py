@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.machine import machine  # noqa: E402
-from wattledger.config import Config  # noqa: E402
+from wattledger.config import Config, Estimate  # noqa: E402
+from wattledger.model.policies import StaticPolicy  # noqa: E402
 from wattledger.store.ledger import Ledger  # noqa: E402
 from tests.clocks import FakeClock  # noqa: E402
 from wattledger.agent.factory import build_agent, choose_energy_collectors  # noqa: E402
@@ -143,7 +144,7 @@ def start(tag: str, script: str, *args: str) -> subprocess.Popen:
 
 def run(seconds: float, duties: list[float], spawner: float, background: float, estimate: str) -> dict[str, Any]:
     base = Config()
-    base.agent.estimate = estimate
+    base.agent.estimate = Estimate(estimate)
     collectors, probes = choose_energy_collectors(base)
     if not collectors:
         raise SystemExit("no energy source: " + "; ".join(p.detail for p in probes))
@@ -155,8 +156,8 @@ def run(seconds: float, duties: list[float], spawner: float, background: float, 
     tmp = tempfile.TemporaryDirectory(prefix="wl-accuracy-")
     for policy in POLICIES:
         cfg = Config()
-        cfg.agent.estimate = estimate
-        cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = policy
+        cfg.agent.estimate = Estimate(estimate)
+        cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = StaticPolicy(policy)
         agents.append(build_agent(cfg, Ledger.in_state_dir(Path(tmp.name) / policy), energy=list(energy),
                                   procs=procs, clock=FakeClock(lambda: now[0]), host="bench",
                                   on_tick=partial(_keep_points, points[policy])))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
-from wattledger.config import Config
+from wattledger.config import Config, Estimate, Gpus
 from wattledger.model.jobs import AGENT_JOB, IDLE_JOB, SYSTEM_JOB, JobKey, untagged
 from wattledger.store.ledger import Ledger
 from wattledger.agent.factory import build_agent
@@ -91,9 +91,9 @@ def test_the_real_agent_conserves_every_pool_on_this_machine(tmp_path: Path) -> 
     rows add up to its wl_node row, for each pool and policy."""
     for policy in ("proportional", "occupancy", "idle"):
         cfg = Config()
-        cfg.agent.estimate = "always"
-        cfg.agent.gpus = "never"
-        cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = policy
+        cfg.agent.estimate = Estimate.ALWAYS
+        cfg.agent.gpus = Gpus.NEVER
+        cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = StaticPolicy(policy)
         points: list[Point] = []
         agent = build_agent(cfg, Ledger.in_state_dir(tmp_path / policy), on_tick=lambda r: points.extend(r.points))
         agent.commit(agent.tick())

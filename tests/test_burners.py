@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from wattledger.config import Config
+from wattledger.config import Config, Estimate
 from wattledger.store.ledger import Ledger
 from wattledger.agent.factory import build_agent
 
@@ -32,7 +32,7 @@ json.dump({"cpu_s": t.user + t.system}, open(out, "w"))
 
 def test_two_burners_shares_match_cpu_time(tmp_path: Path) -> None:
     cfg = Config()
-    cfg.agent.estimate = "always"  # this machine has no RAPL: the model still drives attribution
+    cfg.agent.estimate = Estimate.ALWAYS  # this machine has no RAPL: the model still drives attribution
     points = []
     agent = build_agent(cfg, Ledger.in_state_dir(tmp_path), on_tick=lambda r: points.extend(r.points))
     agent.commit(agent.tick())

@@ -14,7 +14,7 @@ from tests.conftest import NvmlApi
 from tests import fake_nvml as F
 from tests.fake_nvml import FakeGpu, FakeNvml, Load
 from wattledger.cli.main import main
-from wattledger.config import Config
+from wattledger.config import Config, Gpus
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.store.ledger import Ledger
 from tests.clocks import FakeClock
@@ -148,7 +148,7 @@ def test_choose_gpu_collector() -> None:
     # driver not loaded (yet): kept, to probe again
     gpu, found = choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")], init_error=9))
     assert gpu is not None and found[0].detail.startswith("driver not loaded")
-    cfg.agent.gpus = "never"
+    cfg.agent.gpus = Gpus.NEVER
     assert choose_gpu_collector(cfg, FakeNvml([FakeGpu("GPU-a")])) == (None, [])
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from tests.conftest import FIXTURES
 from wattledger.cli.main import main
-from wattledger.config import Config
+from wattledger.config import Config, Gpus
 from wattledger.accounting.idle import (
     IDLE_FILE,
     MAX_WEIGHT,
@@ -162,7 +162,7 @@ class QuietProcs:
 def run_agent(state: Path, ticks: int, power_w: float = 25.0, start: int = 0) -> list[Point]:
     clock = iter(range(T0 + start * SEC, T0 + (start + ticks + 2) * SEC, SEC))
     cfg = Config()
-    cfg.agent.gpus = "never"
+    cfg.agent.gpus = Gpus.NEVER
     points: list[Point] = []
     agent = build_agent(cfg, Ledger.in_state_dir(state), energy=[ConstantPower(power_w)],
                         procs=QuietProcs(), clock=FakeClock(lambda: next(clock)), host="h",

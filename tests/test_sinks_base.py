@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.config import ConfigError, SinkSection, load
+from wattledger.config import ConfigError, SinkKind, SinkSection, load
 from wattledger.model.points import WL_NODE, Point
 from wattledger.agent.sinks import (
     InfluxV1Sink, InfluxV2Sink, Outcome, StdoutSink, check_connection, classify, make_sink, parse_retry_after,
@@ -79,25 +79,25 @@ def test_stdout_sink_prints_line_protocol() -> None:
 
 def test_make_sink_by_kind_and_inference() -> None:
     assert make_sink(SinkSection()) is None
-    assert isinstance(make_sink(SinkSection(kind="stdout")), StdoutSink)
+    assert isinstance(make_sink(SinkSection(kind=SinkKind.STDOUT)), StdoutSink)
     v1 = make_sink(SinkSection(url="http://127.0.0.1:1", database="wl"))
     assert isinstance(v1, InfluxV1Sink) and v1.remote
     v2 = make_sink(SinkSection(url="http://127.0.0.1:1", bucket="b", org="o", token="t"))
     assert isinstance(v2, InfluxV2Sink) and v2.remote
     v2.close()
     assert resolve_kind(SinkSection(url="http://x", token="t")) == "influx_v2"
-    assert resolve_kind(SinkSection(kind="influx_v1", url="http://x", bucket="b")) == "influx_v1"
+    assert resolve_kind(SinkSection(kind=SinkKind.INFLUX_V1, url="http://x", bucket="b")) == "influx_v1"
 
 
 @pytest.mark.parametrize(
     ("cfg", "says"),
     [
         (SinkSection(url="http://x"), "--influx-database"),
-        (SinkSection(kind="influx_v1", url="http://x"), "needs a database"),
-        (SinkSection(kind="influx_v1", database="d"), "needs a url"),
-        (SinkSection(kind="influx_v2", url="http://x"), "needs a bucket"),
-        (SinkSection(kind="influx_v1", url="http://x", database="d", timeout_s=0), "timeout_s"),
-        (SinkSection(kind="influx_v1", url="http://x", database="d", batch_points=0), "batch_points"),
+        (SinkSection(kind=SinkKind.INFLUX_V1, url="http://x"), "needs a database"),
+        (SinkSection(kind=SinkKind.INFLUX_V1, database="d"), "needs a url"),
+        (SinkSection(kind=SinkKind.INFLUX_V2, url="http://x"), "needs a bucket"),
+        (SinkSection(kind=SinkKind.INFLUX_V1, url="http://x", database="d", timeout_s=0), "timeout_s"),
+        (SinkSection(kind=SinkKind.INFLUX_V1, url="http://x", database="d", batch_points=0), "batch_points"),
     ],
 )
 def test_make_sink_says_what_is_missing(cfg: SinkSection, says: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_influx2 import FakeInflux2, Scripted
 from tests.influx_server import free_port
-from wattledger.config import SinkSection
+from wattledger.config import SinkKind, SinkSection
 from wattledger.agent.delivery import Deliverer
 from wattledger.store.ledger import Ledger
 from wattledger.model.points import WL_JOB, WL_NODE, Point
@@ -164,7 +164,7 @@ def test_make_sink_from_config_and_check_connection(fake: FakeInflux2) -> None:
     assert no_bucket.state is SourceState.MISSING
     assert "influx bucket create --name other --org wl-org" in no_bucket.fix
 
-    down = check_connection(SinkSection(kind="influx_v2", url=f"http://127.0.0.1:{free_port()}", bucket="wl"))
+    down = check_connection(SinkSection(kind=SinkKind.INFLUX_V2, url=f"http://127.0.0.1:{free_port()}", bucket="wl"))
     assert down.state is SourceState.MISSING
     assert "cannot reach" in down.detail
 
@@ -173,7 +173,7 @@ def test_v1_8_compatibility_from_v1_style_keys(fake: FakeInflux2) -> None:
     """kind=influx_v2 with database/rp/username/password: bucket db/rp, token user:password (1.8+)."""
     fake.buckets.add("telegraf/autogen")
     fake.token = "alice:pw"
-    sink = opened(make_sink(SinkSection(kind="influx_v2", url=fake.url, database="telegraf",
+    sink = opened(make_sink(SinkSection(kind=SinkKind.INFLUX_V2, url=fake.url, database="telegraf",
                                         retention_policy="autogen", username="alice", password="pw")))
     assert sink.write([node_point(0)]).ok
     (req,) = fake.writes()

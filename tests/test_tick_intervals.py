@@ -20,7 +20,7 @@ from tests.clocks import FakeClock
 from tests.conftest import FIXTURES
 from wattledger.agent.factory import build_agent
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config
+from wattledger.config import Config, Gpus
 from wattledger.model.activity import ProcSample
 from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_JOB, WL_NODE, Point
@@ -79,7 +79,7 @@ def run(tmp_path: Path, wall_steps_ns: dict[int, int], ticks: int = 40) -> tuple
     busy = [0.02, 0.02, 0.02, 1.5]  # mostly idle (the idle power is learned), now and then busy
     procs = ScriptedProcs(busy)
     cfg = Config()
-    cfg.agent.gpus = "never"
+    cfg.agent.gpus = Gpus.NEVER
     points: list[Point] = []
     agent = build_agent(cfg, Ledger.in_state_dir(tmp_path), energy=[LinearPower(procs)], procs=procs, clock=clock,
                         host="h", on_tick=lambda r: points.extend(r.points))

@@ -1,20 +1,36 @@
-"""Validated TOML configuration with defaults. Unknown keys are errors that name the key.
+"""Typed, validated TOML configuration with defaults. Unknown keys are errors that name the key.
 
 Precedence (lowest to highest): built-in defaults, the config file
 (``/etc/wattledger/config.toml`` when it exists, or ``--config``), then
 ``WATTLEDGER_<SECTION>_<KEY>`` environment variables (e.g.
 ``WATTLEDGER_AGENT_INTERVAL_S=5``, ``WATTLEDGER_SINK_TOKEN=...``), then
-command-line options. ``deploy/config.example.toml`` documents every key.
+command-line options (``Overrides``). ``deploy/config.example.toml``
+documents every key with its range.
+
+Every key has one explicit parser (``Text``, ``Flag``, ``OneOf``, ``Number``,
+``Names``, ``WattsTable``), kept beside its default as field metadata, and
+the same parser checks a value whether it came from the file, the
+environment or the command line. Choices become enums once, at load
+(``StaticPolicy``, ``Estimate``, ``Gpus``, ``SinkKind``). Numbers are finite
+and in a documented range; a bool is not a number and a fraction is not a
+whole number. A bad value is a one-line ``ConfigError`` naming where it came
+from, the key and what is allowed.
+
+The environment is read here and only here (``load``); the CLI's options are
+typed ``Overrides``. Which sink a config means is decided by
+``resolve_sink_kind``, for every caller.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,94 +38,296 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
+from wattledger.model.policies import Choice, StaticPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
 ENV_PREFIX = "WATTLEDGER_"
+PARSER = "parser"  # the field-metadata key that holds a field's parser
 
 
 class ConfigError(ValueError):
     """A config problem, phrased for the admin who has to fix it."""
 
 
+class Estimate(Choice):
+    """[agent] estimate: when the model estimate stands in for the CPU/DRAM counters."""
+
+    AUTO = "auto"      # only when no RAPL counter can be read
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class Gpus(Choice):
+    """[agent] gpus: whether GPUs are read through NVML."""
+
+    AUTO = "auto"
+    NEVER = "never"
+
+
+class SinkKind(Choice):
+    """[sink] kind: where points go besides the local ledger."""
+
+    NONE = "none"
+    STDOUT = "stdout"
+    INFLUX_V1 = "influx_v1"
+    INFLUX_V2 = "influx_v2"
+
+    @property
+    def remote(self) -> bool:
+        """True when points leave the host (the ledger then spools them until delivered)."""
+        return self in (SinkKind.INFLUX_V1, SinkKind.INFLUX_V2)
+
+
+# -- parsers: one per key, each says what it allows --------------------------------------------------------------
+
+
+class BadValue(ValueError):
+    """A value a parser refuses; ``load`` adds where it came from and which key it was."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Text:
+    def allowed(self) -> str:
+        return "a string"
+
+    def parse(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise BadValue(self.allowed())
+        return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    def allowed(self) -> str:
+        return "true or false"
+
+    def parse(self, value: object) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise BadValue(self.allowed())
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: type[Choice]
+
+    def allowed(self) -> str:
+        return "one of " + ", ".join(c.value for c in self.choices)
+
+    def parse(self, value: object) -> Choice:
+        if isinstance(value, self.choices):
+            return value
+        if isinstance(value, str):
+            try:
+                return self.choices(value)
+            except ValueError:
+                pass
+        raise BadValue(self.allowed())
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite number in [lo, hi]; ``whole``: an integer; ``off``: 0 also allowed; ``empty``: "" is None."""
+
+    lo: float
+    hi: float
+    unit: str = ""
+    whole: bool = False
+    off: bool = False
+    empty: bool = False
+
+    def allowed(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        text = f"{kind} from {_show(self.lo)} to {_show(self.hi)}" + (f" ({self.unit})" if self.unit else "")
+        if self.off:
+            text = f"0 (off) or {text}"
+        if self.empty:
+            text = f"empty or {text}"
+        return text
+
+    def parse(self, value: object) -> float | int | None:
+        if self.empty and (value is None or (isinstance(value, str) and not value.strip())):
+            return None
+        number = self._number(value)
+        if not math.isfinite(number):
+            raise BadValue(self.allowed())
+        if self.whole and not number.is_integer():
+            raise BadValue(self.allowed())  # 2.9 rows is not 2 rows: no silent truncation
+        if not (self.lo <= number <= self.hi or (self.off and number == 0)):
+            raise BadValue(self.allowed())
+        return int(number) if self.whole else number
+
+    def _number(self, value: object) -> float:
+        if isinstance(value, bool):  # a bool is an int to Python, never a number here
+            raise BadValue(self.allowed())
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # the environment
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise BadValue(self.allowed()) from None
+        raise BadValue(self.allowed())
+
+
+def _show(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Names:
+    def allowed(self) -> str:
+        return "a list of strings (in the environment: comma-separated)"
+
+    def parse(self, value: object) -> list[str]:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadValue(self.allowed())
+        return list(value)
+
+
+@dataclass(frozen=True)
+class WattsTable:
+    """A table of names to numbers, each checked by ``each``."""
+
+    each: Number
+
+    def allowed(self) -> str:
+        return f"a table of names to numbers, each {self.each.allowed()}"
+
+    def parse(self, value: object) -> dict[str, float]:
+        if not isinstance(value, Mapping):
+            raise BadValue(self.allowed())
+        out: dict[str, float] = {}
+        for name, v in value.items():
+            try:
+                parsed = self.each.parse(v)
+            except BadValue:
+                raise BadValue(f"{self.allowed()} (entry {str(name)!r} is {v!r})") from None
+            out[str(name)] = float(parsed or 0.0)
+        return out
+
+
+Parser = Text | Flag | OneOf | Number | Names | WattsTable
+
+
+def _key(default: Any, parser: Parser) -> Any:
+    """A config field: its default and the one parser that checks every value given for it."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={PARSER: parser})
+    return field(default=default, metadata={PARSER: parser})
+
+
+def _text(default: str = "") -> Any:
+    return _key(default, Text())
+
+
+def _flag(default: bool) -> Any:
+    return _key(default, Flag())
+
+
+def _choice(default: Choice) -> Any:
+    return _key(default, OneOf(type(default)))
+
+
+def _number(default: float | int | None, lo: float, hi: float, unit: str = "", **kw: bool) -> Any:
+    return _key(default, Number(lo, hi, unit, **kw))
+
+
+# -- the sections ------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class AgentSection:
-    interval_s: float = 5.0
-    state_dir: str = "/var/lib/wattledger"
-    host: str = ""  # empty: the machine's hostname
-    sysfs_root: str = "/sys"
-    procfs_root: str = "/proc"
-    cgroup_root: str = "/sys/fs/cgroup"
-    # "auto": use the model estimate only when no RAPL counter can be read.
-    estimate: str = "auto"  # auto | always | never
-    gpus: str = "auto"  # auto | never
+    interval_s: float = _number(5.0, 0.05, 3600.0, "seconds")
+    state_dir: str = _text("/var/lib/wattledger")
+    host: str = _text()  # empty: the machine's hostname
+    sysfs_root: str = _text("/sys")
+    procfs_root: str = _text("/proc")
+    cgroup_root: str = _text("/sys/fs/cgroup")
+    # auto: use the model estimate only when no RAPL counter can be read.
+    estimate: Estimate = _choice(Estimate.AUTO)
+    gpus: Gpus = _choice(Gpus.AUTO)
 
 
 @dataclass
 class JobsSection:
-    tag_vars: list[str] = field(default_factory=lambda: list(DEFAULT_TAG_VARS))
-    max_tag_chars: int = MAX_TAG_CHARS
-    use_cgroups: bool = True
+    tag_vars: list[str] = _key(list(DEFAULT_TAG_VARS), Names())
+    max_tag_chars: int = _number(MAX_TAG_CHARS, 1, 1024, "characters", whole=True)
+    use_cgroups: bool = _flag(True)
 
 
 @dataclass
 class AttributionSection:
-    cpu_static_policy: str = "proportional"  # proportional | occupancy | idle
-    dram_static_policy: str = "proportional"
-    gpu_static_policy: str = "occupancy"
+    cpu_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
+    dram_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
+    gpu_static_policy: StaticPolicy = _choice(StaticPolicy.OCCUPANCY)
     # Idle power per pool, watts, keyed "component" or "component:device"
     # (e.g. {"cpu" = 20.0, "gpu:GPU-1234..." = 60.0}). Unset pools learn it.
-    idle_power_w: dict[str, float] = field(default_factory=dict)
-    learn_idle: bool = True
-    idle_percentile: float = 5.0
+    idle_power_w: dict[str, float] = _key({}, WattsTable(Number(0.0, 10_000.0, "watts")))
+    learn_idle: bool = _flag(True)
+    idle_percentile: float = _number(5.0, 0.0, 100.0, "percent")
+
+    def static_policy(self, component: str) -> StaticPolicy:
+        """The static policy of a pool kind ("cpu", "dram", "gpu"; others follow the CPU's)."""
+        return {"dram": self.dram_static_policy, "gpu": self.gpu_static_policy}.get(component,
+                                                                                     self.cpu_static_policy)
 
 
 @dataclass
 class EstimateSection:
     # Cloud Carbon Footprint's coefficients (GCP average, per vCPU).
-    cpu_idle_w_per_vcpu: float = 0.71
-    cpu_max_w_per_vcpu: float = 4.26
+    cpu_idle_w_per_vcpu: float = _number(0.71, 0.0, 100.0, "watts")
+    cpu_max_w_per_vcpu: float = _number(4.26, 0.0, 100.0, "watts, at least cpu_idle_w_per_vcpu")
     # Cloud Carbon Footprint's memory coefficient, watts per GiB of RAM.
-    dram_w_per_gib: float = 0.392
+    dram_w_per_gib: float = _number(0.392, 0.0, 10.0, "watts")
 
 
 @dataclass
 class SinkSection:
-    kind: str = "none"  # none | stdout | influx_v1 | influx_v2
-    url: str = ""
-    database: str = ""  # v1 API
-    retention_policy: str = ""
-    username: str = ""
-    password: str = ""
-    bucket: str = ""  # v2 API
-    org: str = ""
-    token: str = ""
-    timeout_s: float = 10.0
-    batch_points: int = 5000
-    gzip: bool = True
+    kind: SinkKind = _choice(SinkKind.NONE)
+    url: str = _text()
+    database: str = _text()  # v1 API
+    retention_policy: str = _text()
+    username: str = _text()
+    password: str = _text()
+    bucket: str = _text()  # v2 API
+    org: str = _text()
+    token: str = _text()
+    timeout_s: float = _number(10.0, 0.1, 600.0, "seconds")
+    batch_points: int = _number(5000, 1, 1_000_000, "points", whole=True)
+    gzip: bool = _flag(True)
 
 
 @dataclass
 class SpoolSection:
-    max_rows: int = 2_000_000
+    max_rows: int = _number(2_000_000, 1, 1_000_000_000, "rows", whole=True)
 
 
 @dataclass
 class CarbonSection:
-    zone: str = "WORLD"
-    provider: str = "static"  # static | electricitymaps | watttime | ukci | csv
-    g_per_kwh: float | None = None  # fixed override of the static table
-    api_url: str = ""
-    token: str = ""
-    username: str = ""
-    password: str = ""
-    csv_path: str = ""
-    sync_interval_s: float = 0.0  # 0: the agent does not sync carbon itself
+    zone: str = _text("WORLD")
+    provider: str = _text("static")  # static | electricitymaps | watttime | ukci | csv
+    g_per_kwh: float | None = _number(None, 0.0, 2000.0, "g CO2e/kWh", empty=True)  # overrides the table
+    api_url: str = _text()
+    token: str = _text()
+    username: str = _text()
+    password: str = _text()
+    csv_path: str = _text()
+    sync_interval_s: float = _number(0.0, 60.0, 604_800.0, "seconds", off=True)  # 0: no sync by the agent
 
 
 @dataclass
 class PueSection:
-    value: float = 1.58  # Uptime Institute, 2020 industry average
-    site: str = ""
+    value: float = _number(1.58, 1.0, 5.0, "facility energy / IT energy")  # Uptime Institute, 2020 industry average
+    site: str = _text()
 
 
 @dataclass
@@ -129,46 +347,44 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-POLICIES = ("proportional", "occupancy", "idle")
-SINK_KINDS = ("none", "stdout", "influx_v1", "influx_v2")
+POLICIES = tuple(p.value for p in StaticPolicy)
+SINK_KINDS = tuple(k.value for k in SinkKind)
 
 
-def _coerce(section: str, key: str, value: Any, default: Any, ftype: str) -> Any:
-    where = f"[{section}] {key}"
-    if "dict" in ftype:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a table of numbers, got {value!r}")
-        try:
-            return {str(k): float(v) for k, v in value.items()}
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must map names to numbers, got {value!r}") from None
-    if "list" in ftype:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
-        return value
-    if "bool" in ftype:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if "float" in ftype:
-        if value is None or (isinstance(value, str) and value == "" and "None" in ftype):
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
-    if "int" in ftype:
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    return value
+_SECTION_NAMES: dict[type, str] = {type(getattr(Config(), name)): name for name in SECTIONS}
+PARSERS: dict[tuple[str, str], Parser] = {
+    (section, f.name): f.metadata[PARSER]
+    for section in SECTIONS
+    for f in dataclasses.fields(getattr(Config(), section))
+}
+
+
+def parser_of(section: str, key: str) -> Parser:
+    """The parser of ``[section] key`` (KeyError when there is no such key)."""
+    return PARSERS[(section, key)]
+
+
+def parse_value(section: str, key: str, value: object, origin: str = "") -> Any:
+    """One value through its key's parser; ConfigError names the origin, the key and what is allowed."""
+    try:
+        return parser_of(section, key).parse(value)
+    except BadValue as e:
+        prefix = f"{origin}: " if origin else ""
+        raise ConfigError(f"{prefix}[{section}] {key} must be {e}, got {value!r}") from None
+
+
+def _set(cfg: Config, section: str, key: str, value: object, origin: str) -> None:
+    setattr(getattr(cfg, section), key, parse_value(section, key, value, origin))
+
+
+def check_section(section: Any) -> None:
+    """Check (and normalise) every value of one section object, e.g. a ``SinkSection`` built in code."""
+    name = _SECTION_NAMES[type(section)]
+    for f in dataclasses.fields(section):
+        setattr(section, f.name, parse_value(name, f.name, getattr(section, f.name)))
+
+
+# -- sources: file, environment, command line --------------------------------------------------------------------
 
 
 def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
@@ -177,18 +393,18 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
             raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: [{section}] must be a table")
-        target = getattr(cfg, section)
-        known = {f.name: f for f in dataclasses.fields(target)}
+        known = [f.name for f in dataclasses.fields(getattr(cfg, section))]
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(
-                    f"{origin}: unknown key '{key}' in [{section}]; known keys: {', '.join(known)}"
-                )
-            f = known[key]
-            setattr(target, key, _coerce(section, key, value, f.default, str(f.type)))
+                raise ConfigError(f"{origin}: unknown key '{key}' in [{section}]; known keys: {', '.join(known)}")
+            _set(cfg, section, key, value, origin)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+def env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The one reader of ``WATTLEDGER_<SECTION>_<KEY>`` variables: {section: {key: raw text}}.
+
+    Variables that name no section (``WATTLEDGER_JOB``, ``WATTLEDGER_CONFIG``...) are not config keys.
+    """
     out: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
@@ -201,27 +417,53 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _apply_env(cfg: Config, environ: Mapping[str, str]) -> None:
+    for section, values in env_values(environ).items():
+        for key, value in values.items():
+            _apply(cfg, {section: {key: value}}, f"environment {ENV_PREFIX}{section.upper()}_{key.upper()}")
+
+
+def _override(target: tuple[str, str], option: str) -> Any:
+    return field(default=None, metadata={"target": target, "option": option})
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given on the command line (None: not given). They win over the file and the environment and
+    are checked by the same parsers, so ``--interval nan`` fails as ``interval_s = nan`` does."""
+
+    interval_s: float | None = _override(("agent", "interval_s"), "--interval")
+    state_dir: str | None = _override(("agent", "state_dir"), "--state-dir")
+    sysfs_root: str | None = _override(("agent", "sysfs_root"), "--sysfs-root")
+    procfs_root: str | None = _override(("agent", "procfs_root"), "--procfs-root")
+    sink_kind: SinkKind | str | None = _override(("sink", "kind"), "--sink")
+    sink_url: str | None = _override(("sink", "url"), "--influx-url")
+    sink_database: str | None = _override(("sink", "database"), "--influx-database")
+    sink_bucket: str | None = _override(("sink", "bucket"), "--influx-bucket")
+    sink_org: str | None = _override(("sink", "org"), "--influx-org")
+    sink_token: str | None = _override(("sink", "token"), "--influx-token")
+
+    def apply(self, cfg: Config) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                section, key = f.metadata["target"]
+                _set(cfg, section, key, value, f.metadata["option"])
+
+
 def validate(cfg: Config) -> None:
-    a = cfg.attribution
-    for name in ("cpu_static_policy", "dram_static_policy", "gpu_static_policy"):
-        if getattr(a, name) not in POLICIES:
-            raise ConfigError(f"[attribution] {name} must be one of {', '.join(POLICIES)}")
-    if cfg.sink.kind not in SINK_KINDS:
-        raise ConfigError(f"[sink] kind must be one of {', '.join(SINK_KINDS)}, got {cfg.sink.kind!r}")
-    if cfg.agent.interval_s <= 0:
-        raise ConfigError("[agent] interval_s must be > 0")
-    if cfg.agent.estimate not in ("auto", "always", "never"):
-        raise ConfigError("[agent] estimate must be auto, always or never")
-    if cfg.agent.gpus not in ("auto", "never"):
-        raise ConfigError("[agent] gpus must be auto or never")
-    if cfg.pue.value < 1.0:
-        raise ConfigError(f"[pue] value must be >= 1.0 (facility energy >= IT energy), got {cfg.pue.value}")
-    if cfg.spool.max_rows < 1:
-        raise ConfigError("[spool] max_rows must be >= 1")
+    """Check (and normalise: strings to enums) every value, wherever it came from; then the cross-key rules."""
+    for section in SECTIONS:
+        check_section(getattr(cfg, section))
+    e = cfg.estimate
+    if e.cpu_max_w_per_vcpu < e.cpu_idle_w_per_vcpu:
+        raise ConfigError(f"[estimate] cpu_max_w_per_vcpu ({e.cpu_max_w_per_vcpu:g}) must be at least "
+                          f"cpu_idle_w_per_vcpu ({e.cpu_idle_w_per_vcpu:g})")
 
 
-def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults, then the file (explicit path must exist), then WATTLEDGER_<SECTION>_<KEY> env vars."""
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None,
+         overrides: Overrides | None = None) -> Config:
+    """Defaults, then the file (an explicit path must exist), then the environment, then ``overrides``."""
     cfg = Config()
     environ = os.environ if environ is None else environ
     if path is None and DEFAULT_CONFIG_PATH.exists():
@@ -234,8 +476,47 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         _apply(cfg, data, str(path))
-    env = _env_overrides(environ)
-    if env:
-        _apply(cfg, env, "environment")
+    _apply_env(cfg, environ)
+    if overrides is not None:
+        overrides.apply(cfg)
     validate(cfg)
     return cfg
+
+
+# -- what the config means ---------------------------------------------------------------------------------------
+
+
+def resolve_sink_kind(sink: SinkSection) -> SinkKind:
+    """The sink a ``[sink]`` section means, the one rule for the file, the environment and the options.
+
+    An explicit ``kind`` wins. Left at "none" with a ``url``: a ``bucket`` or a
+    ``token`` means the v2 API (``influx_v2``), a ``database`` the v1 API
+    (``influx_v1``); both a database and a bucket is ambiguous, neither is
+    incomplete: both are errors that say what to give. No url: "none".
+    """
+    try:
+        kind = SinkKind(sink.kind)
+    except ValueError:
+        raise ConfigError(f"[sink] kind must be {OneOf(SinkKind).allowed()}, got {sink.kind!r}") from None
+    if kind is not SinkKind.NONE or not sink.url:
+        return kind
+    if sink.database and sink.bucket:
+        raise ConfigError(
+            "[sink] has both a database (InfluxDB 1.x API) and a bucket (2.x/3.x API): give either "
+            "--influx-database (v1 API) or --influx-bucket (v2 API), not both, or set [sink] kind"
+        )
+    if sink.bucket or sink.token:
+        return SinkKind.INFLUX_V2
+    if sink.database:
+        return SinkKind.INFLUX_V1
+    raise ConfigError(
+        f"[sink] url is set ({sink.url}) but neither a database nor a bucket: give --influx-database DB "
+        "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
+        "(or [sink] database / bucket in the config file)"
+    )
+
+
+def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:
+    """``[attribution] idle_power_w`` for one pool: "component:device" first, then "component"; None if unset."""
+    table = cfg.attribution.idle_power_w
+    return table.get(f"{component}:{device}", table.get(component))

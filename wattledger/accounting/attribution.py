@@ -28,18 +28,14 @@ Invariant (tested as a property): for every pool, sum of the returned
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
+from wattledger.model.policies import StaticPolicy
 
-
-class StaticPolicy(str, enum.Enum):
-    PROPORTIONAL = "proportional"
-    OCCUPANCY = "occupancy"
-    IDLE = "idle"
+__all__ = ["Charge", "Pool", "StaticPolicy", "attribute"]
 
 
 @dataclass(frozen=True)

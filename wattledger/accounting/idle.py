@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wattledger.util.logonce import LogOnce
+
 log = logging.getLogger("wattledger.idle")
 
 IDLE_FILE = "idle-baselines.json"
@@ -143,7 +145,7 @@ class IdleBaselines:
         self.learned: dict[str, PercentileEstimator] = {}
         self.used: dict[str, IdleBaseline] = {}
         self._saved_at = time.monotonic()
-        self._save_failed = False
+        self._once = LogOnce(log)  # an unwritable state file: said once, until a save works again
 
     @staticmethod
     def key(component: str, device: str) -> str:
@@ -211,12 +213,10 @@ class IdleBaselines:
             tmp.write_text(json.dumps(self.to_json(), sort_keys=True))
             os.replace(tmp, self.path)
         except OSError as e:
-            if not self._save_failed:
-                log.warning("cannot save learned idle power to %s: %s; it will be learned again after a restart "
-                            "(make the state dir writable)", self.path, e)
-            self._save_failed = True
+            self._once.problem("save", "cannot save learned idle power to %s: %s; it will be learned again after "
+                               "a restart (make the state dir writable)", logging.WARNING, self.path, e)
             return False
-        self._save_failed = False
+        self._once.cleared("save")
         return True
 
     def maybe_save(self, every_s: float = SAVE_EVERY_S) -> None:

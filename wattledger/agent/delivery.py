@@ -32,11 +32,13 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from wattledger.store.ledger import Ledger
 from wattledger.model.points import Batch
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult
+from wattledger.util.backoff import Backoff
+from wattledger.util.logonce import LogOnce
 
 log = logging.getLogger("wattledger.delivery")
 
@@ -49,6 +51,11 @@ class _Progress(enum.Enum):
 
 _STOP_OUTCOMES = (Outcome.UNAUTHORIZED, Outcome.MISCONFIGURED)
 MIN_STEP_POINTS = 100
+_ALARM = "alarm"  # LogOnce keys (_ALARM, outcome): the sink problem currently reported
+
+
+def _is_alarm(key: Hashable) -> bool:
+    return isinstance(key, tuple) and key[0] == _ALARM
 
 
 class Deliverer:
@@ -71,22 +78,16 @@ class Deliverer:
         self.ledger = ledger
         self.sink = sink
         self._clock = clock
-        self._rng = rng
         self._batch_points = batch_points
         self._step_budget_s = step_budget_s
-        self._base_backoff_s = base_backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._backoff = Backoff(base_backoff_s, max_backoff_s, clock=clock, rng=rng)
         self._wall_ns = wall_ns
         self._sleep = sleep
         # Parts of a split batch still to send, oldest first. Their rows stay in
         # the outbox until delivered, so the outbox is read only when this is empty.
         self._queue: deque[Batch] = deque()
-        self._next_attempt_at = float("-inf")
-        self._failures = 0                    # consecutive failed attempts
         self._last: WriteResult | None = None  # the last failed answer
-        self._alarm: Outcome | None = None    # the problem currently reported (logged once)
-        self._rejection_logged = False
-        self._too_large_logged = False
+        self._once = LogOnce(log)  # the sink problem currently reported; the first rejection; the first 413
         self._counts: Counter[str] = Counter()
         self._rate_pts_per_s: float | None = None  # measured: spool read + encode + request + mark
 
@@ -100,7 +101,7 @@ class Deliverer:
         over many ticks instead of delaying one tick by a 5,000-point write.
         """
         start = self._clock()
-        if start < self._next_attempt_at:
+        if start < self._backoff.next_at:
             return
         while True:
             left_s = self._step_budget_s - (self._clock() - start)
@@ -117,7 +118,7 @@ class Deliverer:
         Whatever is left stays spooled for the next start.
         """
         end = self._clock() + deadline_s
-        self._next_attempt_at = float("-inf")
+        self._backoff.allow_now()
         while True:
             progress = self._attempt()
             if progress is _Progress.IDLE:
@@ -125,7 +126,7 @@ class Deliverer:
             if progress is _Progress.BLOCKED:
                 if self._last is not None and self._last.outcome in _STOP_OUTCOMES:
                     break
-                wait_s = self._next_attempt_at - self._clock()
+                wait_s = self._backoff.next_at - self._clock()
                 if self._clock() + wait_s >= end:
                     break
                 self._sleep(max(wait_s, 0.0))
@@ -153,7 +154,7 @@ class Deliverer:
     @property
     def backing_off_s(self) -> float:
         """Seconds until the next attempt (0 when one is due)."""
-        return max(0.0, self._next_attempt_at - self._clock())
+        return self._backoff.wait_s
 
     # -- one attempt -------------------------------------------------------
     def _fetch_limit(self, budget_left_s: float) -> int:
@@ -200,14 +201,10 @@ class Deliverer:
     def _delivered(self, batch: Batch) -> None:
         self.ledger.mark_delivered(batch.ids)
         self._counts["delivered_points"] += len(batch.ids)
-        if self._alarm is not None:
-            log.warning(
-                "delivery to %s resumed after %d failed attempt(s)", self.sink.name, self._failures
-            )
-        self._alarm = None
-        self._failures = 0
+        self._once.cleared_where(_is_alarm, "delivery to %s resumed after %d failed attempt(s)",
+                                 self.sink.name, self._backoff.failures, level=logging.WARNING)
+        self._backoff.succeeded()
         self._last = None
-        self._next_attempt_at = float("-inf")
 
     def _split(self, batch: Batch) -> None:
         half = len(batch.ids) // 2
@@ -223,15 +220,13 @@ class Deliverer:
         self.ledger.set_aside(batch.ids, reason, self._wall_ns())
         self._counts["rejected_points"] += 1
         p = batch.points[0]
-        if not self._rejection_logged:
-            self._rejection_logged = True
-            log.warning(
-                "delivery: %s refused a %s point as bad data (%s); it is set aside in the ledger's "
-                "'rejected' table and not retried. Later rejections are only counted (rejected_points); "
-                "inspect them with: sqlite3 %s 'SELECT * FROM rejected'",
-                self.sink.name, p.measurement, reason, self.ledger.path,
-            )
-        else:
+        if not self._once.problem(
+            "rejected",
+            "delivery: %s refused a %s point as bad data (%s); it is set aside in the ledger's "
+            "'rejected' table and not retried. Later rejections are only counted (rejected_points); "
+            "inspect them with: sqlite3 %s 'SELECT * FROM rejected'",
+            logging.WARNING, self.sink.name, p.measurement, reason, self.ledger.path,
+        ):
             log.debug("delivery: set aside a %s point: %s", p.measurement, reason)
 
     def _too_large(self, batch: Batch, result: WriteResult) -> None:
@@ -239,50 +234,40 @@ class Deliverer:
             self._rejected(batch, WriteResult(Outcome.REJECTED, result.status, f"too large alone: {result.detail}"))
             return
         self._batch_points = max(1, min(self._batch_points, len(batch.ids) // 2))
-        if not self._too_large_logged:
-            self._too_large_logged = True
-            log.warning(
-                "delivery: %s said a batch of %d points is too large (HTTP 413); sending at most %d per "
-                "request from now on (raise the server's max body size to send more at once)",
-                self.sink.name, len(batch.ids), self._batch_points,
-            )
+        self._once.problem(
+            "too_large",
+            "delivery: %s said a batch of %d points is too large (HTTP 413); sending at most %d per "
+            "request from now on (raise the server's max body size to send more at once)",
+            logging.WARNING, self.sink.name, len(batch.ids), self._batch_points,
+        )
         self._split(batch)
 
     def _back_off(self, result: WriteResult) -> None:
-        self._failures += 1
         self._last = result
         if result.outcome is Outcome.RETRY:
             self._counts["retries"] += 1
         else:
             self._counts[result.outcome.value] += 1
-        cap_s = min(self._max_backoff_s, self._base_backoff_s * 2 ** min(self._failures - 1, 30))
-        delay_s = cap_s * (0.5 + 0.5 * self._rng())  # "equal jitter": spread, never near zero
-        if result.retry_after_s is not None:
-            delay_s = max(delay_s, result.retry_after_s)
-        self._next_attempt_at = self._clock() + delay_s
-        if self._alarm is result.outcome:
+        delay_s = self._backoff.failed(result.retry_after_s)  # never sooner than the server's Retry-After
+        key = (_ALARM, result.outcome)
+        if self._once.active(key):
             log.debug("delivery: %s again (%s); next try in %.1f s", result.outcome.value, result.detail, delay_s)
             return
-        self._alarm = result.outcome
-        spooled = self.backlog_points()
+        self._once.cleared_where(_is_alarm)  # a different problem replaces the one reported
+        self._once.problem(key, *self._alarm_message(result, delay_s))
+
+    def _alarm_message(self, result: WriteResult, delay_s: float) -> tuple[str, int]:
+        """(message, level) for the first failure of a kind: what happened, what is kept, what to do."""
+        name, spooled, detail = self.sink.name, self.backlog_points(), result.detail
         what = f"HTTP {result.status}" if result.status else "no answer"
         if result.outcome is Outcome.RETRY:
-            log.warning(
-                "delivery: %s not available (%s: %s); %d point(s) kept in the spool, retrying with backoff "
-                "(next in %.1f s)", self.sink.name, what, result.detail, spooled, delay_s,
-            )
-        elif result.outcome is Outcome.UNAUTHORIZED:
-            log.error(
-                "delivery: %s REFUSED OUR CREDENTIALS (%s: %s). Nothing is sent until this is fixed; "
-                "%d point(s) are kept in the spool (bounded: the oldest are dropped when it is full). "
-                "Fix [sink] token or username/password (WATTLEDGER_SINK_TOKEN / _USERNAME / _PASSWORD), "
-                "then check with: wattledger doctor",
-                self.sink.name, what, result.detail, spooled,
-            )
-        else:
-            log.error(
-                "delivery: %s cannot take our writes (%s: %s): the database/bucket or URL is probably wrong. "
-                "%d point(s) are kept in the spool. Fix [sink] url/database/bucket/org, check with: "
-                "wattledger doctor",
-                self.sink.name, what, result.detail, spooled,
-            )
+            return (f"delivery: {name} not available ({what}: {detail}); {spooled} point(s) kept in the spool, "
+                    f"retrying with backoff (next in {delay_s:.1f} s)", logging.WARNING)
+        if result.outcome is Outcome.UNAUTHORIZED:
+            return (f"delivery: {name} REFUSED OUR CREDENTIALS ({what}: {detail}). Nothing is sent until this "
+                    f"is fixed; {spooled} point(s) are kept in the spool (bounded: the oldest are dropped when "
+                    "it is full). Fix [sink] token or username/password (WATTLEDGER_SINK_TOKEN / _USERNAME / "
+                    "_PASSWORD), then check with: wattledger doctor", logging.ERROR)
+        return (f"delivery: {name} cannot take our writes ({what}: {detail}): the database/bucket or URL is "
+                f"probably wrong. {spooled} point(s) are kept in the spool. Fix [sink] url/database/bucket/org, "
+                "check with: wattledger doctor", logging.ERROR)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from wattledger.accounting.idle import LOW_ACTIVITY_FRACTION, MIN_LEARN_TICKS, BaselineSource, IdleBaselines
 from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collector, proc_collector
-from wattledger.agent.loop import configured_idle_w
 from wattledger.collectors.procs import cgroup_v2_root
-from wattledger.config import Config
+from wattledger.config import Config, SinkKind, configured_idle_w
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.clock import SYSTEM_CLOCK
 
@@ -48,7 +47,7 @@ def cgroup_row(cfg: Config) -> ProbeResult:
 
 def sink_rows(cfg: Config) -> list[ProbeResult]:
     """InfluxDB reachable, credentials accepted, database/bucket there (only when a sink is configured)."""
-    if cfg.sink.kind == "none" and not cfg.sink.url:
+    if cfg.sink.kind is SinkKind.NONE and not cfg.sink.url:
         return []
     from wattledger.agent.sinks import check_connection
 

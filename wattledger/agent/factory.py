@@ -21,7 +21,7 @@ from wattledger.collectors.estimate import EstimateCollector
 from wattledger.collectors.nvml import TRANSIENT, NvmlCollector
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config
+from wattledger.config import Config, Estimate, Gpus
 from wattledger.model.readings import ProbeResult
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
@@ -41,9 +41,9 @@ def choose_energy_collectors(cfg: Config) -> tuple[list[EnergyReader], list[Prob
     rapl = RaplCollector(cfg.agent.sysfs_root)
     rapl_probe = rapl.probe()
     probes.append(rapl_probe)
-    if rapl_probe.ok and cfg.agent.estimate != "always":
+    if rapl_probe.ok and cfg.agent.estimate is not Estimate.ALWAYS:
         collectors.append(rapl)
-    if cfg.agent.estimate == "always" or (cfg.agent.estimate == "auto" and not rapl_probe.ok):
+    if cfg.agent.estimate is Estimate.ALWAYS or (cfg.agent.estimate is Estimate.AUTO and not rapl_probe.ok):
         est = EstimateCollector(
             cfg.agent.procfs_root,
             cfg.estimate.cpu_idle_w_per_vcpu,
@@ -63,7 +63,7 @@ def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector |
     ``reprobe_every`` reads and starts measuring when the GPUs appear. No
     library or no GPU at all means no collector.
     """
-    if cfg.agent.gpus == "never":
+    if cfg.agent.gpus is Gpus.NEVER:
         return None, []
     gpu = NvmlCollector(nvml)
     probe = gpu.probe()

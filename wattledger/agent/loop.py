@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
-from wattledger.accounting.attribution import Pool, StaticPolicy, attribute
+from wattledger.accounting.attribution import Pool, attribute
 from wattledger.accounting.gpu import GpuPools
 from wattledger.accounting.idle import IdleBaselines
 from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
 from wattledger.agent.sinks.base import Sink
-from wattledger.config import Config
+from wattledger.config import Config, configured_idle_w
 from wattledger.model.activity import ProcSample
 from wattledger.model.gpu import GpuSample
 from wattledger.model.jobs import JobKey
@@ -77,19 +77,6 @@ class Sources:
     energy: list[EnergyReader]
     procs: ProcReader
     gpu: GpuReader | None = None
-
-
-def policy_for(cfg: Config, component: str) -> StaticPolicy:
-    a = cfg.attribution
-    name = {"cpu": a.cpu_static_policy, "dram": a.dram_static_policy, "gpu": a.gpu_static_policy}.get(
-        component, a.cpu_static_policy
-    )
-    return StaticPolicy(name)
-
-
-def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:
-    table = cfg.attribution.idle_power_w
-    return table.get(f"{component}:{device}", table.get(component))
 
 
 @dataclass
@@ -175,7 +162,7 @@ class Agent:
                                    c.idle_power_w, wall_ns).power_w
         self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
-                     policy_for(self.cfg, c.component))
+                     self.cfg.attribution.static_policy(c.component))
         return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
                            wall_ns)
 

@@ -22,13 +22,14 @@ from wattledger.carbon.base import (
     IntensityProvider,
 )
 from wattledger.carbon.static import StaticIntensity, StaticProvider, UnknownZone, lookup
-from wattledger.config import CarbonSection
+from wattledger.config import CarbonSection, ConfigError
 
 PROVIDERS = ("static", "electricitymaps", "watttime", "ukci", "csv")
 
 __all__ = [
     "ACTUAL", "FORECAST", "KINDS", "MARGINAL", "PROVIDERS", "CarbonProviderError", "IntensityPoint",
-    "IntensityProvider", "StaticIntensity", "UnknownZone", "fallback_intensity", "intensity_now", "make_provider",
+    "IntensityProvider", "StaticIntensity", "UnknownZone", "check_zone", "fallback_intensity", "intensity_now",
+    "make_provider",
 ]
 
 
@@ -71,6 +72,20 @@ def fallback_intensity(carbon: CarbonSection, zone: str | None = None) -> Static
     if carbon.g_per_kwh is not None:
         return StaticIntensity(zone.upper(), float(carbon.g_per_kwh), 0, "configured [carbon] g_per_kwh")
     return lookup(zone)
+
+
+def check_zone(carbon: CarbonSection) -> None:
+    """ConfigError when ``[carbon] zone`` can give no figure: the provider is static, no ``g_per_kwh`` is
+    set, and the static table knows neither the zone nor a parent of it (``US-CAL-CISO`` -> ``US``).
+
+    Live providers name zones their own way (WattTime regions, UK regions), so only they can judge theirs.
+    """
+    if carbon.provider.strip().lower() != "static" or carbon.g_per_kwh is not None:
+        return
+    try:
+        lookup(carbon.zone)
+    except UnknownZone as e:
+        raise ConfigError(f"[carbon] zone: {e}") from None
 
 
 def intensity_now(carbon: CarbonSection) -> tuple[float, str]:

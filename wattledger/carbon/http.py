@@ -6,7 +6,7 @@ policy, kept here in one place:
 * 429: wait ``Retry-After`` (seconds or an HTTP date) when it is short, else
   give up with ``retry_after_s`` set so the caller can come back later;
 * 5xx, timeouts, refused connections: a few retries with exponential backoff
-  and jitter;
+  and jitter (``util.backoff``, the deliverer's rule too);
 * other 4xx: no retry; the provider turns the status into advice (401: check
   the token; 404: check the zone).
 
@@ -17,7 +17,6 @@ message this module makes, including server bodies quoted in errors.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import logging
 import random
@@ -30,8 +29,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wattledger.carbon.base import CarbonProviderError
+from wattledger.util.backoff import backoff_s, parse_retry_after
 
 log = logging.getLogger("wattledger.carbon")
+
+# Retry-After is honoured up to a day: longer than max_wait_s is not slept but
+# handed back (CarbonProviderError.retry_after_s) for the next sync to respect.
+MAX_RETRY_AFTER_S = 86_400.0
 
 Hint = Callable[[int, str], str]
 
@@ -53,6 +57,7 @@ class JsonClient:
         max_wait_s: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         hint: Hint = _no_hint,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -63,6 +68,7 @@ class JsonClient:
         self.max_wait_s = max_wait_s
         self.sleep = sleep
         self.hint = hint
+        self._rng = rng
 
     def add_secret(self, secret: str) -> None:
         if secret:
@@ -94,37 +100,8 @@ class JsonClient:
                         "check [carbon] api_url points at the API"
                     ) from None
             except urllib.error.HTTPError as e:
-                status = e.code
-                body_text = self.scrub(_read_body(e))
-                if status == 429:
-                    wait_s = _retry_after_s(e.headers.get("Retry-After"))
-                    if wait_s is None:
-                        wait_s = self._backoff(attempt)
-                    if wait_s > self.max_wait_s or attempt == self.attempts:
-                        raise CarbonProviderError(
-                            f"{self.provider}: rate limited (HTTP 429) on {shown}; "
-                            f"retry after {wait_s:.0f} s (the agent will try again at its next sync)",
-                            status=429,
-                            retry_after_s=wait_s,
-                        ) from None
-                    log.info("%s: rate limited on %s; waiting %.1f s as Retry-After asks", self.provider, shown, wait_s)
-                    self.sleep(wait_s)
-                    continue
-                if status >= 500:
-                    last_error = f"HTTP {status} {body_text[:200]}".strip()
-                    if self._retry_later(attempt, f"{last_error} on {shown}"):
-                        continue
-                    raise CarbonProviderError(
-                        f"{self.provider}: server error on {shown} after {attempt} tries ({last_error}); "
-                        "the service is having trouble, try again later",
-                        status=status,
-                    ) from None
-                advice = self.hint(status, body_text)
-                raise CarbonProviderError(
-                    f"{self.provider}: HTTP {status} on {shown}: {body_text[:200] or e.reason}"
-                    + (f"; {advice}" if advice else ""),
-                    status=status,
-                ) from None
+                last_error = self._after_http_error(e, attempt, shown) or last_error  # raises when it is final
+                continue
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
                 last_error = self.scrub(str(reason))
@@ -136,6 +113,40 @@ class JsonClient:
                 ) from None
         raise CarbonProviderError(f"{self.provider}: no answer from {shown} ({last_error})")  # pragma: no cover
 
+    def _after_http_error(self, e: urllib.error.HTTPError, attempt: int, shown: str) -> str:
+        """Wait as the answer asks and return what went wrong when another attempt follows; else raise."""
+        status = e.code
+        body_text = self.scrub(_read_body(e))
+        if status == 429:
+            wait_s = parse_retry_after(e.headers.get("Retry-After"), cap_s=MAX_RETRY_AFTER_S)
+            if wait_s is None:
+                wait_s = self._backoff(attempt)
+            if wait_s > self.max_wait_s or attempt == self.attempts:
+                raise CarbonProviderError(
+                    f"{self.provider}: rate limited (HTTP 429) on {shown}; "
+                    f"retry after {wait_s:.0f} s (the agent will try again at its next sync)",
+                    status=429,
+                    retry_after_s=wait_s,
+                ) from None
+            log.info("%s: rate limited on %s; waiting %.1f s as Retry-After asks", self.provider, shown, wait_s)
+            self.sleep(wait_s)
+            return ""
+        if status >= 500:
+            last_error = f"HTTP {status} {body_text[:200]}".strip()
+            if self._retry_later(attempt, f"{last_error} on {shown}"):
+                return last_error
+            raise CarbonProviderError(
+                f"{self.provider}: server error on {shown} after {attempt} tries ({last_error}); "
+                "the service is having trouble, try again later",
+                status=status,
+            ) from None
+        advice = self.hint(status, body_text)
+        raise CarbonProviderError(
+            f"{self.provider}: HTTP {status} on {shown}: {body_text[:200] or e.reason}"
+            + (f"; {advice}" if advice else ""),
+            status=status,
+        ) from None
+
     def _retry_later(self, attempt: int, why: str) -> bool:
         """Sleep a backoff and say True when another attempt is left, else False (the caller raises)."""
         if attempt >= self.attempts:
@@ -146,7 +157,7 @@ class JsonClient:
         return True
 
     def _backoff(self, attempt: int) -> float:
-        return self.backoff_s * (2 ** (attempt - 1)) * (1.0 + 0.25 * random.random())
+        return backoff_s(attempt, self.backoff_s, self.max_wait_s, self._rng)
 
 
 def _read_body(e: urllib.error.HTTPError) -> str:
@@ -154,22 +165,6 @@ def _read_body(e: urllib.error.HTTPError) -> str:
         return e.read().decode("utf-8", "replace").strip()
     except Exception:  # noqa: BLE001 - a body we cannot read is just no body
         return ""
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After is either delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def basic_auth(username: str, password: str) -> str:

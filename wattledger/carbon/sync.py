@@ -28,6 +28,7 @@ from wattledger.util.timeutil import HOUR_NS, NS_PER_S
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
 from wattledger.model.points import WL_CARBON, Point
+from wattledger.util.logonce import LogOnce
 
 log = logging.getLogger("wattledger.carbon")
 
@@ -132,7 +133,7 @@ class PeriodicSync:
         self.interval_ns = int(cfg.carbon.sync_interval_s * NS_PER_S)
         self.next_ns = 0
         self.last_result: SyncResult | None = None
-        self._logged: set[str] = set()
+        self._once = LogOnce(log)  # each distinct failure once, until a sync succeeds
         self.provider: IntensityProvider | None = None
         if self.interval_ns <= 0:
             return
@@ -185,10 +186,9 @@ class PeriodicSync:
                 self.next_ns = max(self.next_ns, now_ns + int(e.retry_after_s * NS_PER_S))
             msg = str(e)
             problem = f"{e.status}:{re.sub(r'[0-9]', '', msg)}"  # the same problem, whatever the window
-            if problem not in self._logged:
-                self._logged.add(problem)
-                log.warning("carbon sync failed (will retry every %.0f s; reports use the static figure "
-                            "where intensity is missing): %s", self.interval_ns / NS_PER_S, msg)
+            self._once.problem(problem, "carbon sync failed (will retry every %.0f s; reports use the static "
+                               "figure where intensity is missing): %s", logging.WARNING,
+                               self.interval_ns / NS_PER_S, msg)
             return None
-        self._logged.clear()
+        self._once.clear_all()
         return self.last_result

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from wattledger.carbon.base import LBS_PER_MWH_TO_G_PER_KWH, MARGINAL, CarbonProviderError, IntensityPoint
 from wattledger.carbon.http import JsonClient, basic_auth
+from wattledger.util.logonce import LogOnce
 from wattledger.util.timeutil import HOUR_NS, NS_PER_S, iso, parse_iso_ns
 
 log = logging.getLogger("wattledger.carbon")
@@ -73,7 +74,7 @@ class WattTime:
                                sleep=sleep, timeout_s=timeout_s, hint=_hint)
         self._token = ""
         self._token_until_ns = 0
-        self._warned: set[str] = set()
+        self._warned = LogOnce(log)  # each API warning once, not at every sync
 
     def _login(self) -> str:
         if self._token and self.clock() < self._token_until_ns:
@@ -123,9 +124,7 @@ class WattTime:
             raise CarbonProviderError(f"watttime: values in unknown units {units!r}; expected lbs_co2_per_mwh")
         for w in meta.get("warnings") or []:
             text = str(w.get("message", w) if isinstance(w, dict) else w)
-            if text not in self._warned:  # each warning once, not at every sync
-                self._warned.add(text)
-                log.warning("watttime: the API warns: %s", text)
+            self._warned.problem(text, "watttime: the API warns: %s", logging.WARNING, text)
         out = []
         for e in data.get("data") or []:
             if e.get("value") is None or not e.get("point_time"):

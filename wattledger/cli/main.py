@@ -1,11 +1,14 @@
 """The command line: parses options, calls into the agent, presents results.
 
-Every option has a WATTLEDGER_* environment twin. Logs go to stderr; data
-(line protocol, reports, JSON) to stdout.
+Every option that sets a config key has a WATTLEDGER_<SECTION>_<KEY>
+environment twin, read by ``config.load`` (the one reader, one set of rules);
+the options themselves are typed ``config.Overrides``. Logs go to stderr;
+data (line protocol, reports, JSON) to stdout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,8 +23,10 @@ from typing import Any
 import click
 
 from wattledger import __version__
-from wattledger.cli.options import config_option, load_config, procfs_option, state_dir_option, sysfs_option
-from wattledger.config import Config, ConfigError
+from wattledger.cli.options import (
+    Seconds, config_option, load_config, procfs_option, state_dir_option, sysfs_option,
+)
+from wattledger.config import Config, ConfigError, Overrides, SinkKind, resolve_sink_kind
 from wattledger.model.jobs import sanitise_tag
 from wattledger.store.ledger import Ledger
 from wattledger.agent.doctor import doctor_rows, measuring
@@ -56,35 +61,46 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _sink_overrides(influx_url: str | None, database: str | None, bucket: str | None, org: str | None,
-                    token: str | None, sink: str | None) -> dict[str, Any]:
-    kind = sink
-    if influx_url:
-        if database and bucket:
-            raise click.UsageError("give either --influx-database (v1 API) or --influx-bucket (v2 API), not both")
-        if not (database or bucket):
-            raise click.UsageError("--influx-url needs --influx-database DB (v1 API) or "
-                                   "--influx-bucket B --influx-org O --influx-token T (v2 API)")
-        kind = "influx_v1" if database else "influx_v2"
-    return {"sink__kind": kind, "sink__url": influx_url, "sink__database": database, "sink__bucket": bucket,
-            "sink__org": org, "sink__token": token}
+def _with_influx(overrides: Overrides, influx_url: str | None, database: str | None, bucket: str | None,
+                 org: str | None, token: str | None) -> Overrides:
+    """The --influx-* options added to the overrides. The sink kind follows from the whole config
+    (``config.resolve_sink_kind``), as it does for the file and the environment."""
+    return dataclasses.replace(overrides, sink_url=influx_url, sink_database=database, sink_bucket=bucket,
+                               sink_org=org, sink_token=token)
+
+
+def _sink_kind(cfg: Config) -> SinkKind:
+    try:
+        return resolve_sink_kind(cfg.sink)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _check_zone(cfg: Config) -> None:
+    """``agent`` and ``doctor`` refuse an unknown [carbon] zone at once, as ``report`` would later."""
+    from wattledger.carbon import check_zone
+
+    try:
+        check_zone(cfg.carbon)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def influx_options(f: Any) -> Any:
     for opt in reversed([
-        click.option("--influx-url", envvar="WATTLEDGER_SINK_URL", help="InfluxDB base URL, e.g. http://localhost:8086."),
-        click.option("--influx-database", envvar="WATTLEDGER_SINK_DATABASE", help="v1 API: database name."),
-        click.option("--influx-bucket", envvar="WATTLEDGER_SINK_BUCKET", help="v2 API: bucket."),
-        click.option("--influx-org", envvar="WATTLEDGER_SINK_ORG", help="v2 API: organisation."),
-        click.option("--influx-token", envvar="WATTLEDGER_SINK_TOKEN",
-                     help="v2 API: token (1.8+: 'user:password'). Prefer the env var: argv is visible to all users."),
+        click.option("--influx-url", help="InfluxDB base URL, e.g. http://localhost:8086 [default: [sink] url]."),
+        click.option("--influx-database", help="v1 API: database name [default: [sink] database]."),
+        click.option("--influx-bucket", help="v2 API: bucket [default: [sink] bucket]."),
+        click.option("--influx-org", help="v2 API: organisation [default: [sink] org]."),
+        click.option("--influx-token", help="v2 API: token (1.8+: 'user:password'). Prefer WATTLEDGER_SINK_TOKEN: "
+                                            "argv is visible to all users."),
     ]):
         f = opt(f)
     return f
 
 
 def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
-    if cfg.sink.kind in ("none", "stdout"):
+    if not cfg.sink.kind.remote:
         return None
     from wattledger.agent.sinks import make_sink
 
@@ -99,36 +115,33 @@ def _make_deliverer(cfg: Config, ledger: Ledger) -> Any:
 
 @main.command()
 @config_option
-@click.option("--interval", "interval_s", type=float, envvar="WATTLEDGER_AGENT_INTERVAL_S",
-              help="Seconds between ticks [default: 5].")
+@click.option("--interval", "interval_s", type=float,
+              help="Seconds between ticks, 0.05 to 3600 [default: [agent] interval_s, 5].")
 @click.option("--ticks", type=int, default=None, help="Stop after N ticks (default: run until SIGTERM).")
 @state_dir_option
 @sysfs_option
 @procfs_option
-@click.option("--sink", type=click.Choice(["none", "stdout", "influx_v1", "influx_v2"]), envvar="WATTLEDGER_SINK_KIND",
-              help="stdout: print every tick's points as line protocol (logs stay on stderr).")
+@click.option("--sink", type=click.Choice([k.value for k in SinkKind]),
+              help="stdout: print every tick's points as line protocol (logs stay on stderr) [default: [sink] kind].")
 @influx_options
 def agent(config_path: str | None, interval_s: float | None, ticks: int | None, state_dir: str | None,
           sysfs_root: str | None, procfs_root: str | None, sink: str | None, influx_url: str | None,
           influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
           influx_token: str | None) -> None:
     """Run the agent: measure every tick, charge jobs, keep the local ledger, deliver to the sink."""
-    cfg = load_config(config_path, agent__interval_s=interval_s, agent__state_dir=state_dir,
-                      agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
-                      **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, sink))
-    from wattledger.agent.sinks import resolve_kind
-
-    try:
-        cfg.sink.kind = resolve_kind(cfg.sink)  # a config file with url + database means v1, as the options do
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    remote = cfg.sink.kind in ("influx_v1", "influx_v2")
+    cfg = load_config(config_path, _with_influx(
+        Overrides(interval_s=interval_s, state_dir=state_dir, sysfs_root=sysfs_root, procfs_root=procfs_root,
+                  sink_kind=sink),
+        influx_url, influx_database, influx_bucket, influx_org, influx_token))
+    cfg.sink.kind = _sink_kind(cfg)  # url + database means v1, url + bucket/token v2: one rule, config.py's
+    _check_zone(cfg)
+    remote = cfg.sink.kind.remote
     try:
         ledger = Ledger.in_state_dir(cfg.state_dir, spool=remote, spool_max_rows=cfg.spool.max_rows)
     except OSError as e:
         raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
                                    "or create it writable for this user")
-    a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind == "stdout" else None,
+    a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
                     deliverer=_make_deliverer(cfg, ledger) if remote else None)
     signal.signal(signal.SIGTERM, lambda *_: a.stop())
     signal.signal(signal.SIGINT, lambda *_: a.stop())
@@ -148,8 +161,10 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
            influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
            influx_token: str | None, as_json: bool) -> None:
     """Say what can be measured here, what cannot, and what to do about it."""
-    cfg = load_config(config_path, agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root,
-                      **_sink_overrides(influx_url, influx_database, influx_bucket, influx_org, influx_token, None))
+    cfg = load_config(config_path, _with_influx(Overrides(sysfs_root=sysfs_root, procfs_root=procfs_root),
+                                                influx_url, influx_database, influx_bucket, influx_org,
+                                                influx_token))
+    _check_zone(cfg)
     rows = doctor_rows(cfg)
     if as_json:
         for r in rows:
@@ -177,7 +192,7 @@ def _intensity(cfg: Config) -> tuple[float, str]:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @config_option
 @click.option("-t", "--tag", help="Job tag [default: $WATTLEDGER_JOB, else run-<command>-<time>].")
-@click.option("--interval", "interval_s", type=float, default=0.5, show_default=True,
+@click.option("--interval", "interval_s", type=Seconds(0.05, 3600.0), default=0.5, show_default=True,
               help="Seconds between measurements while the command runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @sysfs_option
@@ -189,7 +204,7 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
 
     Exits with CMD's exit code. Example: wattledger run -t demo -- python3 train.py
     """
-    cfg = load_config(config_path, agent__sysfs_root=sysfs_root, agent__procfs_root=procfs_root)
+    cfg = load_config(config_path, Overrides(sysfs_root=sysfs_root, procfs_root=procfs_root))
     raw_tag = tag or os.environ.get("WATTLEDGER_JOB") or f"run-{Path(cmd[0]).name}-{int(time.time())}"
     clean = sanitise_tag(raw_tag, cfg.jobs.max_tag_chars)
     if not clean:
@@ -297,14 +312,15 @@ def _run_text(r: dict[str, Any]) -> str:
 @main.command()
 @config_option
 @state_dir_option
-@click.option("--interval", "interval_s", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", "interval_s", type=Seconds(0.05, 3600.0), default=2.0, show_default=True,
+              help="Seconds between refreshes.")
 @click.option("--once", is_flag=True, help="Print the newest tick once and exit.")
 def top(config_path: str | None, state_dir: str | None, interval_s: float, once: bool) -> None:
     """Live view: power per job in the newest tick of a running agent's ledger."""
     from wattledger.model.points import WL_JOB, WL_NODE
     from wattledger.report.top import latest_tick, render
 
-    cfg = load_config(config_path, agent__state_dir=state_dir)
+    cfg = load_config(config_path, Overrides(state_dir=state_dir))
     path = cfg.state_dir / "ledger.sqlite3"
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: start `wattledger agent` (or pass --state-dir)")

@@ -14,13 +14,15 @@ Which sink:
 - ``kind = "none"`` (default) with a ``url``: the kind follows from the other
   keys (``database`` → v1, ``bucket``/``token`` → v2), so ``--influx-url`` plus
   ``--influx-database`` or ``--influx-bucket/--influx-org/--influx-token`` suffice.
+  The rule is ``config.resolve_sink_kind`` (``resolve_kind`` here is the same function).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wattledger.config import ConfigError, SinkSection
+from wattledger.config import ConfigError, SinkKind, SinkSection, check_section
+from wattledger.config import resolve_sink_kind as resolve_kind
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult, classify, parse_retry_after
 from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
 from wattledger.agent.sinks.stdout import StdoutSink
@@ -44,42 +46,24 @@ __all__ = [
 ]
 
 
-def resolve_kind(cfg: SinkSection) -> str:
-    """The sink kind, inferred from the other keys when ``kind`` is left at "none" but a URL is set."""
-    if cfg.kind != "none" or not cfg.url:
-        return cfg.kind
-    if cfg.bucket or cfg.token:
-        return "influx_v2"
-    if cfg.database:
-        return "influx_v1"
-    raise ConfigError(
-        f"[sink] url is set ({cfg.url}) but neither a database nor a bucket: give --influx-database DB "
-        "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
-        "(or [sink] database / bucket in the config file)"
-    )
-
-
 def make_sink(cfg: SinkSection) -> Sink | None:
     """The configured sink, or None when only the local ledger is wanted. Raises ConfigError."""
     kind = resolve_kind(cfg)
-    if kind == "none":
+    if kind is SinkKind.NONE:
         return None
-    if kind == "stdout":
+    if kind is SinkKind.STDOUT:
         return StdoutSink()
     if not cfg.url:
-        raise ConfigError(f"[sink] kind = {kind!r} needs a url (--influx-url or WATTLEDGER_SINK_URL)")
-    if cfg.timeout_s <= 0:
-        raise ConfigError("[sink] timeout_s must be > 0")
-    if cfg.batch_points < 1:
-        raise ConfigError("[sink] batch_points must be >= 1")
-    if kind == "influx_v1":
+        raise ConfigError(f"[sink] kind = '{kind}' needs a url (--influx-url or WATTLEDGER_SINK_URL)")
+    check_section(cfg)  # timeout_s, batch_points...: the config's own rules, for a section built in code too
+    if kind is SinkKind.INFLUX_V1:
         if not cfg.database:
             raise ConfigError("[sink] kind = 'influx_v1' needs a database (--influx-database or [sink] database)")
         return InfluxV1Sink(
             cfg.url, cfg.database, retention_policy=cfg.retention_policy, username=cfg.username,
             password=cfg.password, timeout_s=cfg.timeout_s, gzip=cfg.gzip,
         )
-    if kind == "influx_v2":
+    if kind is SinkKind.INFLUX_V2:
         bucket, token = cfg.bucket, cfg.token
         if not bucket and cfg.database:  # InfluxDB 1.8+ compatibility API
             bucket = f"{cfg.database}/{cfg.retention_policy}" if cfg.retention_policy else cfg.database

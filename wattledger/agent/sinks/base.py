@@ -24,21 +24,22 @@ timeouts, refused                       as long as the server's Retry-After
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import json
-import math
 import re
-import time
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 from wattledger.model.points import Point
 from wattledger.model.readings import ProbeResult
+# The longest server-requested wait we honour (a bogus "Retry-After: 86400" must
+# not silence delivery for a day: the spool would fill and drop data), and the parser.
+from wattledger.util.backoff import MAX_RETRY_AFTER_S, parse_retry_after
 
-# The longest server-requested wait we honour; a bogus "Retry-After: 86400"
-# must not silence delivery for a day (the spool would fill and drop data).
-MAX_RETRY_AFTER_S = 900.0
+__all__ = [
+    "MAX_RETRY_AFTER_S", "Outcome", "Sink", "WriteResult", "classify", "describe_error", "encode_lines",
+    "error_message", "parse_retry_after", "unsafe_tag",
+]
 _MAX_DETAIL_CHARS = 300
 
 
@@ -99,28 +100,6 @@ def describe_error(error: BaseException) -> str:
 def _shorten(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 3] + "..."
-
-
-def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), capped."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def error_message(body: bytes | str | None, headers: Mapping[str, str] | None = None) -> str:
