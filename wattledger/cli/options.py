@@ -1,4 +1,4 @@
-"""Options and config loading shared by every command module (cli/main.py, cli/report.py).
+"""Options and config loading shared by every command module (cli/agent.py, cli/doctor.py, cli/report.py, ...).
 
 Options that set a config key are typed ``config.Overrides``; their
 environment twins (``WATTLEDGER_<SECTION>_<KEY>``) are read by
@@ -8,6 +8,7 @@ the same wherever it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 from wattledger import config as config_mod
-from wattledger.config import Config, ConfigError, Overrides
+from wattledger.config import Config, ConfigError, Overrides, SinkKind, resolve_sink_kind
 
 
 def load_config(path: str | None, overrides: Overrides | None = None) -> Config:
@@ -56,3 +57,41 @@ sysfs_option = click.option("--sysfs-root", type=click.Path(file_okay=False),
                             help="Root of sysfs (RAPL zones) [default: [agent] sysfs_root, /sys].")
 procfs_option = click.option("--procfs-root", type=click.Path(file_okay=False),
                              help="Root of procfs [default: [agent] procfs_root, /proc].")
+
+
+def influx_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--influx-url", help="InfluxDB base URL, e.g. http://localhost:8086 [default: [sink] url]."),
+        click.option("--influx-database", help="v1 API: database name [default: [sink] database]."),
+        click.option("--influx-bucket", help="v2 API: bucket [default: [sink] bucket]."),
+        click.option("--influx-org", help="v2 API: organisation [default: [sink] org]."),
+        click.option("--influx-token", help="v2 API: token (1.8+: 'user:password'). Prefer WATTLEDGER_SINK_TOKEN: "
+                                            "argv is visible to all users."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def with_influx(overrides: Overrides, influx_url: str | None, database: str | None, bucket: str | None,
+                org: str | None, token: str | None) -> Overrides:
+    """The --influx-* options added to the overrides. The sink kind follows from the whole config
+    (``config.resolve_sink_kind``), as it does for the file and the environment."""
+    return dataclasses.replace(overrides, sink_url=influx_url, sink_database=database, sink_bucket=bucket,
+                               sink_org=org, sink_token=token)
+
+
+def sink_kind(cfg: Config) -> SinkKind:
+    try:
+        return resolve_sink_kind(cfg.sink)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def check_zone(cfg: Config) -> None:
+    """``agent`` and ``doctor`` refuse an unknown [carbon] zone at once, as ``report`` would later."""
+    from wattledger.carbon import check_zone as check
+
+    try:
+        check(cfg.carbon)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None

@@ -38,6 +38,7 @@ from wattledger.carbon.base import KIND_RANK
 from wattledger.carbon.pue import PueSeries
 from wattledger.carbon.static import StaticIntensity, UnknownZone
 from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.carbon.footprint import facility_kwh
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.numfmt import num
 from wattledger.util.timeutil import hour_floor, iso
@@ -182,7 +183,7 @@ class Row:
         return self.g_co2e / self.facility_kwh if self.facility_kwh > 0 else None
 
     def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "") -> None:
-        kwh = it_j / J_PER_KWH * pue
+        kwh = facility_kwh(it_j, pue)
         self.it_j += it_j
         name = component or "other"
         self.it_j_by_component[name] = self.it_j_by_component.get(name, 0.0) + it_j

@@ -1,0 +1,48 @@
+"""``wattledger doctor``: what can be measured here, and what to do about what cannot."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from wattledger.agent.doctor import doctor_rows, measuring
+from wattledger.cli.options import (
+    check_zone, config_option, influx_options, load_config, procfs_option, sysfs_option, with_influx,
+)
+from wattledger.config import Overrides
+from wattledger.model.readings import ProbeResult
+
+
+@click.command()
+@config_option
+@sysfs_option
+@procfs_option
+@influx_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per source.")
+def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | None, influx_url: str | None,
+           influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
+           influx_token: str | None, as_json: bool) -> None:
+    """Say what can be measured here, what cannot, and what to do about it."""
+    cfg = load_config(config_path, with_influx(Overrides(sysfs_root=sysfs_root, procfs_root=procfs_root),
+                                               influx_url, influx_database, influx_bucket, influx_org,
+                                               influx_token))
+    check_zone(cfg)
+    rows = doctor_rows(cfg)
+    for r in rows:
+        click.echo(_json(r) if as_json else _text(r))
+    sys.exit(0 if measuring(rows) else 1)
+
+
+def _json(r: ProbeResult) -> str:
+    return json.dumps({"source": r.source, "state": r.state.value, "detail": r.detail, "fix": r.fix,
+                       "devices": list(r.devices)})
+
+
+def _text(r: ProbeResult) -> str:
+    mark = "ok " if r.ok else "!! "
+    line = f"{mark}{r.source:<10} {r.state.value:<18} {r.detail}"
+    if r.fix and not r.ok:
+        line += f"\n   {'':<10} {'':<18} fix: {r.fix}"
+    return line
