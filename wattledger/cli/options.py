@@ -27,22 +27,28 @@ def load_config(path: str | None, overrides: Overrides | None = None) -> Config:
         raise click.UsageError(str(e)) from None
 
 
-class Seconds(click.ParamType):
-    """A finite number of seconds in [lo, hi] (``float`` alone lets nan, inf and 1e12 through)."""
+class Finite(click.ParamType):
+    """A finite number in [lo, hi] (``float`` alone lets nan, inf and 1e12 through)."""
 
-    name = "seconds"
+    name = "number"
+    what = "a number"
 
     def __init__(self, lo: float, hi: float) -> None:
         self.lo, self.hi = lo, hi
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            seconds = float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            seconds = math.nan
-        if isinstance(value, bool) or not (math.isfinite(seconds) and self.lo <= seconds <= self.hi):
-            self.fail(f"must be a number of seconds from {self.lo:g} to {self.hi:g}, got {value!r}", param, ctx)
-        return seconds
+            number = math.nan
+        if isinstance(value, bool) or not (math.isfinite(number) and self.lo <= number <= self.hi):
+            self.fail(f"must be {self.what} from {self.lo:g} to {self.hi:g}, got {value!r}", param, ctx)
+        return number
+
+
+class Seconds(Finite):
+    name = "seconds"
+    what = "a number of seconds"
 
 
 config_option = click.option(

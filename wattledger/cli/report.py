@@ -14,25 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wattledger import config as config_mod
 from wattledger.carbon.base import CarbonProviderError
 from wattledger.util.timeutil import BadTime, iso, parse_when
-from wattledger.cli.options import config_option, state_dir_option
-from wattledger.config import Config, ConfigError
+from wattledger.cli.options import Finite, config_option, load_config, state_dir_option
+from wattledger.config import Config, ConfigError, Overrides, resolve_sink_kind
 
 if TYPE_CHECKING:
     from wattledger.report.model import PoolBaseline
 
 log = logging.getLogger("wattledger")
 
-def _load(config_path: str | None, state_dir: str | None) -> Config:
+
+def _remote(cfg: Config) -> bool:
+    """Points made here (carbon sync) are spooled when the config names a remote sink."""
     try:
-        cfg = config_mod.load(Path(config_path) if config_path else None)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    if state_dir:
-        cfg.agent.state_dir = state_dir
-    return cfg
+        return resolve_sink_kind(cfg.sink).remote
+    except ConfigError:
+        return False
 
 
 def _when(text: str | None, now_ns: int, name: str) -> int | None:
@@ -53,9 +51,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
     if not write and not path.exists():
         raise click.ClickException(f"no ledger at {path}: pass --state-dir DIR (where the agent keeps it), "
                                    "or --from-influx")
-    remote = cfg.sink.kind in ("influx_v1", "influx_v2")
     try:
-        return Ledger(path, spool=remote and write, spool_max_rows=cfg.spool.max_rows, readonly=not write)
+        return Ledger(path, spool=_remote(cfg) and write, spool_max_rows=cfg.spool.max_rows, readonly=not write)
     except (OSError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot open the ledger {path}: {e}") from None
 
@@ -67,12 +64,12 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @click.option("--until", default="now", show_default=True, help="End (exclusive): ISO-8601, an age, or now.")
 @click.option("--by", type=click.Choice(["job", "user", "project", "phase"]), default="job", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--pue", type=float, help="Use this constant PUE [default: wl_pue series, else [pue] value].")
+@click.option("--pue", type=Finite(1.0, 5.0), help="Use this constant PUE, 1 to 5 [default: wl_pue series, else [pue] value].")
 @click.option("--zone", help="Carbon zone [default: [carbon] zone].")
 @click.option("--host", help="Only this host's energy (InfluxDB holds many hosts).")
 @click.option("--from-influx", is_flag=True, help="Read InfluxDB ([sink] url/database, InfluxQL) instead of the ledger.")
-@click.option("--influx-url", envvar="WATTLEDGER_SINK_URL", help="InfluxDB URL [default: [sink] url].")
-@click.option("--influx-database", envvar="WATTLEDGER_SINK_DATABASE", help="Database [default: [sink] database].")
+@click.option("--influx-url", help="InfluxDB URL [default: [sink] url].")
+@click.option("--influx-database", help="Database [default: [sink] database].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw the top rows over time to a PNG.")
 @click.option("--lifecycle", is_flag=True, help="Life-cycle model CT + T + e*I of one --project.")
 @click.option("--project", help="With --lifecycle: the project (WATTLEDGER_PROJECT of its runs).")
@@ -96,11 +93,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
     from wattledger.report.plot import plot
     from wattledger.report.render import render
 
-    cfg = _load(config_path, state_dir)
-    if influx_url:
-        cfg.sink.url = influx_url
-    if influx_database:
-        cfg.sink.database = influx_database
+    cfg = load_config(config_path, Overrides(state_dir=state_dir, sink_url=influx_url, sink_database=influx_database))
     now_ns = time.time_ns()
     if lifecycle:
         if not project:
@@ -163,7 +156,7 @@ def carbon_sync(config_path: str | None, state_dir: str | None, since: str | Non
     """
     from wattledger.carbon.sync import sync
 
-    cfg = _load(config_path, state_dir)
+    cfg = load_config(config_path, Overrides(state_dir=state_dir))
     now_ns = time.time_ns()
     since_ns = _when(since, now_ns, "--since")
     until_ns = _when(until, now_ns, "--until")
