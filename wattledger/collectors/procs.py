@@ -84,7 +84,7 @@ ENVIRON_FIX = (
     "holds both as ambient capabilities; until then other users' processes count as _untagged"
 )
 KTHREADD = "2"  # parent of every kernel thread
-GONE_JOB_TICKS = 2  # how long job_of_pid remembers the job of an exited process
+GONE_JOB_TICKS = 2  # how long jobs_by_pid remembers the job of an exited process
 INIT = "1"  # reaps orphans
 _READ_MAX = 4096  # /proc/<pid>/stat is a few hundred bytes
 
@@ -259,7 +259,7 @@ class ProcCollector:
         self._last_host: HostCpu | None = None
         self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
         # pid -> (job, tick it was buried): GPU samples of a process that exited during the
-        # interval arrive after its burial; job_of_pid still knows whose it was.
+        # interval arrive after its burial; jobs_by_pid still knows whose it was.
         self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
         self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
         self._ticks = 0
