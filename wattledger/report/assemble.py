@@ -30,6 +30,13 @@ class Options:
     pue: float | None = None  # constant override; default [pue] value / wl_pue
     host: str | None = None
     project: str | None = None  # keep only this project
+    job: str | None = None  # keep only this job tag (of every user, unless ``user`` is given too)
+    user: str | None = None  # keep only this user's energy
+
+    def equal(self) -> dict[str, str]:
+        """The tags a row must have to be kept: host, project, job, user (those that were given)."""
+        wanted = {"host": self.host or None, "project": self.project, "job": self.job, "user": self.user}
+        return {tag: value for tag, value in wanted.items() if value is not None}
 
 
 def energy_cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> EnergyCell:
@@ -57,8 +64,9 @@ def assemble(
 ) -> Report:
     """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures)."""
     zone = (opts.zone or cfg.carbon.zone).upper()
-    if opts.project is not None:
-        cells = [c for c in cells if c.project == opts.project]
+    wanted = opts.equal()
+    if wanted:
+        cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
                                  configured_static=cfg.carbon.provider == "static")

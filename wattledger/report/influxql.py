@@ -110,11 +110,12 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
 
 
 def _tag_filter(opts: Options) -> str:
-    """The ``AND ...`` that keeps only ``opts``' host and project ("" for none)."""
-    where = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
-    if opts.project is not None:
-        where += f' AND "project" = {_quote(opts.project)}' if opts.project else ' AND "project" = \'\''
-    return where
+    """The ``AND ...`` that keeps only ``opts``' host, project, job and user ("" for none).
+
+    An empty value matches a missing tag: InfluxDB stores no empty tags (points.py).
+    """
+    return "".join(f' AND "{tag}" = {_quote(value)}' if value else f' AND "{tag}" = \'\''
+                   for tag, value in opts.equal().items())
 
 
 def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) -> list[EnergyCell]:

@@ -12,10 +12,7 @@ from wattledger.store.ledger import Ledger
 def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
     """The report of the window from the ledger (the caller opens and closes it)."""
     h0, h1 = hour_window(since_ns, until_ns)
-    equal = {"host": opts.host} if opts.host else {}
-    if opts.project is not None:
-        equal["project"] = opts.project
-    sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, equal)
+    sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal())
     cells = [energy_cell(int(r["time_ns"]), r, float(r["energy_j"])) for r in sums]
     return assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
                     since_ns, until_ns, f"ledger {ledger.path}")
