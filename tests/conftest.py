@@ -15,6 +15,7 @@ settings.register_profile("wattledger", deadline=None, print_blob=True)
 settings.load_profile("wattledger")
 
 from tests.influx_server import InfluxServer
+from tests.other_user import Staged, needs_root_and_setpriv, stage_code, world_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -37,6 +38,18 @@ def fresh_influxd(tmp_path: Path) -> Iterator[InfluxServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def other_user_code() -> Iterator[Staged]:
+    """wattledger and its runtime dependencies where another uid can run them, wherever the checkout
+    lives (tests/other_user.py); skipped, saying why, where uids cannot be switched."""
+    needs_root_and_setpriv()
+    root = world_dir("wl-other-user-")
+    try:
+        yield stage_code(root, deps=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 NvmlApi = Callable[[Any], Any]
