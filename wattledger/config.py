@@ -461,13 +461,19 @@ def validate(cfg: Config) -> None:
                           f"cpu_idle_w_per_vcpu ({e.cpu_idle_w_per_vcpu:g})")
 
 
+def config_path(path: Path | None) -> Path | None:
+    """The file ``load`` reads: ``path`` (``--config``) when given, else the default one when it exists."""
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        return DEFAULT_CONFIG_PATH
+    return path
+
+
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None,
          overrides: Overrides | None = None) -> Config:
     """Defaults, then the file (an explicit path must exist), then the environment, then ``overrides``."""
     cfg = Config()
     environ = os.environ if environ is None else environ
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
+    path = config_path(path)
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
@@ -520,3 +526,24 @@ def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:
     """``[attribution] idle_power_w`` for one pool: "component:device" first, then "component"; None if unset."""
     table = cfg.attribution.idle_power_w
     return table.get(f"{component}:{device}", table.get(component))
+
+
+def editable_file(path: Path | None) -> Path | None:
+    """The config file a user could add a key to, for ``load(path)``: None when there is none
+    (no ``--config`` and no /etc/wattledger/config.toml, or ``--config /dev/null`` as the quickstart runs)."""
+    used = config_path(path)
+    return used if used is not None and used.is_file() else None
+
+
+def how_to_set(section: str, key: str, value: str, config_file: Path | None) -> str:
+    """How to give ``[section] key = value`` (``value`` as TOML) to a command run the way this one was.
+
+    In the config file when one is in use; else by its environment twin, or, for a key that has none
+    (a table), in a file passed with --config.
+    """
+    setting = f"[{section}] {key} = {value}"
+    if config_file is not None:
+        return f"set {setting} in {config_file}"
+    if isinstance(parser_of(section, key), WattsTable):
+        return f"put {setting} in a TOML file and pass it with --config FILE (no config file is in use)"
+    return f"set {ENV_PREFIX}{section.upper()}_{key.upper()}={value.strip(chr(34))} (no config file is in use)"

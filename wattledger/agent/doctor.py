@@ -2,7 +2,10 @@
 
 Each check returns ``ProbeResult`` rows, in the order the command prints
 them: energy sources (RAPL or the model), processes, cgroups, the sink,
-GPUs, then each pool's idle baseline and where it comes from.
+GPUs, then each pool's idle baseline and where it comes from. Each thing is
+said once: the collectors' own first-probe logs are DEBUG, the rows are the
+report. A fix that is a setting is worded for the way the command was
+configured (``config_file``: the file in use; None: the environment).
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from pathlib import Path
 from wattledger.accounting.idle import LOW_ACTIVITY_FRACTION, MIN_LEARN_TICKS, BaselineSource, IdleBaselines
 from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collector, proc_collector
 from wattledger.collectors.procs import cgroup_v2_root
-from wattledger.config import Config, SinkKind, configured_idle_w
+from wattledger.config import Config, SinkKind, configured_idle_w, how_to_set
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.clock import SYSTEM_CLOCK
 
 
-def doctor_rows(cfg: Config) -> list[ProbeResult]:
-    return [*energy_rows(cfg), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg), *gpu_rows(cfg),
-            *idle_rows(cfg)]
+def doctor_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
+    return [*energy_rows(cfg, config_file), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg),
+            *gpu_rows(cfg, config_file), *idle_rows(cfg, config_file)]
 
 
 def measuring(rows: list[ProbeResult]) -> bool:
@@ -27,12 +30,13 @@ def measuring(rows: list[ProbeResult]) -> bool:
     return any(r.ok for r in rows if r.source in ("rapl", "model", "nvml"))
 
 
-def energy_rows(cfg: Config) -> list[ProbeResult]:
+def energy_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     collectors, probes = choose_energy_collectors(cfg)
     if collectors:
         return probes
     return [*probes, ProbeResult("energy", SourceState.MISSING, "no energy source can be read",
-                                 "see the RAPL line above, or set [agent] estimate = \"auto\"")]
+                                 "see the RAPL line above, or " + how_to_set("agent", "estimate", '"auto"',
+                                                                             config_file))]
 
 
 def cgroup_row(cfg: Config) -> ProbeResult:
@@ -54,15 +58,15 @@ def sink_rows(cfg: Config) -> list[ProbeResult]:
     return [check_connection(cfg.sink)]
 
 
-def gpu_rows(cfg: Config) -> list[ProbeResult]:
+def gpu_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     """The NVML probe, then one row per GPU (docs/gpu.md explains each state)."""
-    gpu, rows = choose_gpu_collector(cfg)
+    gpu, rows = choose_gpu_collector(cfg, config_file=config_file)
     if gpu is not None:
         gpu.close()
     return rows
 
 
-def idle_rows(cfg: Config) -> list[ProbeResult]:
+def idle_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     """Each pool's idle baseline and where it comes from."""
     collectors, _ = choose_energy_collectors(cfg)
     state = IdleBaselines.load(cfg.state_dir, cfg.attribution.idle_percentile, cfg.attribution.learn_idle)
@@ -80,9 +84,10 @@ def idle_rows(cfg: Config) -> list[ProbeResult]:
             if b.source is not BaselineSource.NONE:
                 rows.append(ProbeResult("idle", SourceState.FOUND, detail))
                 continue
+            setting = how_to_set("attribution", "idle_power_w", f'{{"{where}" = WATTS}}', config_file)
             fix = (f"let the agent see {MIN_LEARN_TICKS} ticks with busy CPU < {LOW_ACTIVITY_FRACTION:.0%}, "
-                   f"or set [attribution] idle_power_w = {{\"{where}\" = WATTS}}")
+                   f"or {setting}")
             if not cfg.attribution.learn_idle:
-                fix = f"[attribution] learn_idle is off: set [attribution] idle_power_w = {{\"{where}\" = WATTS}}"
+                fix = f"[attribution] learn_idle is off: {setting}"
             rows.append(ProbeResult("idle", SourceState.MISSING, detail, fix))
     return rows

@@ -8,6 +8,7 @@ and clock).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from pathlib import Path
@@ -18,11 +19,11 @@ from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, So
 from wattledger.agent.sinks.base import Sink
 from wattledger.agent.sinks.stdout import StdoutSink
 from wattledger.collectors.estimate import EstimateCollector
-from wattledger.collectors.nvml import TRANSIENT, NvmlCollector
+from wattledger.collectors.nvml import ABSENT, NO_GPU_HERE, TRANSIENT, NvmlCollector
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config, Estimate, Gpus
-from wattledger.model.readings import ProbeResult
+from wattledger.config import Config, Estimate, Gpus, how_to_set
+from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -55,18 +56,24 @@ def choose_energy_collectors(cfg: Config) -> tuple[list[EnergyReader], list[Prob
     return collectors, probes
 
 
-def choose_gpu_collector(cfg: Config, nvml: Any = None) -> tuple[NvmlCollector | None, list[ProbeResult]]:
+def choose_gpu_collector(cfg: Config, nvml: Any = None, config_file: Path | None = None,
+                         ) -> tuple[NvmlCollector | None, list[ProbeResult]]:
     """NVML when [agent] gpus = "auto" and it can read a GPU; rows: the probe, then one per GPU.
 
     A failure that may clear while the agent runs (the NVIDIA module not loaded
     yet at boot, an NVML error) keeps the collector: it probes again every
     ``reprobe_every`` reads and starts measuring when the GPUs appear. No
-    library or no GPU at all means no collector.
+    library or no GPU at all means no collector. Where there may be no GPU at
+    all, the fix says how to turn the probe off the way this command was
+    configured (``config_file``: the file in use, None: the environment).
     """
     if cfg.agent.gpus is Gpus.NEVER:
         return None, []
     gpu = NvmlCollector(nvml)
     probe = gpu.probe()
+    if probe.problem in NO_GPU_HERE:
+        off = how_to_set("agent", "gpus", '"never"', config_file)
+        probe = dataclasses.replace(probe, fix=f"{probe.fix}; on a host without NVIDIA GPUs {off}")
     rows = [probe, *gpu.device_probes()]
     if not probe.ok and probe.problem not in TRANSIENT:
         gpu.close()
@@ -84,11 +91,16 @@ def proc_collector(cfg: Config) -> ProcCollector:
     )
 
 
-def host_sources(cfg: Config) -> tuple[Sources, list[ProbeResult]]:
+def host_sources(cfg: Config, config_file: Path | None = None) -> tuple[Sources, list[ProbeResult]]:
     """The sources this host offers, and the probes of those that are missing (to report once)."""
     energy, probes = choose_energy_collectors(cfg)
-    gpu, _ = choose_gpu_collector(cfg)  # NVML logs its own problems once
-    return Sources(energy, proc_collector(cfg), gpu), [p for p in probes if not p.ok]
+    gpu, gpu_rows = choose_gpu_collector(cfg, config_file=config_file)
+    return Sources(energy, proc_collector(cfg), gpu), [p for p in probes + gpu_rows[:1] if not p.ok]
+
+
+def absent(p: ProbeResult) -> bool:
+    """A source this machine does not have (no RAPL zones; no NVIDIA library or GPU): normal, not a fault."""
+    return p.state is SourceState.MISSING and (p.source == "rapl" or p.problem in ABSENT)
 
 
 def build_agent(
@@ -104,16 +116,21 @@ def build_agent(
     deliverer: Deliverer | None = None,
     carbon_sync: bool = True,
     on_tick: Callable[[TickResult], None] | None = None,
+    config_file: Path | None = None,
+    absent_level: int = logging.INFO,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
     ``out``: a stream for the stdout sink (every tick's points as line protocol).
     ``carbon_sync``: run ``[carbon] sync_interval_s`` beside the loop (off for
     ``wattledger run``, whose ledger is temporary).
+    ``config_file``: the config file in use (None: defaults and environment), for the fixes' wording.
+    ``absent_level``: the level of a source this machine does not have (``absent``); ``run`` passes
+    DEBUG (its figures say ESTIMATE). Sources that are there but cannot be read are warnings.
     """
     missing: list[ProbeResult] = []
     if energy is None:
-        found, missing = host_sources(cfg)
+        found, missing = host_sources(cfg, config_file)
         energy, gpu = found.energy, gpu or found.gpu
         procs = procs or found.procs
     sources = Sources(energy, procs or proc_collector(cfg), gpu)
@@ -125,7 +142,8 @@ def build_agent(
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
     )
     for p in missing:
-        agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
+        agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}",
+                               absent_level if absent(p) else logging.WARNING)
     if not energy:
         agent.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
                                logging.ERROR)

@@ -11,8 +11,8 @@ import click
 from wattledger.agent.delivery import Deliverer
 from wattledger.agent.factory import build_agent, make_deliverer
 from wattledger.cli.options import (
-    check_zone, config_option, influx_options, load_config, procfs_option, sink_kind, state_dir_option,
-    sysfs_option, with_influx,
+    check_zone, config_file, config_option, influx_options, load_config, procfs_option, sink_kind,
+    state_dir_option, sysfs_option, with_influx,
 )
 from wattledger.config import Config, ConfigError, Overrides, SinkKind
 from wattledger.store.ledger import Ledger
@@ -61,7 +61,7 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
         raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
                                    "or create it writable for this user")
     a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
-                    deliverer=_deliverer(cfg, ledger))
+                    deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path))
     signal.signal(signal.SIGTERM, lambda *_: a.stop())
     signal.signal(signal.SIGINT, lambda *_: a.stop())
     log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)

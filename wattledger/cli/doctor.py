@@ -9,7 +9,7 @@ import click
 
 from wattledger.agent.doctor import doctor_rows, measuring
 from wattledger.cli.options import (
-    check_zone, config_option, influx_options, load_config, procfs_option, sysfs_option, with_influx,
+    check_zone, config_file, config_option, influx_options, load_config, procfs_option, sysfs_option, with_influx,
 )
 from wattledger.config import Overrides
 from wattledger.model.readings import ProbeResult
@@ -29,7 +29,7 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
                                                influx_url, influx_database, influx_bucket, influx_org,
                                                influx_token))
     check_zone(cfg)
-    rows = doctor_rows(cfg)
+    rows = doctor_rows(cfg, config_file(config_path))
     for r in rows:
         click.echo(_json(r) if as_json else _text(r))
     sys.exit(0 if measuring(rows) else 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import sys
@@ -14,7 +15,7 @@ import click
 
 from wattledger.agent.factory import build_agent
 from wattledger.agent.runner import measure, summary, summary_text
-from wattledger.cli.options import Seconds, config_option, load_config, procfs_option, sysfs_option
+from wattledger.cli.options import Seconds, config_file, config_option, load_config, procfs_option, sysfs_option
 from wattledger.config import Config, Overrides
 from wattledger.model.jobs import ALLOWED_TAG_CHARS, sanitise_tag
 from wattledger.store.ledger import Ledger
@@ -66,7 +67,9 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
     with tempfile.TemporaryDirectory(prefix="wattledger-run-") as tmp:
         ledger = Ledger.in_state_dir(Path(tmp))
         try:
-            agent = build_agent(cfg, ledger, carbon_sync=False)
+            # A source this machine lacks is not news: the figures say ESTIMATE (absent_level DEBUG).
+            agent = build_agent(cfg, ledger, carbon_sync=False, config_file=config_file(config_path),
+                                absent_level=logging.DEBUG)
             measured = measure(agent, cmd, dict(os.environ, WATTLEDGER_JOB=job), interval_s)
         except OSError as e:
             raise click.ClickException(f"cannot start {cmd[0]!r}: {e}") from None

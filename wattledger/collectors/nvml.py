@@ -67,14 +67,17 @@ _STATE = {
     Problem.ERROR: SourceState.ERROR,
 }
 
-NO_GPUS_HINT = 'on a host without NVIDIA GPUs set [agent] gpus = "never" (or WATTLEDGER_AGENT_GPUS=never)'
+# Problems that mean "maybe there is no NVIDIA GPU here": whoever knows how the agent was
+# configured (agent/factory.py) adds how to set [agent] gpus = "never" to their fix.
+NO_GPU_HERE = frozenset({Problem.LIBRARY_MISSING, Problem.DRIVER_NOT_LOADED, Problem.NO_GPU})
+# The host has no NVIDIA stack at all: normal on many hosts, reported at INFO (or less), never a warning.
+ABSENT = frozenset({Problem.LIBRARY_MISSING, Problem.NO_GPU})
 _FIX = {
     Problem.LIBRARY_MISSING: (
-        "install the NVIDIA driver (it ships libnvidia-ml.so.1) and the Python package nvidia-ml-py; "
-        + NO_GPUS_HINT
+        "install the NVIDIA driver (it ships libnvidia-ml.so.1) and the Python package nvidia-ml-py"
     ),
     Problem.DRIVER_NOT_LOADED: (
-        "load the NVIDIA kernel module (check `nvidia-smi`, `modprobe nvidia`, dmesg); " + NO_GPUS_HINT
+        "load the NVIDIA kernel module (check `nvidia-smi`, `modprobe nvidia`, dmesg)"
     ),
     Problem.NO_PERMISSION: (
         "give the service user access to /dev/nvidia* (e.g. the video group) or run "
@@ -85,7 +88,7 @@ _FIX = {
         "the GPU fell off the bus: check dmesg for Xid errors, then reset the GPU "
         "(nvidia-smi -r) or reboot; other GPUs keep being measured"
     ),
-    Problem.NO_GPU: "nothing to measure here; " + NO_GPUS_HINT,
+    Problem.NO_GPU: "nothing to measure here",
     Problem.ERROR: "run `nvidia-smi -q` to see the driver's view; report the NVML error code",
 }
 
@@ -233,12 +236,14 @@ class NvmlCollector:
         return ProbeResult(SOURCE, SourceState.FOUND, detail, devices=tuple(devices))
 
     def _set_probe(self, result: ProbeResult) -> ProbeResult:
+        """Keep the probe's result. The first one is its caller's to report (the agent's factory logs it
+        once, at the level its state deserves; ``doctor`` prints it as a row), so it goes to DEBUG;
+        a later probe that finds a new problem is logged here (no NVIDIA stack at all: INFO)."""
+        first = self._probe is None
         self._probe = result
         if not result.ok:
-            # No NVIDIA stack at all is normal on many hosts: info, not a warning.
-            quiet = result.problem in (Problem.LIBRARY_MISSING, Problem.NO_GPU)
-            self._once.problem(("probe", result.detail), f"nvml: {result.detail}; {result.fix}",
-                               logging.INFO if quiet else logging.WARNING)
+            level = logging.DEBUG if first else logging.INFO if result.problem in ABSENT else logging.WARNING
+            self._once.problem(("probe", result.detail), f"nvml: {result.detail}; {result.fix}", level)
         return result
 
     @property
