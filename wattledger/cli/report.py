@@ -93,7 +93,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
                         --expected-inferences 100000000
     """
     from wattledger import report as rp
-    from wattledger.report.plot import plot
+    from wattledger.report.plot import plot, require_matplotlib
     from wattledger.report.render import render
 
     cfg = load_config(config_path, Overrides(state_dir=state_dir, sink_url=influx_url, sink_database=influx_database))
@@ -111,14 +111,9 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
     opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user)
     try:
-        if from_influx:
-            result = rp.from_influx(rp.InfluxQL.from_config(cfg), cfg, since_ns, until_ns, opts)
-        else:
-            ledger = _open_ledger(cfg, write=False)
-            try:
-                result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts)
-            finally:
-                ledger.close()
+        if plot_path:
+            require_matplotlib()  # before anything is printed
+        result, measured_s = _read(cfg, from_influx, since_ns, until_ns, opts, bool(plot_path))
         if lifecycle:
             click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
@@ -126,10 +121,28 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
             baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
             click.echo(render(result, fmt, baselines), nl=False)
         if plot_path:
-            plot(result, plot_path)
+            plot(result, plot_path, measured_s=measured_s)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _read(cfg: Config, from_influx: bool, since_ns: int, until_ns: int, opts: Any, plot: bool,
+          ) -> tuple[Any, dict[int, float]]:
+    """The report from InfluxDB or the ledger (opened read-only), and for a plot the seconds of each
+    hour that were measured (partial hours are drawn as the part they are)."""
+    from wattledger import report as rp
+
+    if from_influx:
+        client = rp.InfluxQL.from_config(cfg)
+        result = rp.from_influx(client, cfg, since_ns, until_ns, opts)
+        return result, rp.influx_measured_seconds(client, result, opts.host) if plot else {}
+    ledger = _open_ledger(cfg, write=False)
+    try:
+        result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts)
+        return result, rp.ledger_measured_seconds(ledger, result, opts.host) if plot else {}
+    finally:
+        ledger.close()
 
 
 def _idle_baselines(state_dir: Path) -> list[PoolBaseline]:

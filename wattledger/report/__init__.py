@@ -20,13 +20,14 @@ their modules, whose names they share; ``lifecycle`` here is the function.
 from __future__ import annotations
 
 from wattledger.report.assemble import Options
-from wattledger.report.influxql import InfluxQL, from_influx
-from wattledger.report.ledger import from_ledger
+from wattledger.report.influxql import InfluxQL, from_influx, influx_measured_seconds
+from wattledger.report.ledger import from_ledger, ledger_measured_seconds
 from wattledger.report.lifecycle import Lifecycle, lifecycle
 from wattledger.report.model import PoolBaseline, Report, ReportError, Row, build
 from wattledger.report.render import format_csv, format_json, format_lifecycle, format_table
 
 __all__ = [
     "InfluxQL", "Lifecycle", "Options", "PoolBaseline", "Report", "ReportError", "Row", "build", "format_csv",
-    "format_json", "format_lifecycle", "format_table", "from_influx", "from_ledger", "lifecycle",
+    "format_json", "format_lifecycle", "format_table", "from_influx", "from_ledger", "influx_measured_seconds",
+    "ledger_measured_seconds", "lifecycle",
 ]

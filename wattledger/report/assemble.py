@@ -46,6 +46,20 @@ def energy_cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> Ene
                       text["source"], energy_j, text["component"])
 
 
+def measured_seconds(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """Seconds of each hour that the agent measured, from ``wl_node`` ``interval_s`` summed per hour and pool.
+
+    The best-covered pool of an hour stands for the host (a pool that failed a read covers less),
+    at most the whole hour. The plot draws an hour with less than that as the part it is.
+    """
+    out: dict[int, float] = {}
+    for r in rows:
+        if r.get("interval_s") is not None:
+            hour = int(r["time_ns"])
+            out[hour] = min(float(HOUR_NS // 10**9), max(out.get(hour, 0.0), float(r["interval_s"])))
+    return out
+
+
 def hour_window(since_ns: int, until_ns: int) -> tuple[int, int]:
     """The whole hours that the window's buckets span: carbon and PUE are read for all of them."""
     end = hour_floor(until_ns - 1) + HOUR_NS if until_ns > 0 else HOUR_NS

@@ -15,9 +15,9 @@ import urllib.request
 from typing import Any
 
 from wattledger.config import Config
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
+from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import HOUR_NS
-from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window
+from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
 from wattledger.report.model import EnergyCell, Report, ReportError
 from wattledger.util.timeutil import hour_floor
 
@@ -136,3 +136,22 @@ def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) ->
         ]
         start = stop
     return cells
+
+
+def influx_measured_seconds(client: InfluxQL, report: Report, host: str | None = None) -> dict[int, float]:
+    """Seconds of each hour of the report's window the agent measured (``assemble.measured_seconds``),
+    from the report's first hour with energy on (a life cycle's window starts in 1970)."""
+    rows: list[dict[str, Any]] = []
+    where = f' AND "host" = {_quote(host)}' if host else ""
+    until_ns = report.until_ns
+    start = max(report.since_ns, report.hours[0]) if report.hours else until_ns
+    while start < until_ns:
+        stop = min(until_ns, start + QUERY_SPAN_NS)
+        rows += client.query(
+            f'SELECT sum("interval_s") AS "interval_s" FROM "{WL_NODE}" WHERE time >= {start} AND time < {stop}'
+            f'{where} GROUP BY time(1h), "host", "component", "device" fill(none)'
+        )
+        start = stop
+    for r in rows:
+        r["time_ns"] = int(r.pop("time"))
+    return measured_seconds(rows)

@@ -83,7 +83,7 @@ class Lifecycle:
         other = [r for r in self.report.rows if r.key[0] not in (SEARCH, TRAIN, INFERENCE)]
         return {
             "project": self.project, "since": iso(self.report.since_ns), "until": iso(self.report.until_ns),
-            "zone": self.report.zone, "pue": self.report.pue,
+            "zone": self.report.zone, "pue": self.report.pue, "co2e_basis": self.report.co2e_basis(),
             "search_CT": part(self.ct), "train_T": part(self.t), "inference_measured": part(self.inference),
             "inferences_count": self.inferences_count,
             "per_inference_I": None if per is None else {"facility_kwh": per[0], "g_co2e": per[1]},

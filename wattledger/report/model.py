@@ -246,12 +246,27 @@ class Report:
                        f"{num(self.total.estimated_kwh)} kWh of {num(self.total.it_kwh)} kWh")
         return out
 
+    def co2e_basis(self) -> dict[str, Any]:
+        """What every gCO2e figure of this report was made with: the PUE and the intensity, per hour.
+
+        ``pue`` and ``g_per_kwh`` are the energy-weighted means over the window (None: no energy);
+        ``pue_source`` and ``intensity_source`` say where they came from.
+        """
+        t = self.total
+        return {
+            "formula": "g_co2e = it_kwh x pue x g_per_kwh, hour by hour",
+            "pue": t.facility_kwh / t.it_kwh if t.it_j > 0 else None,
+            "pue_source": self.pue,
+            "g_per_kwh": t.g_per_kwh,
+            "intensity_source": self.intensity_source(t),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data: what ``--format json`` prints (and CSV's rows)."""
         total = sum(self.categories.values())
         return {
             "since": iso(self.since_ns), "until": iso(self.until_ns), "by": self.by, "zone": self.zone,
-            "origin": self.origin, "pue": self.pue,
+            "origin": self.origin, "pue": self.pue, "co2e_basis": self.co2e_basis(),
             "rows": [self.row_dict(r) for r in self.rows],
             "total": {k: v for k, v in self.row_dict(self.total).items() if k not in self.columns and k != "category"},
             "host_energy": {

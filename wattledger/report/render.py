@@ -60,6 +60,7 @@ def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) ->
                      "Try a longer --since.")
     else:
         lines += _rows_table(report)
+        lines.append(basis_line(report.co2e_basis()))
         lines.append("")
         lines.append(_host_energy_line(report))
         lines.append(_intensity_line(report))
@@ -82,6 +83,17 @@ def _rows_table(report: Report) -> list[str]:
     body.append(["TOTAL", *[""] * (len(cols) - 1), num(t.it_kwh), *split(t), num(t.facility_kwh),
                  num(t.g_co2e), num(t.g_per_kwh, 3), _marks(t)])
     return _table(header, body, right_from=len(cols))
+
+
+def basis_line(basis: dict[str, Any]) -> str:
+    """The footer under every CO2e figure: the PUE and the intensity it was made with (``co2e_basis``)."""
+    pue, ci = basis["pue"], basis["g_per_kwh"]
+    source = basis["pue_source"]
+    pue_text = source if pue is None or source.startswith(f"{pue:g} ") else f"{num(pue, 3)} on average, {source}"
+    ci_text = "none" if ci is None else f"{num(ci)} g/kWh on average"
+    return (f"CO2e basis: PUE {pue_text}, grid intensity {ci_text} ({basis['intensity_source']}); "
+            "gCO2e = IT kWh x PUE x intensity, hour by hour (facility kWh = IT kWh x PUE; --pue 1 counts "
+            "IT energy alone).")
 
 
 def _host_energy_line(report: Report) -> str:
@@ -159,6 +171,7 @@ def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
                 [[n, "unmeasured" if k is None else num(k, 6), "unmeasured" if gg is None else num(gg, 6)]
                  for n, k, gg in rows], right_from=1),
     ]
+    lines.append(basis_line(d["co2e_basis"]))
     if d["other_phases"]:
         lines.append("Other phases (not in the model): " + ", ".join(
             f"{p} {num(v['facility_kwh'])} kWh" for p, v in d["other_phases"].items()))
