@@ -169,23 +169,28 @@ def carbon_sync(config_path: str | None, state_dir: str | None, since: str | Non
 
     Points carry the intensity's own time; a later sync replaces forecasts by actuals.
     With a remote sink configured the points are spooled to it like all others.
+    With nothing to fetch (the static table) it says so and touches no ledger.
     """
-    from wattledger.carbon.sync import sync
+    from wattledger.carbon import make_provider
+    from wattledger.carbon.sync import nothing_to_sync, sync
 
     cfg = load_config(config_path, Overrides(state_dir=state_dir))
     now_ns = time.time_ns()
     since_ns = _when(since, now_ns, "--since")
     until_ns = _when(until, now_ns, "--until")
-    ledger = _open_ledger(cfg, write=True)
     try:
-        result = sync(cfg, ledger, since_ns=since_ns, until_ns=until_ns, now_ns=now_ns)
+        provider = make_provider(cfg.carbon)
+        skipped = nothing_to_sync(provider)
+        if skipped:
+            click.echo(f"carbon sync: nothing to do for provider {provider.name}: {skipped}")
+            return
+        ledger = _open_ledger(cfg, write=True)
+        try:
+            result = sync(cfg, ledger, since_ns=since_ns, until_ns=until_ns, now_ns=now_ns, provider=provider)
+        finally:
+            ledger.close()
     except CarbonProviderError as e:
         raise click.ClickException(str(e)) from None
-    finally:
-        ledger.close()
-    if result.skipped:
-        click.echo(f"carbon sync: nothing to do for provider {result.provider}: {result.skipped}")
-        return
     span = (f"{iso(result.first_ns)} .. {iso(result.last_ns)}" if result.first_ns is not None
             and result.last_ns is not None else "none in the window")
     click.echo(f"carbon sync: {result.written} wl_carbon points for zone {result.zone} from {result.provider} "
