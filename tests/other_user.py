@@ -150,6 +150,10 @@ def other_python(probe: str = "pass", lib: Path | None = None, uid: int = NOBODY
     want = f"assert sys.version_info[:2] == {tuple(sys.version_info[:2])!r}, sys.version\n{probe}"
     tried = []
     for python in _interpreters():
+        reach = subprocess.run([*setpriv(uid), "test", "-x", python], env=CLEAN_ENV, cwd="/", timeout=60)
+        if reach.returncode != 0:
+            tried.append(f"{python}: not reachable by uid {uid}")
+            continue
         code = (f"import sys; sys.path.insert(0, {str(lib)!r})\n" if lib else "import sys\n") + want
         r = subprocess.run([*setpriv(uid), python, "-I", "-c", code], capture_output=True, text=True,
                            env=CLEAN_ENV, cwd="/", timeout=120)
