@@ -20,7 +20,8 @@ from wattledger.cli.options import Finite, config_option, load_config, state_dir
 from wattledger.config import Config, ConfigError, Overrides, resolve_sink_kind
 
 if TYPE_CHECKING:
-    from wattledger.report.model import PoolBaseline
+    from wattledger.report.assemble import Options
+    from wattledger.report.model import PoolBaseline, Report
 
 log = logging.getLogger("wattledger")
 
@@ -127,8 +128,8 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         raise click.ClickException(str(e)) from None
 
 
-def _read(cfg: Config, from_influx: bool, since_ns: int, until_ns: int, opts: Any, plot: bool,
-          ) -> tuple[Any, dict[int, float]]:
+def _read(cfg: Config, from_influx: bool, since_ns: int, until_ns: int, opts: Options, plot: bool,
+          ) -> tuple[Report, dict[int, float]]:
     """The report from InfluxDB or the ledger (opened read-only), and for a plot the seconds of each
     hour that were measured (partial hours are drawn as the part they are)."""
     from wattledger import report as rp
