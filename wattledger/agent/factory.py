@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.tags import TagGuard
 from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, Sources, TickResult
 from wattledger.agent.sinks.base import Sink
 from wattledger.agent.sinks.stdout import StdoutSink
@@ -123,6 +124,7 @@ def build_agent(
         host or cfg.agent.host or socket.gethostname(), clock,
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+        tags=TagGuard.load(ledger.path.parent, cfg.jobs.max_tags_per_user_day),
     )
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")

@@ -33,6 +33,7 @@ import psutil
 from wattledger.accounting.attribution import Pool, attribute
 from wattledger.accounting.gpu import GpuPools
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.tags import TagGuard
 from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
 from wattledger.agent.sinks.base import Sink
 from wattledger.config import Config, configured_idle_w
@@ -98,10 +99,12 @@ class Agent:
     deliverer: Deliverer | None = None  # spooled points to a remote sink
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
+    tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reporter = LogOnce(log)
+        self.guard = self.tags or TagGuard(self.cfg.jobs.max_tags_per_user_day)
         self.cpu_pools = CpuPools()
         self.gpu_pools = GpuPools()
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
@@ -152,6 +155,7 @@ class Agent:
         if not procs.baseline:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
+        self.guard.save()  # only when a new tag set was seen
         return TickResult(points, len(inputs), duration_s)
 
     def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
@@ -163,8 +167,8 @@ class Agent:
         self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
                      self.cfg.attribution.static_policy(c.component))
-        return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
-                           wall_ns)
+        charges = attribute(split, pool.driver_s, pool.holders, pool.unexplained)
+        return pool_points(self.host, split, self.guard.fold(charges, wall_ns), wall_ns)
 
     def _report_counter(self, pool: PoolInput) -> None:
         c = pool.counter
