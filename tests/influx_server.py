@@ -24,7 +24,6 @@ bind-address = "127.0.0.1:{rpc_port}"
   dir = "{root}/data"
   wal-dir = "{root}/wal"
   query-log-enabled = false
-{data_extra}
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
@@ -54,9 +53,9 @@ class InfluxServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = root / "influxdb.conf"
         root.mkdir(parents=True, exist_ok=True)
-        extra = "\n".join(f"  {k} = {json.dumps(v)}" for k, v in (data or {}).items())
-        self.config.write_text(CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port,
-                                             data_extra=extra))
+        text = CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port)
+        extra = "".join(f"  {k} = {json.dumps(v)}\n" for k, v in (data or {}).items())
+        self.config.write_text(text.replace("[http]", extra + "[http]", 1))
 
     @property
     def url(self) -> str:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.resume import CounterStore, read_boot_id
 from wattledger.accounting.tags import TagGuard
 from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, Sources, TickResult
+from wattledger.agent.restart import restore
 from wattledger.agent.sinks.base import Sink
 from wattledger.agent.sinks.stdout import StdoutSink
 from wattledger.collectors.estimate import EstimateCollector
@@ -105,12 +107,15 @@ def build_agent(
     deliverer: Deliverer | None = None,
     carbon_sync: bool = True,
     on_tick: Callable[[TickResult], None] | None = None,
+    bridge: bool = True,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
     ``out``: a stream for the stdout sink (every tick's points as line protocol).
     ``carbon_sync``: run ``[carbon] sync_interval_s`` beside the loop (off for
     ``wattledger run``, whose ledger is temporary).
+    ``bridge``: save the counters before each commit and charge a restart's gap to
+    ``_unobserved`` (accounting/resume.py); off where the ledger is temporary.
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -125,7 +130,10 @@ def build_agent(
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
         tags=TagGuard.load(ledger.path.parent, cfg.jobs.max_tags_per_user_day),
+        counters=CounterStore(ledger.path.parent, read_boot_id(cfg.agent.procfs_root)) if bridge else None,
     )
+    if agent.counters is not None:
+        restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy, clock.mono_ns)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
     if not energy:

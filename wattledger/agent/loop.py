@@ -33,8 +33,10 @@ import psutil
 from wattledger.accounting.attribution import Pool, attribute
 from wattledger.accounting.gpu import GpuPools
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.resume import CounterStore
 from wattledger.accounting.tags import TagGuard
 from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
+from wattledger.agent.restart import checkpoint
 from wattledger.agent.sinks.base import Sink
 from wattledger.config import Config, configured_idle_w
 from wattledger.model.activity import ProcSample
@@ -85,6 +87,7 @@ class TickResult:
     points: list[Point]
     pools: int = 0
     duration_s: float = 0.0
+    wall_ns: int = 0  # the tick's timestamp (every point's)
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Agent:
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
     tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
+    counters: CounterStore | None = None  # the counters' last readings, saved to bridge a restart
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -156,15 +160,17 @@ class Agent:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
         self.guard.save()  # only when a new tag set was seen
-        return TickResult(points, len(inputs), duration_s)
+        return TickResult(points, len(inputs), duration_s, wall_ns)
 
     def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
         """One pool: report its counter's events, resolve and learn its idle power, split it, make points."""
         self._report_counter(pool)
         c = pool.counter
-        idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
-                                   c.idle_power_w, wall_ns).power_w
-        self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
+        idle_w = None  # a restart's gap: nobody watched, so no static/dynamic split, and nothing to learn
+        if not pool.unobserved:
+            idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
+                                       c.idle_power_w, wall_ns).power_w
+            self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
                      self.cfg.attribution.static_policy(c.component))
         charges = attribute(split, pool.driver_s, pool.holders, pool.unexplained)
@@ -195,6 +201,8 @@ class Agent:
         return Point(WL_AGENT, {"host": self.host}, fields, wall_ns)
 
     def commit(self, result: TickResult) -> None:
+        if self.counters is not None:  # first the readings, then the tick that used them (accounting/resume.py)
+            checkpoint(self.counters, self.cpu_pools, self.gpu_pools, self.sources.energy, result.wall_ns)
         self.ledger.append(result.points)
         if self.carbon_sync is not None:
             self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick

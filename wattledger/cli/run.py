@@ -66,7 +66,7 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
     with tempfile.TemporaryDirectory(prefix="wattledger-run-") as tmp:
         ledger = Ledger.in_state_dir(Path(tmp))
         try:
-            agent = build_agent(cfg, ledger, carbon_sync=False)
+            agent = build_agent(cfg, ledger, carbon_sync=False, bridge=False)  # a temporary ledger: nothing to bridge
             measured = measure(agent, cmd, dict(os.environ, WATTLEDGER_JOB=job), interval_s)
         except OSError as e:
             raise click.ClickException(f"cannot start {cmd[0]!r}: {e}") from None
