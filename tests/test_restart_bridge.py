@@ -125,7 +125,7 @@ def test_kill_9_and_restart_charges_every_joule_once(tmp_path: Path) -> None:
     span_s = (int(nodes[-1]["time_ns"]) - int(nodes[0]["time_ns"])) / 1e9 + float(nodes[0]["interval_s"])
     assert covered_s == pytest.approx(span_s, abs=0.05)
     logs = [(tmp_path / f"agent-{n}.log").read_text() for n in range(1, cycles + 1)]
-    assert all("resuming 1 counter(s) after a stop of" in text for text in logs)
+    assert all("resuming 1 counter(s) from the tick of" in text for text in logs)
 
 
 # -- in process: the commit race, a reboot, the wrap limit, the model, GPUs ------------------------------

@@ -19,17 +19,25 @@ next delta spans both ticks, with both ticks' interval.
 Across a restart of the agent (``snapshot`` / ``restore``, kept in the state
 dir by ``accounting.resume``), a restored reading makes the next delta span
 the time no agent ran; it is flagged ``restored`` so that its energy goes to
-``_unobserved`` (no process is known for it).
+``_unobserved`` (no process is known for it). A wrapping counter whose gap
+is longer than ``GAP_WRAP_MARGIN`` x its wrap period at the highest power it
+was seen drawing (or that was never seen drawing any) could have wrapped
+more than once unseen: its first read after the restart is a baseline, and
+that is logged (``restart_gap_problem``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from wattledger.model.readings import EnergyCounter
 from wattledger.model.units import NS_PER_S, UJ_PER_J
 
+log = logging.getLogger("wattledger.resume")
+
 CounterKey = tuple[str, str, str]  # (source, component, device)
+GAP_WRAP_MARGIN = 0.9  # bridge a restart's gap for at most this share of the wrap period at peak power
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,21 @@ def wrap_suspect(diff_uj: int, interval_s: float, wrap_uj: int | None) -> bool:
     return interval_s >= 0.9 * (wrap_uj / UJ_PER_J) / max(power_w, 1e-9)
 
 
+def restart_gap_problem(wrap_uj: int | None, peak_w: float | None, gap_s: float) -> str | None:
+    """Why a restart's gap of ``gap_s`` cannot be charged from this counter's delta (None: it can)."""
+    if gap_s <= 0:
+        return "its saved reading is not older than this one"
+    if not wrap_uj:
+        return None  # a 64-bit counter (NVML) or our own integral (the model): nothing hides
+    if not peak_w:
+        return "its power was never measured, so a wrap in the gap cannot be ruled out"
+    limit_s = GAP_WRAP_MARGIN * wrap_uj / UJ_PER_J / peak_w
+    if gap_s > limit_s:
+        return (f"the gap ({gap_s:.0f} s) is longer than {GAP_WRAP_MARGIN:g} x its wrap period at its peak "
+                f"{peak_w:.0f} W ({limit_s:.0f} s): it may have wrapped more than once")
+    return None
+
+
 @dataclass
 class CounterTracker:
     _last: dict[CounterKey, _Last] = field(default_factory=dict)
@@ -83,6 +106,11 @@ class CounterTracker:
     def delta(self, counter: EnergyCounter, read_ns: int) -> CounterDelta | None:
         key = counter_key(counter)
         last = self._last.get(key)
+        if last is not None and last.restored:
+            why = restart_gap_problem(last.wrap_uj, last.peak_w, (read_ns - last.read_ns) / NS_PER_S)
+            if why is not None:
+                log.warning("%s %s: not bridged across the restart, counting starts fresh: %s", key[0], key[2], why)
+                last = None
         now = self._last[key] = _Last(counter.counter_uj, read_ns, counter.wrap_uj,
                                       None if last is None else last.peak_w)
         if last is None or read_ns <= last.read_ns:

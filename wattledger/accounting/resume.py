@@ -29,9 +29,10 @@ in the gap, never twice and never not at all.
 
 **What is not bridged.** A wrapping counter (RAPL) stopped for longer than
 0.9 x its wrap period at the highest power it was seen drawing could have
-wrapped more than once unseen: it starts fresh (logged). A counter never seen
-with a delta has no known power: the same. GPUs whose power we integrate
-have no counter to bridge.
+wrapped more than once unseen: it starts fresh (logged; the rule is
+``counters.restart_gap_problem``, judged at the first read after the
+restart). A counter never seen with a delta has no known power: the same.
+GPUs whose power we integrate have no counter to bridge.
 """
 
 from __future__ import annotations
@@ -45,14 +46,12 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from wattledger.accounting.counters import CounterKey, SavedReading
-from wattledger.model.units import NS_PER_S, UJ_PER_J
 from wattledger.util.logonce import LogOnce
 
 log = logging.getLogger("wattledger.resume")
 
 COUNTERS_FILE = "counters.json"
 BOOT_ID = Path("sys/kernel/random/boot_id")  # under the procfs root
-WRAP_MARGIN = 0.9  # bridge a wrapping counter for at most this share of its wrap period at peak power
 _FORMAT = 1
 
 
@@ -91,21 +90,6 @@ def read_boot_id(procfs_root: Path | str) -> str | None:
         return (Path(procfs_root) / BOOT_ID).read_text().strip() or None
     except OSError:
         return None
-
-
-def not_bridgeable(r: SavedReading, now_ns: int) -> str | None:
-    """Why this reading cannot bridge the gap to ``now_ns`` (None: it can)."""
-    gap_s = (now_ns - r.read_ns) / NS_PER_S
-    if gap_s <= 0:
-        return "its reading is not older than now"
-    if r.wrap_uj:
-        if not r.peak_w:
-            return "its power was never measured, so a wrap in the gap could not be ruled out"
-        limit_s = WRAP_MARGIN * r.wrap_uj / UJ_PER_J / r.peak_w
-        if gap_s > limit_s:
-            return (f"the gap ({gap_s:.0f} s) is longer than {WRAP_MARGIN:g} x its wrap period at its peak "
-                    f"{r.peak_w:.0f} W ({limit_s:.0f} s): it may have wrapped more than once")
-    return None
 
 
 # -- the file --------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def build_agent(
         counters=CounterStore(ledger.path.parent, read_boot_id(cfg.agent.procfs_root)) if bridge else None,
     )
     if agent.counters is not None:
-        restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy, clock.mono_ns)
+        restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
     if not energy:

@@ -10,14 +10,14 @@ rules (same boot, committed tick, wrap check) and the choice of clock are in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from wattledger.accounting.gpu import GpuPools
-from wattledger.accounting.resume import CounterStore, Resumable, Saved, Snapshot, not_bridgeable
+from wattledger.accounting.resume import CounterStore, Resumable, Saved, Snapshot
 from wattledger.agent.pools import CpuPools
 from wattledger.model.points import WL_NODE
-from wattledger.model.units import NS_PER_S
 from wattledger.store.ledger import Ledger
+from wattledger.util.timeutil import iso
 
 log = logging.getLogger("wattledger.resume")
 
@@ -40,8 +40,12 @@ def committed_base(saved: Saved, ledger: Ledger, host: str) -> Snapshot | None:
 
 
 def restore(store: CounterStore, ledger: Ledger, host: str, cpu: CpuPools, gpu: GpuPools,
-            readers: Iterable[object], now_ns: Callable[[], int]) -> int:
-    """Give the trackers (and resumable readers) the last committed readings; the number of counters bridged."""
+            readers: Iterable[object]) -> int:
+    """Give the trackers (and resumable readers) the last committed readings; the number of counters restored.
+
+    Each restored counter's next delta is the gap (or, when the gap is too long for a wrapping counter,
+    a baseline: ``counters.restart_gap_problem``, judged at that first read).
+    """
     saved = store.load()
     if saved is None:
         return 0
@@ -54,19 +58,14 @@ def restore(store: CounterStore, ledger: Ledger, host: str, cpu: CpuPools, gpu: 
     base = committed_base(saved, ledger, host)
     if base is None:
         return 0
-    now = now_ns()
-    keep = [r for r in base.cpu + base.gpu if not_bridgeable(r, now) is None]
-    skipped = [f"{r.key[0]} {r.key[2]} ({not_bridgeable(r, now)})" for r in base.cpu + base.gpu if r not in keep]
-    if skipped:
-        log.warning("not bridged, counting starts fresh: %s", "; ".join(skipped))
-    cpu.tracker.restore([r for r in keep if r in base.cpu])
-    gpu.restore([r for r in keep if r in base.gpu])
-    for reader in readers:  # the model continues its integral (a counter not kept is a baseline)
+    cpu.tracker.restore(list(base.cpu))
+    gpu.restore(list(base.gpu))
+    for reader in readers:  # the model continues its integral
         if isinstance(reader, Resumable) and reader.name in base.readers:
             reader.resume(base.readers[reader.name])
     store.save(base, committed=base)  # the next save keeps this as the committed base
-    if keep:
-        gap_s = (now - min(r.read_ns for r in keep)) / NS_PER_S
-        log.info("resuming %d counter(s) after a stop of %.1f s: the energy of the gap is charged to _unobserved",
-                 len(keep), gap_s)
-    return len(keep)
+    restored = len(base.cpu) + len(base.gpu)
+    if restored:
+        log.info("resuming %d counter(s) from the tick of %s: the energy counted until this agent's first "
+                 "reading is charged to _unobserved", restored, iso(base.tick_ns))
+    return restored
