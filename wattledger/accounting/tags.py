@@ -103,6 +103,9 @@ class TagGuard:
 
     def fold(self, charges: Mapping[JobKey, Charge], wall_ns: int) -> dict[JobKey, Charge]:
         """The charges with every job over its user's cap renamed to that user's _overflow (summed)."""
+        self._roll(utc_day(wall_ns))
+        if all(self._admitted(job) for job in charges):  # the usual tick: nothing new, nothing to rename
+            return dict(charges)
         out: dict[JobKey, Charge] = {}
         for job in sorted(charges):  # first come, first admitted: in a stable order within a tick
             target = self.job(job, wall_ns)
@@ -112,6 +115,12 @@ class TagGuard:
                 c = Charge(o.dynamic_j + c.dynamic_j, o.static_j + c.static_j, o.driver_s + c.driver_s)
             out[target] = c
         return out
+
+    def _admitted(self, job: JobKey) -> bool:
+        if job.reserved or not job.user:
+            return True
+        tags = self.users.get(job.user)
+        return tags is not None and (job.tag, job.project, job.phase) in tags.admitted
 
     def over_cap(self) -> list[OverCap]:
         return [OverCap(user, len(t.admitted), len(t.folded), self.cap)

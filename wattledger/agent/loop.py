@@ -9,9 +9,12 @@ One tick, top to bottom (``Agent.tick``):
    (``agent.pools``): energy delta with its own interval, drivers, holders.
 3. **attribute**: per pool, the idle baseline (``accounting.idle``) and the
    pure ABC split (``accounting.attribution``) give ``wl_node`` and
-   ``wl_job`` points.
-4. **commit** (``Agent.commit``): the ledger (one transaction), the local
-   sinks (stdout), delivery of spooled points to a remote sink, carbon sync.
+   ``wl_job`` points; the tag guard (``accounting.tags``) folds a user's tag
+   sets over the daily cap into that user's ``_overflow``.
+4. **commit** (``Agent.commit``): the counters' readings (``agent.restart``,
+   so that a restart can charge its gap to ``_unobserved``), the ledger (one
+   transaction), the local sinks (stdout), delivery of spooled points to a
+   remote sink, carbon sync.
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
