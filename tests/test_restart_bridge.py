@@ -91,22 +91,28 @@ def test_kill_9_and_restart_charges_every_joule_once(tmp_path: Path) -> None:
     rapl = FakePowercap(sysfs)
     first_uj = rapl.total_uj  # static until the first agent has read it (its baseline)
     agent = start_agent(tmp_path, state, sysfs, 0)
-    rows = wait_for_rows(state, 0)
-    rapl.run(power_w=40.0)
-    rng = random.Random(17)
     cycles = 4
-    for n in range(1, cycles + 1):
-        time.sleep(rng.uniform(0.3, 1.2))
-        agent.send_signal(signal.SIGKILL)
-        assert agent.wait(timeout=30) == -signal.SIGKILL
-        time.sleep(rng.uniform(0.3, 1.0))  # the counter keeps counting; nobody watches
-        rows = len(ledger_rows(state, WL_NODE))
-        agent = start_agent(tmp_path, state, sysfs, n)
-        rows = wait_for_rows(state, rows)
-    last_uj = rapl.stop()
-    wait_for_rows(state, wait_for_rows(state, rows))  # two more ticks: the last reads see the final value
-    agent.send_signal(signal.SIGTERM)
-    assert agent.wait(timeout=30) == 0
+    try:
+        rows = wait_for_rows(state, 0)
+        rapl.run(power_w=40.0)
+        rng = random.Random(17)
+        for n in range(1, cycles + 1):
+            time.sleep(rng.uniform(0.3, 1.2))
+            agent.send_signal(signal.SIGKILL)
+            assert agent.wait(timeout=30) == -signal.SIGKILL
+            time.sleep(rng.uniform(0.3, 1.0))  # the counter keeps counting; nobody watches
+            rows = len(ledger_rows(state, WL_NODE))
+            agent = start_agent(tmp_path, state, sysfs, n)
+            rows = wait_for_rows(state, rows)
+        last_uj = rapl.stop()
+        wait_for_rows(state, wait_for_rows(state, rows))  # two more ticks: the last reads see the final value
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+    finally:
+        rapl.stop()
+        if agent.poll() is None:  # a failed step must not leave the agent running
+            agent.kill()
+            agent.wait(timeout=30)
 
     nodes, jobs = ledger_rows(state, WL_NODE), ledger_rows(state, WL_JOB)
     counted_j = (last_uj - first_uj) / 1e6
