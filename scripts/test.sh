@@ -25,12 +25,37 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd </dev/null >/dev/null
 fi
 
+# 1c. systemd-nspawn (Debian package systemd-container), which boots this
+# machine's OS in a container to run the installed service under a real
+# systemd (tests/test_systemd_nspawn.py).
+if ! command -v systemd-nspawn >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's systemd-container package (systemd-nspawn for the service test)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-container \
+    </dev/null >/dev/null
+fi
+
 # 2. Python: the package and its test dependencies in a private venv.
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+
+# 2b. Wheels of the package's runtime dependencies, for the offline install of
+# the package into the nspawn container by deploy/install.sh (the test builds
+# the package's own wheel from the checkout; tests have no network).
+WHEELHOUSE=.venv/wheelhouse
+if [ ! -f "$WHEELHOUSE/.complete" ] || [ pyproject.toml -nt "$WHEELHOUSE/.complete" ]; then
+  rm -rf "$WHEELHOUSE"
+  .venv/bin/python - >.venv/runtime-requirements.txt <<'PYEOF'
+import importlib.metadata as m
+print("\n".join(r for r in m.requires("wattledger") or [] if "extra ==" not in r))
+PYEOF
+  .venv/bin/python -m pip download -q --disable-pip-version-check --only-binary=:all: \
+    -d "$WHEELHOUSE" -r .venv/runtime-requirements.txt </dev/null
+  touch "$WHEELHOUSE/.complete"
+fi
 
 # 3. Node: Grafana's own @grafana/data, to evaluate dashboard transformations.
 #    (Debian's nodejs 18 is enough; tests/node/package-lock.json pins the tree.)

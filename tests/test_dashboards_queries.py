@@ -265,8 +265,9 @@ def check_overview(run: PanelRun, title: str) -> None:
         assert per["C"] == pytest.approx([n * 4_000 / 3600 for n in hour_points])  # system
         assert per["D"] == pytest.approx([n * 37_000 / 3600 for n in hour_points])  # idle 7k cpu + 30k gpu
         assert per["E"] == pytest.approx([n * 1_000 / 3600 for n in hour_points])  # agent
-        # Conservation: the five classes stack up to the host's power.
-        host = [sum(v) for v in zip(*per.values())]
+        assert per["F"] == per["G"] == []  # no _unobserved, no _overflow energy in this data (issue 17)
+        # Conservation: the classes stack up to the host's power.
+        host = [sum(v) for v in zip(*(v for v in per.values() if v))]
         assert host == pytest.approx([75, 350, 350, 150])
     elif title == "Energy shares":
         got = {ref: run.rows(ref)[0][name] for ref, (name, _) in zip("ABCDE", dash.ENERGY_CLASSES)}
@@ -336,19 +337,27 @@ def check_ledger(run: PanelRun, title: str) -> None:
             "dave": 21 * 48_000 / 3.6e6 * PUE, "": (21 * 12_000 + 21 * 30_000) / 3.6e6 * PUE})
         # _system, _agent and _idle have no user: Grafana would call that series "Value".
         assert sorted(run.field_names()) == ["(no user)", "Time", "alice", "bob", "carol", "dave"]
+    # Projects and phases are keyed by owner (issue 17, item 5): A is energy without a project,
+    # B each (name, user); no shared projects in the default dashboards.
     elif title == "Facility energy by project":
-        got = {r["project"]: r["facility_kwh"] for r in run.rows()}
-        assert got == pytest.approx({"p1": 2_070_000 / 3.6e6 * PUE, "p2": 21 * 12_000 / 3.6e6 * PUE,
-                                     "p3": 21 * 48_000 / 3.6e6 * PUE,
-                                     "": (21 * 6_000 + 21 * 12_000 + 21 * 30_000) / 3.6e6 * PUE})
-        assert sorted(run.field_names()) == ["(no project)", "Time", "p1", "p2", "p3"]
+        assert [r["project"] for r in run.rows("A")] == [""]
+        assert run.rows("A")[0]["facility_kwh"] == pytest.approx(
+            (21 * 6_000 + 21 * 12_000 + 21 * 30_000) / 3.6e6 * PUE)
+        got = {(r["project"], r["user"]): r["facility_kwh"] for r in run.rows("B")}
+        assert got == pytest.approx({("p1", "alice"): 2_070_000 / 3.6e6 * PUE,
+                                     ("p2", "bob"): 21 * 12_000 / 3.6e6 * PUE,
+                                     ("p3", "dave"): 21 * 48_000 / 3.6e6 * PUE})
+        assert sorted(run.field_names()) == ["(no project)", "Time", "p1 (alice)", "p2 (bob)", "p3 (dave)"]
     elif title == "Facility energy by phase":
-        got = {r["phase"]: r["facility_kwh"] for r in run.rows()}
-        assert got["train"] == pytest.approx((2_070_000 + 21 * 2_000) / 3.6e6 * PUE)
-        assert got["inference"] == pytest.approx(21 * 10_000 / 3.6e6 * PUE)
-        assert got["search"] == pytest.approx(21 * 48_000 / 3.6e6 * PUE)
-        assert got[""] == pytest.approx(21 * 48_000 / 3.6e6 * PUE)  # _untagged, _system, _agent, _idle: 6+4+1+37 kJ
-        assert "(no phase)" in run.field_names()
+        got = {(r["phase"], r["user"]): r["facility_kwh"] for r in run.rows("B")}
+        assert got == pytest.approx({("train", "alice"): 2_070_000 / 3.6e6 * PUE,
+                                     ("train", "bob"): 21 * 2_000 / 3.6e6 * PUE,
+                                     ("inference", "bob"): 21 * 10_000 / 3.6e6 * PUE,
+                                     ("search", "dave"): 21 * 48_000 / 3.6e6 * PUE})
+        # Without a project: _untagged, _system, _agent, _idle: 6+4+1+37 kJ.
+        assert {r["phase"]: r["facility_kwh"] for r in run.rows("A")} == pytest.approx(
+            {"": 21 * 48_000 / 3.6e6 * PUE})
+        assert "(no phase)" in run.field_names() and "train (alice)" in run.field_names()
     elif title == "CO2e of the selection":
         # Everything (all users, projects, phases, hosts): gpu1's jobs are its whole host energy per hour
         # (270 kJ, 1.26 MJ, 1.26 MJ, 540 kJ) plus dave's 48 kJ per point on gpu2.

@@ -39,6 +39,7 @@ else:  # pragma: no cover
 
 from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
 from wattledger.model.policies import Choice, StaticPolicy
+from wattledger.util.redact import redact_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
 ENV_PREFIX = "WATTLEDGER_"
@@ -215,7 +216,25 @@ class WattsTable:
         return out
 
 
-Parser = Text | Flag | OneOf | Number | Names | WattsTable
+@dataclass(frozen=True)
+class NamesTable:
+    """A table of names to lists of names (``{"alice-thesis" = ["alice", "bob"]}``)."""
+
+    def allowed(self) -> str:
+        return "a table of names to lists of strings"
+
+    def parse(self, value: object) -> dict[str, list[str]]:
+        if not isinstance(value, Mapping):
+            raise BadValue(self.allowed())
+        out: dict[str, list[str]] = {}
+        for name, v in value.items():
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise BadValue(f"{self.allowed()} (entry {str(name)!r} is {v!r})")
+            out[str(name)] = list(v)
+        return out
+
+
+Parser = Text | Flag | OneOf | Number | Names | WattsTable | NamesTable
 
 
 def _key(default: Any, parser: Parser) -> Any:
@@ -262,6 +281,12 @@ class JobsSection:
     tag_vars: list[str] = _key(list(DEFAULT_TAG_VARS), Names())
     max_tag_chars: int = _number(MAX_TAG_CHARS, 1, 1024, "characters", whole=True)
     use_cgroups: bool = _flag(True)
+    # Project names more than one user may charge to as one project: {"name" = ["user", ...]}.
+    # Any other project is (user, name), like a job (docs/attribution.md, "Projects").
+    shared_projects: dict[str, list[str]] = _key({}, NamesTable())
+    # Distinct (job, project, phase) tag sets one user may create per UTC day; the rest fold into
+    # the user's _overflow job (docs/attribution.md, "Cardinality").
+    max_tags_per_user_day: int = _number(200, 1, 100_000, "tag sets", whole=True)
 
 
 @dataclass
@@ -516,7 +541,7 @@ def resolve_sink_kind(sink: SinkSection) -> SinkKind:
     if sink.database:
         return SinkKind.INFLUX_V1
     raise ConfigError(
-        f"[sink] url is set ({sink.url}) but neither a database nor a bucket: give --influx-database DB "
+        f"[sink] url is set ({redact_url(sink.url)}) but neither a database nor a bucket: give --influx-database DB "
         "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
         "(or [sink] database / bucket in the config file)"
     )

@@ -46,7 +46,7 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from wattledger.accounting.counters import CounterDelta, CounterTracker
+from wattledger.accounting.counters import CounterDelta, CounterTracker, SavedReading
 from wattledger.model.gpu import (
     COMPONENT,
     SOURCE,
@@ -127,6 +127,14 @@ class GpuPools:
         self._tracker = CounterTracker()
         self._gpus: dict[str, _GpuState] = {}
 
+    def snapshot(self) -> list[SavedReading]:
+        """The GPUs' energy counters' last readings (integrated power has nothing to bridge a restart with)."""
+        return [r for r in self._tracker.snapshot() if r.key[0] == SOURCE]
+
+    def restore(self, readings: list[SavedReading]) -> None:
+        """Readings from before a restart: each GPU's next delta is the gap's energy (flagged unobserved)."""
+        self._tracker.restore([r for r in readings if r.key[0] == SOURCE])
+
     def update(self, sample: GpuSample) -> GpuPoolSample:
         for failure in sample.failures:
             if failure.devices and failure.devices[0] in self._gpus:
@@ -201,7 +209,8 @@ def _part(parent: CounterDelta | None, part_uj: int | None) -> CounterDelta | No
     """One MIG pool's piece of the parent's delta (same interval, reset and suspect flags)."""
     if parent is None or part_uj is None:
         return None
-    return CounterDelta(part_uj / UJ_PER_J, parent.interval_s, parent.wrapped, parent.reset, parent.suspect)
+    return CounterDelta(part_uj / UJ_PER_J, parent.interval_s, parent.wrapped, parent.reset, parent.suspect,
+                        parent.restored)
 
 
 def _device(counter: EnergyCounter, activity: GpuActivity, delta: CounterDelta | None,
@@ -211,6 +220,7 @@ def _device(counter: EnergyCounter, activity: GpuActivity, delta: CounterDelta |
         counter=counter, processes=gpu_processes(activity, interval_s), util_available=activity.util is not None,
         interval_s=interval_s, parent=parent, processes_seen=activity.processes_listed,
         energy_j=0.0 if delta is None else delta.energy_j, reset=delta is not None and delta.reset,
+        unobserved=delta is not None and delta.restored,
     )
 
 

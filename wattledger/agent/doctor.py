@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wattledger.accounting.idle import LOW_ACTIVITY_FRACTION, MIN_LEARN_TICKS, BaselineSource, IdleBaselines
+from wattledger.accounting.tags import read_usage
 from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collector, proc_collector
 from wattledger.collectors.procs import cgroup_v2_root
 from wattledger.config import Config, SinkKind, configured_idle_w, how_to_set
@@ -22,7 +23,7 @@ from wattledger.util.clock import SYSTEM_CLOCK
 
 def doctor_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     return [*energy_rows(cfg, config_file), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg),
-            *gpu_rows(cfg, config_file), *idle_rows(cfg, config_file)]
+            *gpu_rows(cfg, config_file), *idle_rows(cfg, config_file), *tag_rows(cfg)]
 
 
 def measuring(rows: list[ProbeResult]) -> bool:
@@ -91,3 +92,21 @@ def idle_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]
                 fix = f"[attribution] learn_idle is off: {setting}"
             rows.append(ProbeResult("idle", SourceState.MISSING, detail, fix))
     return rows
+
+
+def tag_rows(cfg: Config) -> list[ProbeResult]:
+    """Users over today's cap on distinct tag sets, from the agent's saved budget (none saved today: no row)."""
+    cap = cfg.jobs.max_tags_per_user_day
+    users, over = read_usage(cfg.state_dir, cap, SYSTEM_CLOCK.wall_ns())
+    if not users:
+        return []
+    if not over:
+        return [ProbeResult("tags", SourceState.FOUND, f"{users} user(s) tagged jobs today (UTC), none over the "
+                                                       f"cap of {cap} tag sets ([jobs] max_tags_per_user_day)")]
+    return [ProbeResult(
+        "tags", SourceState.ERROR,
+        f"user {o.user} reached today's cap of {o.cap} distinct tag sets (job, project, phase); at least "
+        f"{o.folded} more are charged to {o.user}'s _overflow job until midnight UTC",
+        f"if {o.user} runs that many jobs on purpose, raise [jobs] max_tags_per_user_day (each tag set is "
+        "InfluxDB series: docs/attribution.md, \"Cardinality\"); else ask them to reuse job tags")
+        for o in over]

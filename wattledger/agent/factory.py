@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.resume import CounterStore, read_boot_id
+from wattledger.accounting.tags import TagGuard
 from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, Sources, TickResult
+from wattledger.agent.restart import restore
 from wattledger.agent.sinks.base import Sink
 from wattledger.agent.sinks.stdout import StdoutSink
 from wattledger.collectors.estimate import EstimateCollector
@@ -118,6 +121,7 @@ def build_agent(
     on_tick: Callable[[TickResult], None] | None = None,
     config_file: Path | None = None,
     absent_level: int = logging.INFO,
+    bridge: bool = True,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
@@ -127,6 +131,8 @@ def build_agent(
     ``config_file``: the config file in use (None: defaults and environment), for the fixes' wording.
     ``absent_level``: the level of a source this machine does not have (``absent``); ``run`` passes
     DEBUG (its figures say ESTIMATE). Sources that are there but cannot be read are warnings.
+    ``bridge``: save the counters before each commit and charge a restart's gap to
+    ``_unobserved`` (accounting/resume.py); off where the ledger is temporary.
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -140,7 +146,11 @@ def build_agent(
         host or cfg.agent.host or socket.gethostname(), clock,
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+        tags=TagGuard.load(ledger.path.parent, cfg.jobs.max_tags_per_user_day),
+        counters=CounterStore(ledger.path.parent, read_boot_id(cfg.agent.procfs_root)) if bridge else None,
     )
+    if agent.counters is not None:
+        restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}",
                                absent_level if absent(p) else logging.WARNING)

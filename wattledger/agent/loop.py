@@ -9,9 +9,12 @@ One tick, top to bottom (``Agent.tick``):
    (``agent.pools``): energy delta with its own interval, drivers, holders.
 3. **attribute**: per pool, the idle baseline (``accounting.idle``) and the
    pure ABC split (``accounting.attribution``) give ``wl_node`` and
-   ``wl_job`` points.
-4. **commit** (``Agent.commit``): the ledger (one transaction), the local
-   sinks (stdout), delivery of spooled points to a remote sink, carbon sync.
+   ``wl_job`` points; the tag guard (``accounting.tags``) folds a user's tag
+   sets over the daily cap into that user's ``_overflow``.
+4. **commit** (``Agent.commit``): the counters' readings (``agent.restart``,
+   so that a restart can charge its gap to ``_unobserved``), the ledger (one
+   transaction), the local sinks (stdout), delivery of spooled points to a
+   remote sink, carbon sync.
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
@@ -33,7 +36,10 @@ import psutil
 from wattledger.accounting.attribution import Pool, attribute
 from wattledger.accounting.gpu import GpuPools
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.resume import CounterStore
+from wattledger.accounting.tags import TagGuard
 from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
+from wattledger.agent.restart import checkpoint
 from wattledger.agent.sinks.base import Sink
 from wattledger.config import Config, configured_idle_w
 from wattledger.model.activity import ProcSample
@@ -84,6 +90,7 @@ class TickResult:
     points: list[Point]
     pools: int = 0
     duration_s: float = 0.0
+    wall_ns: int = 0  # the tick's timestamp (every point's)
 
 
 @dataclass
@@ -98,10 +105,13 @@ class Agent:
     deliverer: Deliverer | None = None  # spooled points to a remote sink
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
+    tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
+    counters: CounterStore | None = None  # the counters' last readings, saved to bridge a restart
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reporter = LogOnce(log)
+        self.guard = self.tags or TagGuard(self.cfg.jobs.max_tags_per_user_day)
         self.cpu_pools = CpuPools()
         self.gpu_pools = GpuPools()
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
@@ -152,19 +162,22 @@ class Agent:
         if not procs.baseline:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
-        return TickResult(points, len(inputs), duration_s)
+        self.guard.save()  # only when a new tag set was seen
+        return TickResult(points, len(inputs), duration_s, wall_ns)
 
     def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
         """One pool: report its counter's events, resolve and learn its idle power, split it, make points."""
         self._report_counter(pool)
         c = pool.counter
-        idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
-                                   c.idle_power_w, wall_ns).power_w
-        self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
+        idle_w = None  # a restart's gap: nobody watched, so no static/dynamic split, and nothing to learn
+        if not pool.unobserved:
+            idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
+                                       c.idle_power_w, wall_ns).power_w
+            self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
                      self.cfg.attribution.static_policy(c.component))
-        return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
-                           wall_ns)
+        charges = attribute(split, pool.driver_s, pool.holders, pool.unexplained)
+        return pool_points(self.host, split, self.guard.fold(charges, wall_ns), wall_ns)
 
     def _report_counter(self, pool: PoolInput) -> None:
         c = pool.counter
@@ -191,6 +204,8 @@ class Agent:
         return Point(WL_AGENT, {"host": self.host}, fields, wall_ns)
 
     def commit(self, result: TickResult) -> None:
+        if self.counters is not None:  # first the readings, then the tick that used them (accounting/resume.py)
+            checkpoint(self.counters, self.cpu_pools, self.gpu_pools, self.sources.energy, result.wall_ns)
         self.ledger.append(result.points)
         if self.carbon_sync is not None:
             self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick

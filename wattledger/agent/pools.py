@@ -13,6 +13,11 @@ device was (for idle learning). The loop is then a straight map over pools.
   and is split by both ticks' activity, with both ticks' interval.
 * ``gpu_inputs``: GPU pools from ``accounting.gpu`` (deltas, intervals and
   per-process activity), their pids mapped to jobs by the process reader.
+
+A delta whose previous reading was saved by the agent before a restart
+(``accounting.resume``) spans the time no agent ran: no process is known for
+it, so the pool has no drivers and all its energy goes to ``_unobserved``
+(``unobserved_input``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from wattledger.accounting.cpu import CpuDrivers
 from wattledger.accounting.gpu import gpu_activity_fraction, gpu_drivers, unexplained_job
 from wattledger.model.activity import ProcSample
 from wattledger.model.gpu import GpuPoolSample
-from wattledger.model.jobs import SYSTEM_JOB, JobKey
+from wattledger.model.jobs import SYSTEM_JOB, UNOBSERVED_JOB, JobKey
 from wattledger.model.readings import EnergyCounter, EnergySample
 
 
@@ -43,6 +48,7 @@ class PoolInput:
     activity: float | None = None  # how busy the device was (0..1) for idle learning; None: unknown
     reset: bool = False
     suspect: bool = False
+    unobserved: bool = False  # a restart's gap: no activity, no idle baseline, all energy to _unobserved
 
     @property
     def component(self) -> str:
@@ -100,7 +106,9 @@ class CpuPools:
                 read.add(key)
                 delta = self.tracker.delta(counter, sample.read_ns)
                 spanned = self._spanned(key, activity)
-                if delta is not None and spanned is not None:
+                if delta is not None and delta.restored:
+                    out.append(unobserved_input(counter, delta.energy_j, delta.interval_s, delta.reset))
+                elif delta is not None and spanned is not None:
                     out.append(_cpu_input(counter, delta, spanned))
         self._set_aside(self._known - read, activity)
         self._known |= read
@@ -126,11 +134,19 @@ def _cpu_input(counter: EnergyCounter, delta: CounterDelta, activity: _CpuActivi
                      reset=delta.reset, suspect=delta.suspect)
 
 
+def unobserved_input(counter: EnergyCounter, energy_j: float, interval_s: float, reset: bool = False) -> PoolInput:
+    """A restart's gap: the counter's energy while no agent ran, charged whole to _unobserved."""
+    return PoolInput(counter, energy_j, interval_s, {}, {}, UNOBSERVED_JOB, None, reset=reset, unobserved=True)
+
+
 def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey]) -> list[PoolInput]:
     """GPU pools with an interval (a baseline read charges nothing), drivers by job."""
     out: list[PoolInput] = []
     for r in sample.devices if sample is not None else ():
         if r.interval_s is None or not math.isfinite(r.energy_j):
+            continue
+        if r.unobserved:
+            out.append(unobserved_input(r.counter, r.energy_j, r.interval_s, r.reset))
             continue
         driver_s, holders = gpu_drivers(r, jobs_by_pid)
         out.append(PoolInput(r.counter, r.energy_j, r.interval_s, driver_s, holders, unexplained_job(r),

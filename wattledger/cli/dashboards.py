@@ -38,8 +38,9 @@ def _dashboards(config_path: Path | None) -> dict[str, Dashboard]:
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Take the PUE, zone and fallback intensity defaults from this TOML config "
-         "[default: the built-in ones, as in the repository's dashboards/].",
+    help="Take the PUE, zone and fallback intensity defaults, and the projects shared by several users "
+         "([jobs] shared_projects), from this TOML config [default: the built-in ones, as in the "
+         "repository's dashboards/].",
 )
 
 

@@ -13,6 +13,7 @@ from wattledger.cli.options import (
 )
 from wattledger.config import Overrides
 from wattledger.model.readings import ProbeResult
+from wattledger.util.redact import redact_text
 
 
 @click.command()
@@ -31,7 +32,7 @@ def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | N
     check_zone(cfg)
     rows = doctor_rows(cfg, config_file(config_path))
     for r in rows:
-        click.echo(_json(r) if as_json else _text(r))
+        click.echo(redact_text(_json(r) if as_json else _text(r)))  # belt and braces: rows redact their URLs
     sys.exit(0 if measuring(rows) else 1)
 
 

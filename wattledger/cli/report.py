@@ -63,7 +63,9 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @state_dir_option
 @click.option("--since", help="Start: ISO-8601 or an age (30m, 2h, 7d) [default: 24h; with --lifecycle: all].")
 @click.option("--until", default="now", show_default=True, help="End (exclusive): ISO-8601, an age, or now.")
-@click.option("--by", type=click.Choice(["job", "user", "project", "phase"]), default="job", show_default=True)
+@click.option("--by", type=click.Choice(["job", "user", "project", "phase"]), default="job", show_default=True,
+              help="Group by job (and user), user, project or phase (and owner: a project is its user's, or "
+                   "shared by the users [jobs] shared_projects lists).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--pue", type=Finite(1.0, 5.0), help="Use this constant PUE, 1 to 5 [default: wl_pue series, else [pue] value].")
 @click.option("--zone", help="Carbon zone [default: [carbon] zone].")
@@ -73,7 +75,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @click.option("--influx-database", help="Database [default: [sink] database].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw the top rows over time to a PNG.")
 @click.option("--lifecycle", is_flag=True, help="Life-cycle model CT + T + e*I of one --project.")
-@click.option("--project", help="Only this project (WATTLEDGER_PROJECT of its runs); with --lifecycle: the project.")
+@click.option("--project", help="Only this project (WATTLEDGER_PROJECT of its runs); with --lifecycle: the project "
+                                "(one owner's: add --user U when several users used the name).")
 @click.option("--job", "job_tag", help="Only this job tag (WATTLEDGER_JOB, slurm-<id>, ...).")
 @click.option("--user", help="Only this user's energy.")
 @click.option("--inferences-count", type=int, help="With --lifecycle: inferences served by the measured inference energy.")

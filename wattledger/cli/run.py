@@ -68,8 +68,9 @@ def run(config_path: str | None, tag: str | None, interval_s: float, as_json: bo
         ledger = Ledger.in_state_dir(Path(tmp))
         try:
             # A source this machine lacks is not news: the figures say ESTIMATE (absent_level DEBUG).
+            # A temporary ledger: nothing to bridge after a restart (bridge=False).
             agent = build_agent(cfg, ledger, carbon_sync=False, config_file=config_file(config_path),
-                                absent_level=logging.DEBUG)
+                                absent_level=logging.DEBUG, bridge=False)
             measured = measure(agent, cmd, dict(os.environ, WATTLEDGER_JOB=job), interval_s)
         except OSError as e:
             raise click.ClickException(f"cannot start {cmd[0]!r}: {e}") from None

@@ -31,16 +31,21 @@ Choices that hold for every panel:
   points, as the report does.
 - ``$pue`` is one constant. ``wattledger report`` uses a ``wl_pue`` series
   where one exists; the Carbon dashboard shows that series.
+- A project, and a phase inside one, is its user's (``report --by project``
+  keys it by owner): the project and phase panels group by user as well, and
+  merge several users' energy under one name only for the projects the
+  admin shares (``[jobs] shared_projects``, through ``--config``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from wattledger.grafana.defaults import Defaults
-from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED, shared_label
 from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import J_PER_KWH
 
@@ -69,6 +74,8 @@ ENERGY_CLASSES: tuple[tuple[str, str], ...] = (
     ("system", f"\"job\" = '{SYSTEM}'"),
     ("idle", f"\"job\" = '{IDLE}'"),
     ("agent", f"\"job\" = '{AGENT}'"),
+    ("unobserved", f"\"job\" = '{UNOBSERVED}'"),
+    ("overflow", f"\"job\" = '{OVERFLOW}'"),
 )
 
 
@@ -354,6 +361,45 @@ def facility_kwh_per_hour_query(measurement: str, where: str) -> str:
     )
 
 
+def _influx_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _users_regex(users: Iterable[str]) -> str:
+    """An InfluxQL regex literal matching exactly these user names."""
+    alternatives = "|".join(re.escape(u).replace("/", "\\/") for u in sorted(users))
+    return f"/^({alternatives})$/"
+
+
+def owned_targets(tag: str, where: str, shared: tuple[tuple[str, tuple[str, ...]], ...]) -> list[dict[str, Any]]:
+    """Facility kWh per ``tag`` (project or phase) and owner: never another user's energy under a name.
+
+    A: energy without a project, per ``tag`` (nobody's name). B: energy with a
+    project, per ``tag`` and user ("p1 (alice)"), leaving out the shared
+    projects' users. Then one query per shared project: its users' energy
+    together ("p1 (alice+bob)"), the rule of ``model.jobs.project_owner``.
+    """
+    head = f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM "{WL_JOB}" WHERE {where}'
+    not_shared = "".join(f' AND ("project" != {_influx_string(p)} OR "user" !~ {_users_regex(users)})'
+                         for p, users in shared)
+    targets = [
+        target("A", f"{head} AND \"project\" = '' AND $timeFilter GROUP BY \"{tag}\"", alias=f"$tag_{tag}"),
+        target("B", f"{head} AND \"project\" != ''{not_shared} AND $timeFilter GROUP BY \"{tag}\", \"user\"",
+               alias=f"$tag_{tag} ($tag_user)"),
+    ]
+    for i, (project, users) in enumerate(shared):
+        targets.append(target(
+            _ref_id(2 + i),
+            f'{head} AND "project" = {_influx_string(project)} AND "user" =~ {_users_regex(users)} '
+            f'AND $timeFilter GROUP BY "{tag}"', alias=f"$tag_{tag} ({shared_label(users)})"))
+    return targets
+
+
+def _ref_id(i: int) -> str:
+    """Grafana's query letters: A..Z, then AA, AB..."""
+    return chr(ord("A") + i) if i < 26 else _ref_id(i // 26 - 1) + chr(ord("A") + i % 26)
+
+
 def co2e_transformations(cumulative: bool) -> list[dict[str, Any]]:
     """facility kWh per hour x g/kWh per hour -> g CO2e per hour (and its running total).
 
@@ -563,8 +609,15 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
                                 alias=f"$tag_{tag}")], (x, y, 8, 8), "kwatth",
                         transformations=[name_untagged(tag)])
 
+    def owned(tag: str, y: int, x: int) -> Panel:
+        return bargauge(f"Facility energy by {tag}",
+                        f"IT energy x $pue, per {tag} and owner, over the range: a project is its user's "
+                        "(shared by several users only where the admin says so).",
+                        owned_targets(tag, where, defaults.shared_projects), (x, y, 8, 8), "kwatth",
+                        transformations=[name_untagged(tag)])
+
     panels: list[Panel] = [
-        by("user", 0, 0), by("project", 0, 8), by("phase", 0, 16),
+        by("user", 0, 0), owned("project", 0, 8), owned("phase", 0, 16),
         stat("CO2e of the selection", "All jobs of the selected users, projects and phases: sum over UTC "
                                       "hours of facility kWh x the zone's intensity. For a table per user, "
                                       "project or phase: wattledger report --by user.",

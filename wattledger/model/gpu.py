@@ -140,6 +140,7 @@ class GpuDeviceReading:
     processes_seen: bool = True
     energy_j: float = 0.0
     reset: bool = False  # the counter went down since the previous read (driver reload)
+    unobserved: bool = False  # the interval is a restart's gap: no process was watched (energy to _unobserved)
 
     @property
     def device(self) -> str:

@@ -9,6 +9,7 @@ same data equals the ledger's (tested against a real influxd).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from wattledger.carbon import fallback_intensity
 from wattledger.carbon.pue import PueSeries, pue_series
 from wattledger.config import Config
+from wattledger.model.jobs import project_owner
 from wattledger.model.units import HOUR_NS
 from wattledger.report.model import EnergyCell, Report, ReportError, build, intensity_series
 from wattledger.util.timeutil import hour_floor
@@ -60,6 +62,18 @@ def measured_seconds(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     return out
 
 
+def shared_projects(cells: list[EnergyCell], shared: Mapping[str, list[str]]) -> list[EnergyCell]:
+    """The cells, those of a project the admin shares with their user marked with its label: only
+    they are grouped with the other users' energy of that project (``EnergyCell.owner``)."""
+    if not shared:
+        return cells
+    out = []
+    for c in cells:
+        owner = project_owner(c.project, c.user, shared)
+        out.append(dataclasses.replace(c, shared=owner) if c.project and owner != c.user else c)
+    return out
+
+
 def hour_window(since_ns: int, until_ns: int) -> tuple[int, int]:
     """The whole hours that the window's buckets span: carbon and PUE are read for all of them."""
     end = hour_floor(until_ns - 1) + HOUR_NS if until_ns > 0 else HOUR_NS
@@ -81,6 +95,7 @@ def assemble(
     wanted = opts.equal()
     if wanted:
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
+    cells = shared_projects(cells, cfg.jobs.shared_projects)
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
                                  configured_static=cfg.carbon.provider == "static")

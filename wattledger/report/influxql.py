@@ -19,6 +19,7 @@ from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import HOUR_NS
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
 from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.util.redact import redact_text, redact_url
 from wattledger.util.timeutil import hour_floor
 
 QUERY_SPAN_NS = 7 * 24 * HOUR_NS  # one query per week of hours keeps answers small
@@ -68,9 +69,10 @@ class InfluxQL:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             hint = " (check [sink] token/username/password)" if e.code in (401, 403) else ""
-            raise ReportError(f"InfluxDB {self.url} answered HTTP {e.code} to a query{hint}") from None
+            raise ReportError(f"InfluxDB {redact_url(self.url)} answered HTTP {e.code} to a query{hint}") from None
         except (urllib.error.URLError, OSError) as e:
-            raise ReportError(f"cannot reach InfluxDB at {self.url}: {getattr(e, 'reason', e)}") from None
+            raise ReportError(f"cannot reach InfluxDB at {redact_url(self.url)}: "
+                              f"{redact_text(str(getattr(e, 'reason', e)))}") from None
 
 
 def _rows(body: Any) -> list[dict[str, Any]]:
@@ -105,7 +107,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     pue = client.query(f'SELECT "pue", "site" FROM "{WL_PUE}" WHERE time >= {h0} AND time < {h1}')
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
-    origin = f"InfluxDB {client.url} db {client.database}"
+    origin = f"InfluxDB {redact_url(client.url)} db {client.database}"
     return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin)
 
 

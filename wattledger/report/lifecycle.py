@@ -28,9 +28,14 @@ class Lifecycle:
 
     def _phase(self, phase: str) -> Row | None:
         for r in self.report.rows:
-            if r.key == (phase,):
+            if r.key[0] == phase:
                 return r
         return None
+
+    @property
+    def owner(self) -> str:
+        """Whose project this is (its one owner: the user, or the shared label)."""
+        return next((r.key[1] for r in self.report.rows if len(r.key) > 1), "")
 
     @property
     def ct(self) -> Row | None:
@@ -52,6 +57,12 @@ class Lifecycle:
         return r.facility_kwh / self.inferences_count, r.g_co2e / self.inferences_count
 
     def check(self) -> None:
+        owners = sorted({r.key[1] for r in self.report.rows if len(r.key) > 1})
+        if len(owners) > 1:
+            raise ReportError(
+                f"project {self.project} is used by {len(owners)} owners ({', '.join(owners)}): give --user U "
+                "for one of them (a project is its user's, as a job is), or let an admin share the name in "
+                "[jobs] shared_projects")
         if self.inference is not None and not self.inferences_count and self.expected_inferences:
             raise ReportError("the project has inference energy: give --inferences-count N (how many inferences "
                               "that energy served) to get the per-inference cost I")
@@ -82,8 +93,9 @@ class Lifecycle:
         kwh, g = self.projected()
         other = [r for r in self.report.rows if r.key[0] not in (SEARCH, TRAIN, INFERENCE)]
         return {
-            "project": self.project, "since": iso(self.report.since_ns), "until": iso(self.report.until_ns),
-            "zone": self.report.zone, "pue": self.report.pue, "co2e_basis": self.report.co2e_basis(),
+            "project": self.project, "owner": self.owner, "since": iso(self.report.since_ns),
+            "until": iso(self.report.until_ns), "zone": self.report.zone, "pue": self.report.pue,
+            "co2e_basis": self.report.co2e_basis(),
             "search_CT": part(self.ct), "train_T": part(self.t), "inference_measured": part(self.inference),
             "inferences_count": self.inferences_count,
             "per_inference_I": None if per is None else {"facility_kwh": per[0], "g_co2e": per[1]},

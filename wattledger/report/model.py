@@ -18,8 +18,16 @@ figure (``[carbon] g_per_kwh`` or the table) and every output says so: the
 ``fallback_kwh`` in CSV and JSON.
 
 The report also splits the host's energy into tagged jobs and the reserved
-ones (``_untagged``, ``_system``, ``_idle``, ``_agent``), and flags energy
-that came from the model estimate (``source=model``) rather than a counter.
+ones (``_untagged``, ``_system``, ``_idle``, ``_agent``, ``_unobserved``,
+``_overflow``), and flags energy that came from the model estimate
+(``source=model``) rather than a counter.
+
+A project, and a phase inside one, is keyed by its owner as a job is by its
+user (``--by project`` and ``--by phase`` group by (name, owner)): the user
+who charged it, or the shared label of a project the admin lets several
+users use (``[jobs] shared_projects``; ``model.jobs.project_owner``). So a
+user who sets another's project name gets a row of their own, never a share
+of the other's.
 
 No I/O here: the sources (ledger.py, influxql.py) reduce their rows to
 ``EnergyCell``s and raw carbon/PUE rows (assemble.py); render.py and plot.py
@@ -37,7 +45,7 @@ from typing import Any
 from wattledger.carbon.base import KIND_RANK
 from wattledger.carbon.pue import PueSeries
 from wattledger.carbon.static import StaticIntensity, UnknownZone
-from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED
 from wattledger.carbon.footprint import facility_kwh
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.numfmt import num
@@ -46,11 +54,13 @@ from wattledger.util.timeutil import hour_floor, iso
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "job": ("job", "user"),  # a job is (user, tag): two users' same tag are two jobs
     "user": ("user",),
-    "project": ("project",),
-    "phase": ("phase",),
+    "project": ("project", "owner"),  # a project is (owner, name): see the module docstring
+    "phase": ("phase", "owner"),
 }
-CATEGORIES = ("tagged", "untagged", "system", "idle", "agent")
-RESERVED_CATEGORY = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent"}
+CATEGORIES = ("tagged", "untagged", "system", "idle", "agent", "unobserved", "overflow")
+ALWAYS_SHOWN = CATEGORIES[:5]  # unobserved and overflow appear when they hold energy
+RESERVED_CATEGORY = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent",
+                     UNOBSERVED: "unobserved", OVERFLOW: "overflow"}
 # Energy from these sources is not a hardware measurement; the report flags it.
 ESTIMATED_SOURCES = {"model": "estimate", "fake": "fake hardware"}
 
@@ -79,6 +89,12 @@ class EnergyCell:
     source: str
     energy_j: float
     component: str = ""  # cpu, dram, gpu, ...
+    shared: str = ""  # the shared label when the admin lets this user use the project name (assemble)
+
+    @property
+    def owner(self) -> str:
+        """Whose project (and phase) this energy is: "" without a project, else the shared label or the user."""
+        return (self.shared or self.user) if self.project else ""
 
 
 @dataclass(frozen=True)
@@ -319,7 +335,7 @@ def build(
     rows: dict[tuple[str, ...], Row] = {}
     series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
     total = Row(("TOTAL",))
-    categories = {c: 0.0 for c in CATEGORIES}
+    categories = {c: 0.0 for c in ALWAYS_SHOWN}
     hours: set[int] = set()
     ci_by_hour: dict[int, HourIntensity] = {}
     for c in cells:
@@ -333,7 +349,7 @@ def build(
         rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
         series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
         total.add(c.energy_j, p, ci, c.source, c.component)
-        categories[category(c.job)] += c.energy_j
+        categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
         hours.add(c.bucket_ns)
     fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
     ordered = sorted(rows.values(), key=lambda r: (-r.g_co2e, -r.it_j, r.key))

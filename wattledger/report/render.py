@@ -120,6 +120,23 @@ def _baselines_text(baselines: Sequence[PoolBaseline]) -> str:
 
 # -- csv and json --------------------------------------------------------------------------------
 
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection):
+# = + - @ (and tab and CR, which some spreadsheets strip before looking).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that no spreadsheet runs as a formula (OWASP, "CSV Injection").
+
+    Text that starts with a formula character gets a leading ``'`` so it is shown
+    as the text it is; the csv module quotes the cell where it needs to. Numbers
+    are written as numbers: a negative figure is data, not a formula.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 
 def format_csv(report: Report) -> str:
     buf = io.StringIO()
@@ -132,7 +149,7 @@ def format_csv(report: Report) -> str:
     for d in report.to_dict()["rows"]:
         by_component = d.pop("it_kwh_by_component")
         d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
-        w.writerow({k: ("" if d[k] is None else d[k]) for k in fields})
+        w.writerow({k: ("" if d[k] is None else csv_cell(d[k])) for k in fields})
     return buf.getvalue()
 
 
@@ -161,10 +178,10 @@ def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["part", "facility_kwh", "g_co2e"])
         for name, k, gg in rows:
-            w.writerow([" ".join(name.split()), "" if k is None else k, "" if gg is None else gg])
+            w.writerow([csv_cell(" ".join(name.split())), "" if k is None else k, "" if gg is None else gg])
         return buf.getvalue()
     lines = [
-        f"Life cycle of project {lc.project}, measured {d['since']} .. {d['until']}; zone {d['zone']}; "
+        f"Life cycle of project {lc.project} ({lc.owner or 'no owner'}), measured {d['since']} .. {d['until']}; zone {d['zone']}; "
         f"PUE {d['pue']}",
         "",
         *_table(["", "facility kWh", "gCO2e"],
