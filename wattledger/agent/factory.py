@@ -23,6 +23,7 @@ from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
 from wattledger.config import Config, Estimate, Gpus
 from wattledger.model.readings import ProbeResult
+from wattledger.store.jobinfo import JobInfoStore
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -81,6 +82,7 @@ def proc_collector(cfg: Config) -> ProcCollector:
         max_tag_chars=cfg.jobs.max_tag_chars,
         cgroup_root=Path(cfg.agent.cgroup_root),
         use_cgroups=cfg.jobs.use_cgroups,
+        gpu_vars=tuple(cfg.slurm.gpu_vars),
     )
 
 
@@ -104,12 +106,15 @@ def build_agent(
     deliverer: Deliverer | None = None,
     carbon_sync: bool = True,
     on_tick: Callable[[TickResult], None] | None = None,
+    exporter: bool = False,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
     ``out``: a stream for the stdout sink (every tick's points as line protocol).
     ``carbon_sync``: run ``[carbon] sync_interval_s`` beside the loop (off for
-    ``wattledger run``, whose ledger is temporary).
+    ``wattledger run``, whose ledger is temporary). ``exporter``: make the
+    Prometheus endpoint when ``[prometheus] listen`` is set (the service; the
+    caller starts it: ``agent.exporter.start()``).
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -123,7 +128,12 @@ def build_agent(
         host or cfg.agent.host or socket.gethostname(), clock,
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+        jobinfo=JobInfoStore(ledger.path),
     )
+    if exporter and cfg.prometheus.listen:
+        from wattledger.agent.exporter import Exporter
+
+        agent.exporter = Exporter(cfg, ledger, agent.host)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
     if not energy:

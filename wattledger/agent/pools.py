@@ -126,13 +126,15 @@ def _cpu_input(counter: EnergyCounter, delta: CounterDelta, activity: _CpuActivi
                      reset=delta.reset, suspect=delta.suspect)
 
 
-def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey]) -> list[PoolInput]:
-    """GPU pools with an interval (a baseline read charges nothing), drivers by job."""
+def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey],
+               allocated: Mapping[str, frozenset[JobKey]] | None = None) -> list[PoolInput]:
+    """GPU pools with an interval (a baseline read charges nothing), drivers by job; ``allocated``:
+    the jobs Slurm gave each pool (``accounting.gpu.allocated_gpus``), holders under occupancy."""
     out: list[PoolInput] = []
     for r in sample.devices if sample is not None else ():
         if r.interval_s is None or not math.isfinite(r.energy_j):
             continue
-        driver_s, holders = gpu_drivers(r, jobs_by_pid)
+        driver_s, holders = gpu_drivers(r, jobs_by_pid, (allocated or {}).get(r.device, ()))
         out.append(PoolInput(r.counter, r.energy_j, r.interval_s, driver_s, holders, unexplained_job(r),
                              gpu_activity_fraction(r), reset=r.reset))
     return out
