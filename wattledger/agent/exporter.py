@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from wattledger.util.timeutil import hour_floor
 log = logging.getLogger("wattledger.prometheus")
 
 SNAPSHOT_KEY = "prometheus_counters"
+LINGER_MAX_S = 5.0  # at a clean stop, wait at most this long for Prometheus to scrape the final counters
 MAX_PENDING = 600  # ticks queued without a scrape before the tick folds them itself
 CARBON_REFRESH_NS = 60 * NS_PER_S
 
@@ -87,6 +89,7 @@ class Exporter:
         self._carbon: tuple[int, CarbonNow | None] = (-1, None)
         self._server: Any = None
         self.scrapes = 0
+        self._scraped_at: deque[float] = deque(maxlen=8)  # monotonic times of the last scrapes
 
     # -- the tick side -----------------------------------------------------------------------------
     def committed(self, points: Sequence[Point], wall_ns: int) -> None:
@@ -95,7 +98,9 @@ class Exporter:
             self._pending.append(points)
             if len(self._pending) >= MAX_PENDING:
                 self._fold_pending()
-        if wall_ns - self._snapshot_ns >= self.snapshot_every_ns:
+        if not self._snapshot_ns:
+            self._snapshot_ns = wall_ns  # the first snapshot is one interval after the start
+        elif wall_ns - self._snapshot_ns >= self.snapshot_every_ns:
             self.snapshot()
 
     def snapshot(self) -> None:
@@ -127,12 +132,13 @@ class Exporter:
         except (ValueError, KeyError, TypeError, IndexError) as e:
             log.warning("prometheus: the saved counter snapshot is unreadable (%s); counters start from zero", e)
             return Counters()
-        newest = self.ledger.rows(WL_AGENT, since_ns=counters.last_tick_ns + 1)
+        after_ns = counters.last_tick_ns + 1  # the ticks committed after the snapshot (a crash, a kill)
+        newest = self.ledger.rows(WL_AGENT, since_ns=after_ns)
         if newest and int(newest[-1]["time_ns"]) - counters.last_tick_ns > self.window_ns:
             log.info("prometheus: the counter snapshot is older than active_window_s; counters start from zero")
             return Counters()
         for measurement in (WL_NODE, WL_JOB, WL_AGENT):
-            counters.fold(points_of_rows(measurement, self.ledger.rows(measurement, since_ns=counters.last_tick_ns + 1)))
+            counters.fold(points_of_rows(measurement, self.ledger.rows(measurement, since_ns=after_ns)))
         return counters
 
     # -- the scrape side ---------------------------------------------------------------------------
@@ -144,14 +150,27 @@ class Exporter:
         with self._lock:
             self._fold_pending()
             c = self._counters
-            jobs = [(k, s.energy_j) for k, s in c.jobs.items()]
+            jobs = c.exposed()
             pools = [(k, s.energy_j, s.power_w, s.idle_w) for k, s in c.pools.items()]
             nodes = c.node_j()
             agent = (c.ticks, c.agent_cpu_s, dict(c.agent_last), c.last_tick_ns, c.pruned)
             self.scrapes += 1
+            self._scraped_at.append(time.monotonic())
         yield from _energy_families(jobs, pools, nodes)
         yield from _agent_families(self.host, *agent, active_jobs=len({k[1:3] for k, _ in jobs}))
         yield from _carbon_families(self.host, self._carbon_now(agent[3]))
+
+    def _await_last_scrape(self) -> None:
+        """Wait for one more scrape (up to 2.5 of Prometheus' recent intervals, at most LINGER_MAX_S), so that
+        the ticks committed since the last one are seen even if the counters must start from zero next time."""
+        times = list(self._scraped_at)
+        if self._server is None or len(times) < 2:
+            return
+        interval_s = (times[-1] - times[0]) / (len(times) - 1)
+        deadline = time.monotonic() + min(2.5 * interval_s, LINGER_MAX_S)
+        seen = self.scrapes
+        while self.scrapes == seen and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _carbon_now(self, tick_ns: int) -> CarbonNow | None:
         """PUE and grid intensity of the newest tick's hour, re-read at most once a minute."""
@@ -185,7 +204,9 @@ class Exporter:
         return self.cfg.prometheus.listen
 
     def close(self) -> None:
-        """Stop serving and save the counters (a clean stop: the next start continues them exactly)."""
+        """Let Prometheus scrape the final counters, stop serving and save them (the next start continues
+        them exactly)."""
+        self._await_last_scrape()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -36,6 +36,7 @@ AGENT_LAST = ("tick_s", "rss_bytes", "spooled", "write_errors")
 class JobSeries:
     energy_j: float
     last_ns: int  # wall time of the last tick that charged it
+    shown: bool = False  # exposed at least once (a new series is exposed at 0 first: see ``exposed``)
 
 
 @dataclass
@@ -98,6 +99,16 @@ class Counters:
             del self.jobs[k]
         self.pruned += len(stale)
 
+    def exposed(self) -> list[tuple[tuple[str, ...], float]]:
+        """(labels, value) of every job series for one scrape. A series new since the last scrape is shown
+        at 0 (the job's start): PromQL's ``increase()`` counts from a series' first sample, so without it
+        the energy of a job's first ticks (up to a scrape interval) would never be counted."""
+        out = []
+        for key, s in self.jobs.items():
+            out.append((key, s.energy_j if s.shown else 0.0))
+            s.shown = True
+        return out
+
     def node_j(self) -> dict[str, float]:
         """Energy per host: the sum of its pools."""
         out: dict[str, float] = {}
@@ -122,7 +133,9 @@ class Counters:
             raise ValueError("not a counter snapshot of this version")
         n_job, n_pool = len(JOB_LABELS), len(POOL_LABELS)
         return cls(
-            jobs={tuple(map(str, r[:n_job])): JobSeries(float(r[n_job]), int(r[n_job + 1])) for r in data["jobs"]},
+            # A restored series continues the one Prometheus knows: no 0 first (that would read as a reset).
+            jobs={tuple(map(str, r[:n_job])): JobSeries(float(r[n_job]), int(r[n_job + 1]), shown=True)
+                  for r in data["jobs"]},
             pools={tuple(map(str, r[:n_pool])): PoolSeries(float(r[n_pool])) for r in data["pools"]},
             ticks=int(data["ticks"]), agent_cpu_s=float(data["agent_cpu_s"]),
             last_tick_ns=int(data["last_tick_ns"]),
