@@ -82,3 +82,12 @@ def test_every_query_is_promql_prometheus_accepts(prometheus: PrometheusServer, 
               for v in d["templating"]["list"] if v["type"] == "query"]
     for expr in exprs:
         prometheus.query(substitute(expr), time.time())  # raises on a parse or evaluation error
+
+
+def test_the_provisioned_datasource_is_the_one_the_dashboards_preselect() -> None:
+    import yaml
+
+    ds = yaml.safe_load((REPO / "dashboards/provisioning/datasources/wattledger-prometheus.yaml").read_text())
+    (source,) = ds["datasources"]
+    assert (source["uid"], source["type"]) == (prom.DATASOURCE_UID, "prometheus")
+    assert prom.datasource_variable()["current"]["value"] == source["uid"]

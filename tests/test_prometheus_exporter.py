@@ -283,3 +283,15 @@ def test_the_snapshot_lives_in_the_ledger(tmp_path: Path) -> None:
     agent.close()
     saved = ledger.get_meta(SNAPSHOT_KEY)
     assert saved is not None and Counters.from_json(saved).ticks == 2
+
+
+def test_without_scrapes_the_queue_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody scrapes (Prometheus down): the tick folds the queue itself once it holds enough points."""
+    import wattledger.agent.exporter as exporter_module
+
+    monkeypatch.setattr(exporter_module, "MAX_PENDING_POINTS", 50)
+    agent, _, clock = make(tmp_path)
+    assert agent.exporter is not None
+    agent.commit(agent.tick())
+    advance(agent, clock, 30)  # 4-5 points a tick
+    assert agent.exporter._pending_points < 50 and agent.exporter._counters.ticks >= 5

@@ -18,15 +18,18 @@ WSGI server, its own daemon threads; GET only, nothing can be written):
 
 No work on the tick path: ``committed`` only appends a reference to the
 tick's points to a queue. A scrape folds the queued ticks into the counters
-(``agent.metrics``) and renders them, in the server's thread. Only if nobody
-scrapes for ``MAX_PENDING`` ticks does the tick fold the queue itself, so its
-memory stays bounded.
+(``agent.metrics``), saves them when a snapshot is due and renders them, in
+the server's thread. Only if nobody scrapes while ``MAX_PENDING_POINTS``
+points wait does the tick fold the queue itself (and save), so the queue's
+memory stays bounded (a few MB).
 
 Counters continue across agent restarts: a snapshot is kept in the ledger's
-meta table (every ``snapshot_interval_s`` and at a clean stop) and a starting
-agent loads it and folds the ledger rows committed after it (a crash loses
-none). A snapshot older than the active window is dropped: the series start
-again from zero, which ``increase()``/``rate()`` read as a counter reset.
+meta table (at a scrape at most every ``snapshot_interval_s``, and at a clean
+stop) and a starting agent loads it and folds the ledger rows committed after
+it (a crash loses none). If more than the active window of ticks came after
+it, it is dropped: the series start again from zero, which
+``increase()``/``rate()`` read as a counter reset. A new series is shown at 0 first, and a clean stop waits for
+one last scrape (at most ``LINGER_MAX_S``), so that PromQL sees every joule.
 docs/prometheus.md has the PromQL side.
 """
 
@@ -55,7 +58,7 @@ log = logging.getLogger("wattledger.prometheus")
 
 SNAPSHOT_KEY = "prometheus_counters"
 LINGER_MAX_S = 5.0  # at a clean stop, wait at most this long for Prometheus to scrape the final counters
-MAX_PENDING = 600  # ticks queued without a scrape before the tick folds them itself
+MAX_PENDING_POINTS = 20_000  # points queued without a scrape before the tick folds them itself
 CARBON_REFRESH_NS = 60 * NS_PER_S
 
 
@@ -83,6 +86,7 @@ class Exporter:
         self.snapshot_every_ns = int(cfg.prometheus.snapshot_interval_s * NS_PER_S)
         self._lock = threading.Lock()
         self._pending: deque[Sequence[Point]] = deque()
+        self._pending_points = 0
         self._once = LogOnce(log)
         self._counters = self._restore()
         self._snapshot_ns = self._counters.last_tick_ns
@@ -93,14 +97,21 @@ class Exporter:
 
     # -- the tick side -----------------------------------------------------------------------------
     def committed(self, points: Sequence[Point], wall_ns: int) -> None:
-        """A tick was committed: queue its points (folded at the next scrape); snapshot when due."""
+        """A tick was committed: queue its points (folded at the next scrape). O(1), unless nobody scraped
+        for long enough that the queue reached its bound."""
         with self._lock:
             self._pending.append(points)
-            if len(self._pending) >= MAX_PENDING:
+            self._pending_points += len(points)
+            if not self._snapshot_ns:
+                self._snapshot_ns = wall_ns  # the first snapshot is one interval after the start
+            overflowing = self._pending_points >= MAX_PENDING_POINTS
+            if overflowing:
                 self._fold_pending()
-        if not self._snapshot_ns:
-            self._snapshot_ns = wall_ns  # the first snapshot is one interval after the start
-        elif wall_ns - self._snapshot_ns >= self.snapshot_every_ns:
+        if overflowing:
+            self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
+        if self._counters.last_tick_ns - self._snapshot_ns >= self.snapshot_every_ns:
             self.snapshot()
 
     def snapshot(self) -> None:
@@ -119,6 +130,7 @@ class Exporter:
     def _fold_pending(self) -> None:
         while self._pending:
             self._counters.fold(self._pending.popleft())
+        self._pending_points = 0
         if self._counters.last_tick_ns:
             self._counters.prune(self._counters.last_tick_ns, self.window_ns)
 
@@ -156,6 +168,7 @@ class Exporter:
             agent = (c.ticks, c.agent_cpu_s, dict(c.agent_last), c.last_tick_ns, c.pruned)
             self.scrapes += 1
             self._scraped_at.append(time.monotonic())
+        self._maybe_snapshot()
         yield from _energy_families(jobs, pools, nodes)
         yield from _agent_families(self.host, *agent, active_jobs=len({k[1:3] for k, _ in jobs}))
         yield from _carbon_families(self.host, self._carbon_now(agent[3]))
