@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +54,10 @@ REPO = Path(__file__).resolve().parent.parent
 EPILOG = REPO / "deploy" / "slurm" / "epilog.sh"
 PYTHON = "/usr/bin/python3"  # the system's, which the jobs' user can run
 BURN = "import time\nwhile time.process_time() < {cpu_s}: pass\n"
+# What a job is charged may fall short of the CPU it burnt by about one tick of its last process: when the
+# whole process tree of a job exits between two reads and init reaps what is left, that last CPU is
+# init's cutime, which mixes every orphan of the host, and goes to _system (collectors/procs.py).
+TAIL_S = 0.5
 
 
 def burn_script(cpu_s: float) -> str:
@@ -99,7 +104,10 @@ def _start(tmp: Path, proctrack: str, extra_config: str = "") -> Setup:
         setup.agent = subprocess.Popen([sys.executable, "-m", "wattledger.cli.main", "agent", "--config",
                                         str(config), "--sysfs-root", str(setup.rapl.root)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _wait(lambda: _ticks(state) >= 2, "the agent's first ticks")
+        _wait(lambda: _ticks(state) >= 2 or setup.agent.poll() is not None,
+              "the agent's first ticks")
+        if setup.agent.poll() is not None:
+            raise AssertionError(f"the agent exited: {setup.agent.communicate()[1][-3000:]}")
     except BaseException:
         _stop(setup)
         cluster.cleanup()
@@ -123,11 +131,14 @@ def _ticks(state: Path) -> int:
     path = state / "ledger.sqlite3"
     if not path.exists():
         return 0
-    ledger = Ledger(path, readonly=True)
     try:
-        return len(ledger.rows("wl_agent"))
-    finally:
-        ledger.close()
+        ledger = Ledger(path, readonly=True)
+        try:
+            return len(ledger.rows("wl_agent"))
+        finally:
+            ledger.close()
+    except sqlite3.OperationalError:
+        return 0  # made, but its tables not yet
 
 
 def _wait(ok: Any, what: str, timeout_s: float = 60.0) -> None:
@@ -194,18 +205,18 @@ def assert_conservation(jobs: list[dict[str, Any]], nodes: list[dict[str, Any]])
 def test_slurm_jobs_are_charged_and_summarised_where_their_user_finds_them(linuxproc: Setup) -> None:
     c = linuxproc.cluster
     heavy = c.sbatch(burn_script(3.0), "-J", "heavy", "-A", "physics")
-    light = c.sbatch(burn_script(0.6), "-J", "light", "-A", "chem", "--output", "%x-%j.log")
+    light = c.sbatch(burn_script(1.0), "-J", "light", "-A", "chem", "--output", "%x-%j.log")
     stepped = c.sbatch(STEP_WITH_CHILD, "-J", "stepped", "-A", "physics")
-    array = c.sbatch(burn_script(0.5), "-J", "arr", "--array=0-1")
+    array = c.sbatch(burn_script(1.0), "-J", "arr", "--array=0-1")
     states = c.wait_finished([heavy, light, stepped, array])
     assert set(states.values()) == {"COMPLETED"}, (states, c.log("slurmd.log")[-3000:])
     tasks = c.job_ids(array)  # {"7_0": own job id, "7_1": ...}
     err = _stop(linuxproc)
     jobs, nodes = ledger_rows(linuxproc.state)
 
-    expected = {heavy: (3.0, f"slurm-{heavy}.out"), light: (0.6, f"light-{light}.log"),
+    expected = {heavy: (3.0, f"slurm-{heavy}.out"), light: (1.0, f"light-{light}.log"),
                 stepped: (1.0, f"slurm-{stepped}.out")}
-    expected.update({own: (0.5, f"slurm-{display}.out") for display, own in tasks.items()})
+    expected.update({own: (1.0, f"slurm-{display}.out") for display, own in tasks.items()})
     package = min(str(n["device"]) for n in nodes if n["component"] == "cpu")
     for job_id, (cpu_s, output) in expected.items():
         summary = summary_of(c.work / output)
@@ -216,7 +227,8 @@ def test_slurm_jobs_are_charged_and_summarised_where_their_user_finds_them(linux
             job_id, late_rows(jobs, summary))
         assert float(summary["energy_j"]) > 0
         charged = cpu_s_of(jobs, f"slurm-{job_id}", package)
-        assert 0.9 * cpu_s <= charged <= cpu_s + 1.0, (job_id, cpu_s, charged, err[-2000:])
+        assert cpu_s - TAIL_S <= charged <= cpu_s + 1.0, (job_id, cpu_s, charged, cpu_s_of(jobs, "_system", package),
+                                                          err[-2000:])
     # Everything nobody ran was found to be a Slurm job: nothing of theirs is _untagged.
     theirs = {str(r["job"]) for r in jobs if r["user"] == "nobody"}
     assert theirs == {f"slurm-{j}" for j in expected}, theirs
@@ -266,7 +278,7 @@ def test_proctrack_cgroup_finds_jobs_by_their_cgroup_path(tmp_path: Path) -> Non
         # Neither the tag variables (SLURM_JOB_ID is not one here) nor the process tree (setsid -f with
         # an empty environment) name the job: only the cgroup .../job_<id>/... does.
         assert {str(r["job"]) for r in jobs if r["user"] == "nobody"} == {f"slurm-{job}"}
-        assert cpu_s_of(jobs, f"slurm-{job}", package) >= 0.9 * 1.5
+        assert cpu_s_of(jobs, f"slurm-{job}", package) >= 1.5 - 2 * TAIL_S  # two processes end through init
         summary = summary_of(s.cluster.work / f"slurm-{job}.out")
         assert summary["energy_j"] == pytest.approx(energy_of(jobs, summary["tags"]), rel=1e-9, abs=1e-9)
         assert_conservation(jobs, nodes)

@@ -159,3 +159,19 @@ def test_a_requested_full_scan_finds_small_cold_activity_at_once(tmp_path: Path)
     assert s.full_scan and s.driver_s[job("slurm-4242")] == pytest.approx(0.03)
     assert total([s], SYSTEM_JOB) == 0  # _system pays back what stood in for it
     assert not w.tick().full_scan  # once
+
+
+def test_init_reaping_a_jobs_orphan_does_not_charge_the_job_for_strangers(tmp_path: Path) -> None:
+    """init reaps every orphan on the host; its cutime mixes them. A Slurm job's last zombie reaped in the same
+    tick as someone else's orphan must not take that orphan's CPU (it did, in the real-Slurm test)."""
+    w = World(tmp_path)
+    w.proc.spawn(100, 1, "srun", env=BATCH)       # the job's orphaned helper
+    w.proc.spawn(101, 1, "stranger", uid=54321)   # someone else's orphan
+    w.tick()
+    w.proc.burn(101, utime=30)
+    w.proc.exit(100)
+    w.proc.reap(100)
+    w.proc.reap(101)  # its last 30 ticks of CPU, never read, are now only in init's cutime
+    s = w.tick()
+    assert job("slurm-4242") not in s.driver_s
+    assert s.driver_s[SYSTEM_JOB] == pytest.approx(0.3)

@@ -655,17 +655,19 @@ class ProcCollector:
     def _charge_reaped(self, tick: _Tick, pid: str, proc: _Proc, d_child: float) -> None:
         """CPU of children the process reaped that we did not charge while they lived."""
         tagged = [k for k in tick.gone_kids.get(pid, ()) if not k.job.reserved]
-        if proc.job.reserved and tagged:
+        if pid == INIT:
+            # Orphans init reaped: mostly ones we never saw, nobody's job we know (a job cgroup
+            # claims its own through cpu.stat). Even when a tagged orphan is among them, init's
+            # cutime mixes in everyone else's orphans: giving it all to that job would charge
+            # it for strangers (a Slurm job's zombie reaped late did exactly that).
+            tick.charge(SYSTEM_JOB, d_child, None)
+        elif proc.job.reserved and tagged:
             # A reserved parent (a login shell's _untagged, the agent) reaped
             # tagged children: the tail of their CPU since our last read is theirs.
             weights = [k.cpu + k.child + 1 for k in tagged]
             total = float(sum(weights))
             for k, w in zip(tagged, weights):
                 tick.charge(k.job, d_child * w / total, k.cg)
-        elif pid == INIT:
-            # Orphans init reaped that we never saw: nobody's job we know
-            # (a job cgroup claims its own through cpu.stat).
-            tick.charge(SYSTEM_JOB, d_child, None)
         else:
             tick.charge(proc.job, d_child, proc.cg)
 

@@ -13,7 +13,7 @@ report's rule, else ``[pue] value`` and the static intensity), so PromQL
 multiplies each step's energy by the gauges at that step and sums the steps::
 
     sum(sum_over_time((
-        sum by (host) ((L - L offset $energy_step) >= 0 or (P - L offset $energy_step + L) or L)
+        sum by (host) ((L - L offset $energy_step) >= 0 or (clamp_min(P - L offset $energy_step, 0) + L) or L)
                     L: last_over_time(E{...}[1h]), P: max_over_time(E{...}[$energy_step])
       * on (host) group_left () max by (host) (last_over_time(wattledger_pue_ratio[1h]))
       * on (host) group_left () max by (host) (last_over_time(wattledger_grid_intensity_grams_per_kwh[1h]))
@@ -83,14 +83,15 @@ def step_j(metric: str, labels: str, by: str = "host") -> str:
     * the counter's last value minus its last value one step earlier; "last value" is the newest sample
       within an hour (``last_over_time``), so a step in which the agent was restarting (its series stale
       for a scrape or two) still counts;
-    * a counter reset within the step (it went down): what it gained up to its peak, plus its new value;
+    * a counter reset within the step (it went down): what it gained before the reset (its peak in the step
+      above the last value, or nothing if every sample in the step is after the reset), plus its new value;
     * a series born within the step (nothing a step earlier): its whole value.
     """
     series = f"{metric}{{{labels}}}"
     now = f"last_over_time({series}[1h])"
     before = f"last_over_time({series}[1h] offset $energy_step)"
     peak = f"max_over_time({series}[$energy_step])"
-    return f"sum by ({by}) (({now} - {before}) >= 0 or ({peak} - {before} + {now}) or {now})"
+    return f"sum by ({by}) (({now} - {before}) >= 0 or (clamp_min({peak} - {before}, 0) + {now}) or {now})"
 
 
 def per_step(metric: str, labels: str, *, intensity: bool) -> str:
