@@ -231,14 +231,6 @@ def check_co2e(server: PrometheusServer, agent: Agent, seen: list[tuple[float, i
     report_g = report["total"]["g_co2e"]
     assert report["total"]["g_per_kwh"] == pytest.approx(INTENSITY, rel=1e-9)  # the seeded wl_carbon point
     print(f"\nCO2e {tag}: PromQL {promql_g:.6g} g, report {report_g:.6g} g ({promql_g / report_g - 1:+.3%})")
-    if abs(promql_g / report_g - 1) > 0.02:  # DEBUG
-        dbg = {}
-        for name, e in {"step": prom.step_j(prom.JOB_E, f'job="{tag}"'), "pue": prom.gauge(prom.PUE),
-                        "ci": prom.gauge(prom.CI), "per_step": prom.per_step(prom.JOB_E, f'job="{tag}"', intensity=True)}.items():
-            dbg[name] = server.api("/api/v1/query_range", query=e.replace("$energy_step", "5s"), start=str(at_s - range_s), end=str(at_s), step="5")
-        dbg["raw"] = server.samples(f'{prom.JOB_E}{{job="{tag}", component="cpu", device="package-0"}}', at_s, range_s)
-        dbg["rawci"] = server.samples(prom.CI, at_s, range_s)
-        Path("/tmp/prom_dbg2.json").write_text(json.dumps({"dbg": dbg, "at": at_s, "range": range_s, "seen": seen}))
     assert promql_g == pytest.approx(report_g, rel=0.02), (promql_g, report_g)
     gauges = {r["metric"]["provider"]: float(r["value"][1]) for r in server.query(prom.CI, seen[-1][0])}
     assert gauges == {"ukci": INTENSITY}
