@@ -383,7 +383,7 @@ class PrometheusSection:
     listen: str = _key("", Listen())  # empty: no /metrics endpoint
     # Only jobs charged energy in this window are exposed (series cardinality stays bounded).
     active_window_s: float = _number(900.0, 10.0, 604_800.0, "seconds")
-    # How often the counters are saved in the ledger, so that a restart continues them.
+    # At most how often (at a scrape) the counters are saved in the ledger, so that a restart continues them.
     snapshot_interval_s: float = _number(60.0, 1.0, 3600.0, "seconds")
 
 
