@@ -35,6 +35,22 @@ if ! command -v systemd-nspawn >/dev/null 2>&1; then
     </dev/null >/dev/null
 fi
 
+# 1d. A real one-node Slurm (slurmctld, slurmd, the client commands, munge) and
+# Prometheus: the Slurm and Prometheus end-to-end tests start their own daemons
+# from temporary configs on free ports, so the packages' services are not needed.
+need=""
+for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge prometheus:prometheus; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
+done
+if [ -n "$need" ]; then
+  echo "test.sh: installing Debian's$need (Slurm and Prometheus integration tests)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need </dev/null >/dev/null
+  for unit in slurmctld slurmd munge prometheus; do
+    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  done
+fi
+
 # 2. Python: the package and its test dependencies in a private venv.
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -40,6 +40,7 @@ else:  # pragma: no cover
 from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
 from wattledger.model.policies import Choice, StaticPolicy
 from wattledger.util.redact import redact_url
+from wattledger.model.slurm import DEFAULT_GPU_VARS
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
 ENV_PREFIX = "WATTLEDGER_"
@@ -234,7 +235,41 @@ class NamesTable:
         return out
 
 
-Parser = Text | Flag | OneOf | Number | Names | WattsTable | NamesTable
+
+@dataclass(frozen=True)
+class Listen:
+    """Where a server listens: empty (off), a port or ``:port`` (loopback), or ``host:port``."""
+
+    default_host: str = "127.0.0.1"
+
+    def allowed(self) -> str:
+        return ('empty (off), a port ("9464", ":9464": loopback only), or "host:port" '
+                '("0.0.0.0:9464", "[::1]:9464"), port 1 to 65535')
+
+    def parse(self, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise BadValue(self.allowed())
+        text = str(value).strip()
+        if not text:
+            return ""
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "", text
+        host = host.strip() or self.default_host
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or (":" in host and not host.startswith("[")):
+            raise BadValue(self.allowed())
+        return f"{host}:{int(port)}"
+
+
+def listen_address(listen: str) -> tuple[str, int] | None:
+    """(host, port) of a parsed ``Listen`` value (brackets of an IPv6 host removed); None when off."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+Parser = Text | Flag | OneOf | Number | Names | WattsTable | NamesTable | Listen
 
 
 def _key(default: Any, parser: Parser) -> Any:
@@ -356,6 +391,29 @@ class PueSection:
 
 
 @dataclass
+class SlurmSection:
+    # Variables naming the GPUs Slurm allocated, read from a Slurm job's processes; the first set wins.
+    gpu_vars: list[str] = _key(list(DEFAULT_GPU_VARS), Names())
+    # Allocated GPUs are held by the job (occupancy policy) even while it has no context on them.
+    hold_allocated_gpus: bool = _flag(True)
+    # The Epilog waits for this many agent ticks after the job ended before it sums the job.
+    epilog_ticks: int = _number(2, 1, 10, "ticks", whole=True)
+    # ... and at most this long for them (the job stays COMPLETING meanwhile).
+    epilog_timeout_s: float = _number(30.0, 0.0, 600.0, "seconds")
+    # Where the job's output file cannot be found: write wattledger-slurm-<id>.txt in its working directory.
+    summary_fallback: bool = _flag(True)
+
+
+@dataclass
+class PrometheusSection:
+    listen: str = _key("", Listen())  # empty: no /metrics endpoint
+    # Only jobs charged energy in this window are exposed (series cardinality stays bounded).
+    active_window_s: float = _number(900.0, 10.0, 604_800.0, "seconds")
+    # At most how often (at a scrape) the counters are saved in the ledger, so that a restart continues them.
+    snapshot_interval_s: float = _number(60.0, 1.0, 3600.0, "seconds")
+
+
+@dataclass
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     jobs: JobsSection = field(default_factory=JobsSection)
@@ -365,6 +423,8 @@ class Config:
     spool: SpoolSection = field(default_factory=SpoolSection)
     carbon: CarbonSection = field(default_factory=CarbonSection)
     pue: PueSection = field(default_factory=PueSection)
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+    prometheus: PrometheusSection = field(default_factory=PrometheusSection)
 
     @property
     def state_dir(self) -> Path:

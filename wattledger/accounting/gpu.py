@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wattledger.accounting.counters import CounterDelta, CounterTracker, SavedReading
@@ -64,6 +64,7 @@ from wattledger.model.gpu import (
 )
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey, untagged
 from wattledger.model.readings import EnergyCounter, Problem
+from wattledger.model.slurm import SlurmJob
 from wattledger.model.units import NS_PER_S, UJ_PER_J, US_PER_S
 
 DEFAULT_BRIDGE_GAP_S = 60.0
@@ -316,9 +317,12 @@ def measure_for(reading: GpuDeviceReading) -> Measure:
 
 
 def gpu_drivers(
-    reading: GpuDeviceReading, jobs_by_pid: Mapping[int, JobKey]
+    reading: GpuDeviceReading, jobs_by_pid: Mapping[int, JobKey], allocated: Collection[JobKey] = ()
 ) -> tuple[dict[JobKey, float], dict[JobKey, float]]:
-    """(driver_s per job, holders weight per job) for one GPU pool reading."""
+    """(driver_s per job, holders weight per job) for one GPU pool reading.
+
+    ``allocated``: jobs the scheduler gave this GPU (``allocated_gpus``); they hold it
+    (occupancy policy) even without a context on it: see ``_holders``."""
     jobs = {p.pid: jobs_by_pid.get(p.pid, untagged("")) for p in reading.processes}
     holding = [p for p in reading.processes if p.holds_context]
     interval_s = reading.interval_s if reading.interval_s and reading.interval_s > 0 else 1.0
@@ -330,7 +334,44 @@ def gpu_drivers(
                 _add(driver_s, jobs[p.pid], busy)
     else:
         driver_s = _shares(holding, jobs, interval_s)
-    return driver_s, _shares(holding, jobs, 1.0)
+    return driver_s, _holders(holding, jobs, allocated)
+
+
+def _holders(holding: list[GpuProcess], jobs: Mapping[int, JobKey], allocated: Collection[JobKey]) -> dict[JobKey, float]:
+    """Who holds the pool, for the occupancy policy: the jobs with a context (weighted by memory, or
+    equally), and the jobs the scheduler allocated it to. Without allocations: the context holders'
+    shares of 1. With them, every holding job counts as one (context holders keep their memory
+    ratio among themselves) and an allocated job without a context is one more."""
+    extra = [job for job in allocated if job not in {jobs[p.pid] for p in holding}]
+    if not extra:
+        return _shares(holding, jobs, 1.0)
+    out = _shares(holding, jobs, float(len({jobs[p.pid] for p in holding})))
+    for job in sorted(extra):
+        out[job] = 1.0
+    return out
+
+
+def allocated_gpus(gpus: Sequence[GpuReading], slurm: Mapping[JobKey, SlurmJob]) -> dict[str, frozenset[JobKey]]:
+    """Pool device -> the jobs Slurm allocated it to, from each job's GPU ids (``SlurmJob.gpus``).
+
+    An id is a GPU's NVML index (Slurm's node-global GPU id: gres.conf's order, which AutoDetect=nvml
+    takes from NVML) or a UUID (``GPU-...``, ``MIG-...`` in CUDA_VISIBLE_DEVICES). A whole GPU in MIG
+    mode is all of its pools (every instance and its unallocated slices); a MIG UUID is that instance.
+    """
+    pools_of: dict[str, tuple[str, ...]] = {}
+    for g in gpus:
+        whole = (g.uuid,) if not g.mig_enabled else tuple(m.uuid for m in g.mig) + (g.uuid + UNALLOCATED_SUFFIX,)
+        pools_of[g.uuid] = whole
+        if g.index is not None:
+            pools_of[str(g.index)] = whole
+        for m in g.mig:
+            pools_of[m.uuid] = (m.uuid,)
+    out: dict[str, set[JobKey]] = {}
+    for job, info in slurm.items():
+        for gpu_id in info.gpus:
+            for pool in pools_of.get(gpu_id, ()):
+                out.setdefault(pool, set()).add(job)
+    return {pool: frozenset(jobs) for pool, jobs in out.items()}
 
 
 def sm_busy_total(reading: GpuDeviceReading) -> float:

@@ -27,6 +27,7 @@ from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
 from wattledger.config import Config, Estimate, Gpus, how_to_set
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.store.jobinfo import JobInfoStore
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -91,6 +92,7 @@ def proc_collector(cfg: Config) -> ProcCollector:
         max_tag_chars=cfg.jobs.max_tag_chars,
         cgroup_root=Path(cfg.agent.cgroup_root),
         use_cgroups=cfg.jobs.use_cgroups,
+        gpu_vars=tuple(cfg.slurm.gpu_vars),
     )
 
 
@@ -122,6 +124,7 @@ def build_agent(
     config_file: Path | None = None,
     absent_level: int = logging.INFO,
     bridge: bool = True,
+    exporter: bool = False,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
@@ -133,6 +136,8 @@ def build_agent(
     DEBUG (its figures say ESTIMATE). Sources that are there but cannot be read are warnings.
     ``bridge``: save the counters before each commit and charge a restart's gap to
     ``_unobserved`` (accounting/resume.py); off where the ledger is temporary.
+    ``exporter``: make the Prometheus endpoint when ``[prometheus] listen`` is set (the service;
+    the caller starts it: ``agent.exporter.start()``).
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -148,9 +153,14 @@ def build_agent(
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
         tags=TagGuard.load(ledger.path.parent, cfg.jobs.max_tags_per_user_day),
         counters=CounterStore(ledger.path.parent, read_boot_id(cfg.agent.procfs_root)) if bridge else None,
+        jobinfo=JobInfoStore(ledger.path),
     )
     if agent.counters is not None:
         restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
+    if exporter and cfg.prometheus.listen:
+        from wattledger.agent.exporter import Exporter
+
+        agent.exporter = Exporter(cfg, ledger, agent.host)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}",
                                absent_level if absent(p) else logging.WARNING)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from wattledger.accounting.attribution import Pool, attribute
-from wattledger.accounting.gpu import GpuPools
+from wattledger.accounting.gpu import GpuPools, allocated_gpus
 from wattledger.accounting.idle import IdleBaselines
 from wattledger.accounting.resume import CounterStore
 from wattledger.accounting.tags import TagGuard
@@ -47,13 +47,17 @@ from wattledger.model.gpu import GpuSample
 from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
+from wattledger.store.jobinfo import settle_requested_ns
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 from wattledger.util.logonce import LogOnce
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Deliverer
+    from wattledger.agent.exporter import Exporter
     from wattledger.carbon.sync import PeriodicSync
+    from wattledger.model.slurm import SlurmJob
+    from wattledger.store.jobinfo import JobInfoStore
 
 log = logging.getLogger("wattledger.loop")
 
@@ -91,6 +95,7 @@ class TickResult:
     pools: int = 0
     duration_s: float = 0.0
     wall_ns: int = 0  # the tick's timestamp (every point's)
+    slurm: Mapping[JobKey, SlurmJob] = field(default_factory=dict)  # Slurm jobs with a live process
 
 
 @dataclass
@@ -107,6 +112,8 @@ class Agent:
     on_tick: Callable[[TickResult], None] | None = None
     tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
     counters: CounterStore | None = None  # the counters' last readings, saved to bridge a restart
+    jobinfo: JobInfoStore | None = None  # Slurm jobs' details beside the ledger (store.jobinfo)
+    exporter: Exporter | None = None  # the Prometheus endpoint ([prometheus] listen)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -115,6 +122,7 @@ class Agent:
         self.cpu_pools = CpuPools()
         self.gpu_pools = GpuPools()
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
+        self._settle_seen_ns = settle_requested_ns(self.ledger.path.parent)
         self._last_cpu_s = self._own_cpu_s()
 
     def _own_cpu_s(self) -> float:
@@ -152,18 +160,35 @@ class Agent:
     def tick(self) -> TickResult:
         started = time.monotonic()
         wall_ns, read_ns = self.clock.wall_ns(), self.clock.mono_ns()
+        self._settle_if_asked()
         gpu_raw = self._read_gpu(read_ns)
         procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
         samples = self._read_energy(read_ns)
         gpu = self.gpu_pools.update(gpu_raw) if gpu_raw is not None else None
-        inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid)
+        inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid,
+                                                                    self._allocated(gpu_raw, procs))
         points = [p for pool in inputs for p in self._charge(pool, wall_ns)]
         duration_s = time.monotonic() - started
         if not procs.baseline:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
         self.guard.save()  # only when a new tag set was seen
-        return TickResult(points, len(inputs), duration_s, wall_ns)
+        return TickResult(points, len(inputs), duration_s, wall_ns, procs.slurm)
+
+    def _settle_if_asked(self) -> None:
+        """A Slurm Epilog asked (store.jobinfo.request_settle): read every process in this tick."""
+        asked_ns = settle_requested_ns(self.ledger.path.parent)
+        if asked_ns is not None and asked_ns != self._settle_seen_ns:
+            self._settle_seen_ns = asked_ns
+            request = getattr(self.sources.procs, "request_full_scan", None)
+            if request is not None:
+                request()
+
+    def _allocated(self, gpu_raw: GpuSample | None, procs: ProcSample) -> dict[str, frozenset[JobKey]]:
+        """The GPUs Slurm allocated to each running job ([slurm] hold_allocated_gpus: they hold them)."""
+        if gpu_raw is None or not procs.slurm or not self.cfg.slurm.hold_allocated_gpus:
+            return {}
+        return allocated_gpus(gpu_raw.gpus, procs.slurm)
 
     def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
         """One pool: report its counter's events, resolve and learn its idle power, split it, make points."""
@@ -207,6 +232,10 @@ class Agent:
         if self.counters is not None:  # first the readings, then the tick that used them (accounting/resume.py)
             checkpoint(self.counters, self.cpu_pools, self.gpu_pools, self.sources.energy, result.wall_ns)
         self.ledger.append(result.points)
+        if self.jobinfo is not None and result.slurm:
+            self._record_jobs(self.jobinfo, result)
+        if self.exporter is not None:
+            self.exporter.committed(result.points, result.wall_ns)
         if self.carbon_sync is not None:
             self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick
         for sink in self.local_sinks:
@@ -216,6 +245,15 @@ class Agent:
             self.deliverer.step()
         if self.on_tick is not None:
             self.on_tick(result)
+
+    def _record_jobs(self, jobinfo: JobInfoStore, result: TickResult) -> None:
+        try:
+            jobinfo.record(self.host, result.wall_ns, result.slurm)
+        except Exception as e:  # noqa: BLE001 - job details must never stop the ledger; said once
+            self.reporter.problem("jobinfo", f"cannot record Slurm job details in the ledger ({e}); energy is "
+                                  "still recorded, report --account/--partition and the Epilog miss them")
+        else:
+            self.reporter.cleared("jobinfo", "Slurm job details recorded again")
 
     def _write_local(self, sink: Sink, points: list[Point]) -> None:
         answer = sink.write(points)
@@ -253,6 +291,10 @@ class Agent:
         self.idle.save()
         if self.carbon_sync is not None:
             self.carbon_sync.join(timeout_s=flush_s)
+        if self.exporter is not None:
+            self.exporter.close()
+        if self.jobinfo is not None:
+            self.jobinfo.close()
 
 
 def _problem_line(f: ProbeResult) -> str:

@@ -139,8 +139,10 @@ def unobserved_input(counter: EnergyCounter, energy_j: float, interval_s: float,
     return PoolInput(counter, energy_j, interval_s, {}, {}, UNOBSERVED_JOB, None, reset=reset, unobserved=True)
 
 
-def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey]) -> list[PoolInput]:
-    """GPU pools with an interval (a baseline read charges nothing), drivers by job."""
+def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey],
+               allocated: Mapping[str, frozenset[JobKey]] | None = None) -> list[PoolInput]:
+    """GPU pools with an interval (a baseline read charges nothing), drivers by job; ``allocated``:
+    the jobs Slurm gave each pool (``accounting.gpu.allocated_gpus``), holders under occupancy."""
     out: list[PoolInput] = []
     for r in sample.devices if sample is not None else ():
         if r.interval_s is None or not math.isfinite(r.energy_j):
@@ -148,7 +150,7 @@ def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey]) 
         if r.unobserved:
             out.append(unobserved_input(r.counter, r.energy_j, r.interval_s, r.reset))
             continue
-        driver_s, holders = gpu_drivers(r, jobs_by_pid)
+        driver_s, holders = gpu_drivers(r, jobs_by_pid, (allocated or {}).get(r.device, ()))
         out.append(PoolInput(r.counter, r.energy_j, r.interval_s, driver_s, holders, unexplained_job(r),
                              gpu_activity_fraction(r), reset=r.reset))
     return out

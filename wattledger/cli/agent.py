@@ -61,7 +61,14 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
         raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
                                    "or create it writable for this user")
     a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
-                    deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path))
+                    deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path), exporter=True)
+    if a.exporter is not None:
+        from wattledger.agent.exporter import ExporterError
+
+        try:
+            a.exporter.start()
+        except ExporterError as e:
+            raise click.ClickException(str(e)) from None
     signal.signal(signal.SIGTERM, lambda *_: a.stop())
     signal.signal(signal.SIGINT, lambda *_: a.stop())
     log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)

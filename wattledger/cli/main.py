@@ -19,6 +19,7 @@ from wattledger.cli.dashboards import dashboards
 from wattledger.cli.doctor import doctor
 from wattledger.cli.report import carbon, report
 from wattledger.cli.run import run
+from wattledger.cli.slurm import slurm
 from wattledger.cli.top import top
 from wattledger.util.redact import install_log_redaction, redact_text
 
@@ -58,7 +59,7 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-for command in (agent, doctor, run, report, top, carbon, dashboards):
+for command in (agent, doctor, run, report, top, carbon, dashboards, slurm):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

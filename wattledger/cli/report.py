@@ -79,19 +79,27 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
                                 "(one owner's: add --user U when several users used the name).")
 @click.option("--job", "job_tag", help="Only this job tag (WATTLEDGER_JOB, slurm-<id>, ...).")
 @click.option("--user", help="Only this user's energy.")
+@click.option("--account", help="Only Slurm jobs of this account (from the jobs' environment; ledger only).")
+@click.option("--partition", help="Only Slurm jobs of this partition (from the jobs' environment; ledger only).")
 @click.option("--inferences-count", type=int, help="With --lifecycle: inferences served by the measured inference energy.")
 @click.option("--expected-inferences", type=int, default=0, show_default=True,
               help="With --lifecycle: e, the inferences to project over the model's life.")
 def report(config_path: str | None, state_dir: str | None, since: str | None, until: str, by: str, fmt: str,
            pue: float | None, zone: str | None, host: str | None, from_influx: bool, influx_url: str | None,
            influx_database: str | None, plot_path: str | None, lifecycle: bool, project: str | None,
-           job_tag: str | None, user: str | None, inferences_count: int | None, expected_inferences: int) -> None:
+           job_tag: str | None, user: str | None, account: str | None, partition: str | None,
+           inferences_count: int | None, expected_inferences: int) -> None:
     """Energy (IT and x PUE) and CO2e per job, user, project or phase over a time range.
+
+    With --by job, jobs that Slurm ran show their Slurm id, account, partition
+    and the first and last tick that saw them (an sacct-like view).
 
     \b
     Examples:
       wattledger report --since 7d --by project
       wattledger report --since 30d --job resnet50-sweep --user alice
+      wattledger report --since 7d --job slurm-4242
+      wattledger report --since 30d --by job --account physics --partition gpu
       wattledger report --since 2024-03-01 --until 2024-04-01 --format csv > march.csv
       wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
                         --expected-inferences 100000000
@@ -113,7 +121,8 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
     assert since_ns is not None and until_ns is not None
     if since_ns >= until_ns:
         raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
-    opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user)
+    opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user,
+                      account=account, partition=partition)
     try:
         if plot_path:
             require_matplotlib()  # before anything is printed

@@ -392,12 +392,12 @@ class NvmlCollector:
             power_w = self._power_w(gpu)
         if not gpu.mig:
             activity = self._activity(gpu.uuid, gpu.handle, gpu.cursor, moves)
-            return GpuReading(gpu.uuid, energy_mj, power_w, activity)
+            return GpuReading(gpu.uuid, energy_mj, power_w, activity, index=gpu.index)
         self._refresh_mig(gpu)
         mig = tuple(
             MigReading(s.uuid, s.gi_id, s.gi_slices, s.ci_slices, self._activity(s.uuid, s.handle, s.cursor, moves))
             for _, s in sorted(gpu.mig_slots.items()))
-        return GpuReading(gpu.uuid, energy_mj, power_w, None, mig, gpu.max_mig)
+        return GpuReading(gpu.uuid, energy_mj, power_w, None, mig, gpu.max_mig, index=gpu.index)
 
     def _power_w(self, gpu: _Gpu) -> float:
         nvml = self._nvml

@@ -76,6 +76,9 @@ from wattledger.model.jobs import (
     untagged,
 )
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.model.slurm import (
+    DEFAULT_GPU_VARS, INFO_VARS, SCRIPT_CONTEXT_VAR, SlurmJob, is_scheduler_script, job_id_of_tag, slurm_job,
+)
 
 SOURCE = "procfs"
 ENVIRON_FIX = (
@@ -183,6 +186,18 @@ def cgroup_v2_root(cgroup_root: Path) -> Path | None:
     return None
 
 
+def _slurm_of(env: dict[str, str], job: JobKey, gpu_vars: tuple[str, ...]) -> SlurmJob | None:
+    """The Slurm job of a tagged process: from its environment, else from a ``slurm-<id>`` tag (its cgroup).
+    A reserved job (``_untagged``...) is never a Slurm job, whatever the environment says."""
+    if job.reserved:
+        return None
+    found = slurm_job(env, gpu_vars)
+    if found is None:
+        job_id = job_id_of_tag(job.tag)
+        found = SlurmJob(job_id) if job_id is not None else None
+    return found
+
+
 # -- per-process state ------------------------------------------------------------
 @dataclass(slots=True)
 class _Proc:
@@ -198,6 +213,7 @@ class _Proc:
     idle_reads: int = 0  # consecutive reads without any CPU change
     patience: int = 3  # idle reads before it goes cold
     cg_claim: JobKey | None = None  # the job its cgroup belongs to, as this process sees it
+    slurm: SlurmJob | None = None  # the Slurm job its environment (or its cgroup) names
 
 
 @dataclass
@@ -236,6 +252,7 @@ class ProcCollector:
     min_gap_ticks: int = 4
     cgroup_root: Path | None = Path("/sys/fs/cgroup")  # None: no cgroup ground truth
     use_cgroups: bool = True  # False: neither cgroup tags nor cgroup CPU ([jobs] use_cgroups)
+    gpu_vars: tuple[str, ...] = DEFAULT_GPU_VARS  # where Slurm names a job's GPUs ([slurm] gpu_vars)
     name: str = SOURCE
 
     def __post_init__(self) -> None:
@@ -263,7 +280,14 @@ class ProcCollector:
         self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
         self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
         self._ticks = 0
-        self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR}
+        self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR, SCRIPT_CONTEXT_VAR, *INFO_VARS,
+                                                       *self.gpu_vars}
+        self._slurm: dict[JobKey, SlurmJob] = {}  # jobs with a live process that Slurm launched
+        self._scan_requested = False
+
+    def request_full_scan(self) -> None:
+        """Read every process at the next read (a Slurm job ended: settle what its processes used)."""
+        self._scan_requested = True
 
     # -- small readers -------------------------------------------------------
     def _read(self, *parts: str | int) -> bytes:
@@ -306,6 +330,7 @@ class ProcCollector:
         cg: str | None = None
         claim: JobKey | None = None
         denied = False
+        slurm: SlurmJob | None = None
         if pid == self._agent:
             job = AGENT_JOB
         elif pid == KTHREADD or ppid == KTHREADD:
@@ -324,17 +349,23 @@ class ProcCollector:
                     cgroup = self._read(pid, "cgroup").decode("utf-8", "replace")
                 except OSError:
                     pass
-            job = job_for(user, env, cgroup, self.tag_vars, self.max_tag_chars)
+            # Slurm's Prolog/Epilog carry the job's id but are the scheduler's work: their user's _untagged.
+            job = untagged(user) if is_scheduler_script(env) else job_for(user, env, cgroup, self.tag_vars,
+                                                                            self.max_tag_chars)
+            slurm = _slurm_of(env, job, self.gpu_vars)
             parent = self._procs.get(ppid)
             if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
                 job = parent.job  # children inherit, within the same user only
             found = job_cgroup(cgroup) if self._cg_root is not None else None
             if found is not None:
                 cg, claim = found[1], job if job.tag == found[0] else JobKey(found[0], user)
-        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads, claim)
+        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads, claim, slurm)
 
     def _adopt(self, pid: str, proc: _Proc) -> None:
-        """What identifying a tracked process teaches: tags we cannot see, who owns its job cgroup."""
+        """What identifying a tracked process teaches: tags we cannot see, who owns its job cgroup, its Slurm job."""
+        if proc.slurm is not None:
+            known = self._slurm.get(proc.job)
+            self._slurm[proc.job] = proc.slurm if known is None else known.merged(proc.slurm)
         if proc.env_denied:
             self.environ_denied_pids.add(int(pid))
         if proc.cg is not None and proc.cg_claim is not None:
@@ -353,6 +384,7 @@ class ProcCollector:
         self._holders[job] -= 1
         if self._holders[job] <= 0:
             del self._holders[job]
+            self._slurm.pop(job, None)
         if cg is not None:
             self._cg_members[cg] -= 1
             if self._cg_members[cg] <= 0:
@@ -457,7 +489,8 @@ class ProcCollector:
         self._seen_carry = {}
         if self._gone_jobs:  # forget exits older than GONE_JOB_TICKS (usually there are none to look at)
             self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
-        full_scan = tick.first or self._ticks % self.full_scan_every == 0
+        full_scan = tick.first or self._ticks % self.full_scan_every == 0 or self._scan_requested
+        self._scan_requested = False
         listed, new_set = self._relist(tick, host, tasks, full_scan)
         self._read_processes(tick, new_set, full_scan)
         cold_scan = self._wake_cold(tick, task_ticks, total_ticks, full_scan)
@@ -471,7 +504,7 @@ class ProcCollector:
             holders={job: 1.0 for job in self._holders if job not in (AGENT_JOB, SYSTEM_JOB)},
             jobs_by_pid=self._jobs_of(want_pids), processes_read=tick.reads, full_scan=full_scan,
             environ_denied=len(self.environ_denied_pids), cold_scan=cold_scan, listed=listed,
-            cgroups_read=cgroups_read, processes=len(self._procs),
+            cgroups_read=cgroups_read, processes=len(self._procs), slurm=dict(self._slurm),
         )
 
     def _host_deltas(self, host: HostCpu) -> tuple[int, int, int]:
@@ -602,10 +635,10 @@ class ProcCollector:
             fresh = self._identify(pid, comm, ppid, start, cpu, child)
         except OSError:
             return
-        self._adopt(pid, fresh)
         proc.env_denied = proc.env_denied or fresh.env_denied
         if fresh.job != proc.job or fresh.cg != proc.cg:
             self._move(proc, fresh.job, fresh.cg)
+        self._adopt(pid, fresh)
 
     def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: int, child: int) -> bool:
         d_cpu = cpu - proc.cpu
@@ -622,17 +655,19 @@ class ProcCollector:
     def _charge_reaped(self, tick: _Tick, pid: str, proc: _Proc, d_child: float) -> None:
         """CPU of children the process reaped that we did not charge while they lived."""
         tagged = [k for k in tick.gone_kids.get(pid, ()) if not k.job.reserved]
-        if proc.job.reserved and tagged:
+        if pid == INIT:
+            # Orphans init reaped: mostly ones we never saw, nobody's job we know (a job cgroup
+            # claims its own through cpu.stat). Even when a tagged orphan is among them, init's
+            # cutime mixes in everyone else's orphans: giving it all to that job would charge
+            # it for strangers (a Slurm job's zombie reaped late did exactly that).
+            tick.charge(SYSTEM_JOB, d_child, None)
+        elif proc.job.reserved and tagged:
             # A reserved parent (a login shell's _untagged, the agent) reaped
             # tagged children: the tail of their CPU since our last read is theirs.
             weights = [k.cpu + k.child + 1 for k in tagged]
             total = float(sum(weights))
             for k, w in zip(tagged, weights):
                 tick.charge(k.job, d_child * w / total, k.cg)
-        elif pid == INIT:
-            # Orphans init reaped that we never saw: nobody's job we know
-            # (a job cgroup claims its own through cpu.stat).
-            tick.charge(SYSTEM_JOB, d_child, None)
         else:
             tick.charge(proc.job, d_child, proc.cg)
 

@@ -87,6 +87,7 @@ class GpuReading:
     activity: GpuActivity | None  # None on a MIG GPU (each instance has its own)
     mig: tuple[MigReading, ...] = ()
     mig_total_slices: int = 0  # the GPU's slice count (MIG mode only)
+    index: int | None = None  # NVML's device index (what Slurm's GPU ids name; None: not known)
 
     @property
     def mig_enabled(self) -> bool:

@@ -34,6 +34,13 @@ class Options:
     project: str | None = None  # keep only this project
     job: str | None = None  # keep only this job tag (of every user, unless ``user`` is given too)
     user: str | None = None  # keep only this user's energy
+    account: str | None = None  # keep only Slurm jobs of this account (ledger only: store.jobinfo)
+    partition: str | None = None  # keep only Slurm jobs of this partition (ledger only)
+
+    @property
+    def scheduler_filter(self) -> bool:
+        """True when rows are kept by what Slurm said about their job (account, partition)."""
+        return self.account is not None or self.partition is not None
 
     def equal(self) -> dict[str, str]:
         """The tags a row must have to be kept: host, project, job, user (those that were given)."""

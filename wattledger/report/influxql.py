@@ -97,6 +97,9 @@ def _quote(value: str) -> str:
 
 def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
+    if opts.scheduler_filter:
+        raise ReportError("--account and --partition need the ledger: Slurm job details are kept beside each "
+                          "host's ledger, not in InfluxDB; run the report on the node without --from-influx")
     zone = (opts.zone or cfg.carbon.zone).upper()
     cells = _energy_cells(client, since_ns, until_ns, _tag_filter(opts))
     h0, h1 = hour_window(since_ns, until_ns)

@@ -1,11 +1,17 @@
-"""A report from the local SQLite ledger (store/ledger.py): hourly sums of wl_job, raw carbon and PUE rows."""
+"""A report from the local SQLite ledger (store/ledger.py): hourly sums of wl_job, raw carbon and PUE rows.
+
+A ``--by job`` report also carries what Slurm said about each job that ran in
+the window (``store.jobinfo``: id, account, partition, first and last tick),
+and ``--account`` / ``--partition`` keep only the jobs Slurm put there.
+"""
 
 from __future__ import annotations
 
 from wattledger.config import Config
 from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
-from wattledger.report.model import Report
+from wattledger.report.model import EnergyCell, Report
+from wattledger.store.jobinfo import JobFilter, JobInfoStore, JobRecord
 from wattledger.store.ledger import Ledger
 
 
@@ -14,8 +20,30 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     h0, h1 = hour_window(since_ns, until_ns)
     sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal())
     cells = [energy_cell(int(r["time_ns"]), r, float(r["energy_j"])) for r in sums]
-    return assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
-                    since_ns, until_ns, f"ledger {ledger.path}")
+    records = scheduler_jobs(ledger, opts, since_ns, until_ns) if opts.by == "job" or opts.scheduler_filter else []
+    if opts.scheduler_filter:
+        cells = only_jobs(cells, records)
+    report = assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
+                      since_ns, until_ns, f"ledger {ledger.path}")
+    if opts.by == "job":
+        report.jobs = {r.key: r for r in records}
+    return report
+
+
+def scheduler_jobs(ledger: Ledger, opts: Options, since_ns: int, until_ns: int) -> list[JobRecord]:
+    """The Slurm jobs of the ledger that ran in the window and match the options' filters."""
+    store = JobInfoStore(ledger.path, readonly=True)
+    try:
+        return store.records(JobFilter(host=opts.host or None, tag=opts.job, user=opts.user, account=opts.account,
+                                       partition=opts.partition, since_ns=since_ns, until_ns=until_ns))
+    finally:
+        store.close()
+
+
+def only_jobs(cells: list[EnergyCell], records: list[JobRecord]) -> list[EnergyCell]:
+    """The cells of these jobs only (by tag and user)."""
+    keep = {r.key for r in records}
+    return [c for c in cells if (c.job, c.user) in keep]
 
 
 def ledger_measured_seconds(ledger: Ledger, report: Report, host: str | None = None) -> dict[int, float]:
@@ -23,3 +51,4 @@ def ledger_measured_seconds(ledger: Ledger, report: Report, host: str | None = N
     sums = ledger.hourly_sums(WL_NODE, "interval_s", ("host", "component", "device"), report.since_ns,
                               report.until_ns, {"host": host} if host else None)
     return measured_seconds(sums)
+

@@ -36,20 +36,20 @@ present the ``Report``.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wattledger.carbon.base import KIND_RANK
+from wattledger.carbon.hourly import intensity_by_hour
 from wattledger.carbon.pue import PueSeries
 from wattledger.carbon.static import StaticIntensity, UnknownZone
 from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED
 from wattledger.carbon.footprint import facility_kwh
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.numfmt import num
-from wattledger.util.timeutil import hour_floor, iso
+from wattledger.store.jobinfo import JobRecord
+from wattledger.util.timeutil import iso
 
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "job": ("job", "user"),  # a job is (user, tag): two users' same tag are two jobs
@@ -141,24 +141,10 @@ def intensity_series(
     fallback_fn: Callable[[], StaticIntensity],
     configured_static: bool = False,
 ) -> IntensitySeries:
-    """Reduce raw wl_carbon rows (time_ns, zone, provider, kind, g_per_kwh) to one CI per hour."""
+    """Reduce raw wl_carbon rows (time_ns, zone, provider, kind, g_per_kwh) to one CI per hour
+    (``carbon.hourly``: the rule the agent's Prometheus gauge uses too)."""
     want = zone.upper()
-    best: dict[tuple[str, int], tuple[int, float]] = {}  # (provider, time) -> (kind rank, value)
-    for r in rows:
-        if str(r.get("zone", "")).upper() != want or r.get("g_per_kwh") is None:
-            continue
-        key = (str(r.get("provider", "")), int(r["time_ns"]))
-        rank = KIND_RANK.get(str(r.get("kind", "")), len(KIND_RANK))
-        if key not in best or rank < best[key][0]:
-            best[key] = (rank, float(r["g_per_kwh"]))
-    per_hour: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for (provider, t), (_, value) in best.items():
-        per_hour[hour_floor(t)][provider].append(value)
-    by_hour: dict[int, tuple[float, str]] = {}
-    for bucket, providers in per_hour.items():
-        provider = prefer_provider if prefer_provider in providers else min(providers)
-        values = providers[provider]
-        by_hour[bucket] = (math.fsum(values) / len(values), provider)
+    by_hour = intensity_by_hour(rows, want, prefer_provider)
     return IntensitySeries(want, by_hour, fallback_fn, configured_static)
 
 
@@ -230,6 +216,7 @@ class Report:
     pue: str  # how PUE was obtained
     series: dict[tuple[str, ...], dict[int, Row]]  # per row key, per hour (for plots)
     intensity_by_hour: dict[int, HourIntensity]
+    jobs: dict[tuple[str, ...], JobRecord] = field(default_factory=dict)  # by=job: Slurm's details per row key
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -298,6 +285,8 @@ class Report:
         d: dict[str, Any] = dict(zip(self.columns, r.key))
         if self.by == "job":
             d["category"] = category(r.key[0])
+            if r.key in self.jobs:
+                d["slurm"] = slurm_dict(self.jobs[r.key])
         d.update(
             it_kwh=r.it_kwh, it_kwh_by_component=r.it_kwh_by_component, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
             fallback_kwh=r.fallback_kwh, intensity_fallback=r.fallback_it_j > 0,
@@ -358,6 +347,14 @@ def build(
         intensity.fallback if fallback_hours else None, intensity.configured_static, pue.describe(hours),
         dict(series), ci_by_hour,
     )
+
+
+def slurm_dict(record: JobRecord) -> dict[str, Any]:
+    """What Slurm said about a job, and when this host saw it run, as plain data."""
+    s = record.slurm
+    return {"id": s.display_id, "job_id": s.job_id, "name": s.name, "account": s.account,
+            "partition": s.partition, "gpus": list(s.gpus), "host": record.host, "start": iso(record.first_ns),
+            "end": iso(record.last_ns)}
 
 
 @dataclass(frozen=True)

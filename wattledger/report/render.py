@@ -15,7 +15,7 @@ from typing import Any
 
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.lifecycle import Lifecycle
-from wattledger.report.model import PoolBaseline, Report, ReportError, Row
+from wattledger.report.model import PoolBaseline, Report, ReportError, Row, slurm_dict
 from wattledger.report.numfmt import num
 from wattledger.util.timeutil import iso
 
@@ -76,13 +76,31 @@ def _rows_table(report: Report) -> list[str]:
     def split(r: Row) -> list[str]:
         return [num(r.it_j_by_component.get(c, 0.0) / J_PER_KWH) for c in parts]
 
-    header = [*cols, "IT kWh", *(f"{c} kWh" for c in parts), "facility kWh", "gCO2e", "g/kWh", ""]
-    body = [[*(v or "(none)" for v in r.key), num(r.it_kwh), *split(r), num(r.facility_kwh), num(r.g_co2e),
-             num(r.g_per_kwh, 3), _marks(r)] for r in report.rows]
+    slurm = _slurm_columns(report)
+    header = [*cols, *slurm, "IT kWh", *(f"{c} kWh" for c in parts), "facility kWh", "gCO2e", "g/kWh", ""]
+    body = [[*(v or "(none)" for v in r.key), *_slurm_cells(report, r, slurm), num(r.it_kwh), *split(r),
+             num(r.facility_kwh), num(r.g_co2e), num(r.g_per_kwh, 3), _marks(r)] for r in report.rows]
     t = report.total
-    body.append(["TOTAL", *[""] * (len(cols) - 1), num(t.it_kwh), *split(t), num(t.facility_kwh),
+    body.append(["TOTAL", *[""] * (len(cols) + len(slurm) - 1), num(t.it_kwh), *split(t), num(t.facility_kwh),
                  num(t.g_co2e), num(t.g_per_kwh, 3), _marks(t)])
-    return _table(header, body, right_from=len(cols))
+    return _table(header, body, right_from=len(cols) + len(slurm))
+
+
+SLURM_COLUMNS = ("slurm id", "account", "partition", "start", "end")
+_SLURM_KEYS = ("id", "account", "partition", "start", "end")
+
+
+def _slurm_columns(report: Report) -> tuple[str, ...]:
+    """A --by job report of jobs Slurm ran (sacct's view): their id, account, partition, start and end."""
+    return SLURM_COLUMNS if report.by == "job" and report.jobs else ()
+
+
+def _slurm_cells(report: Report, row: Row, columns: Sequence[str]) -> list[str]:
+    if not columns:
+        return []
+    record = report.jobs.get(row.key)
+    found = slurm_dict(record) if record is not None else None
+    return [str(found[k]) if found else "" for k in _SLURM_KEYS]
 
 
 def basis_line(basis: dict[str, Any]) -> str:
@@ -141,14 +159,17 @@ def csv_cell(value: object) -> object:
 def format_csv(report: Report) -> str:
     buf = io.StringIO()
     extra = ["category"] if report.by == "job" else []
+    slurm = [f"slurm_{k}" for k in _SLURM_KEYS] if _slurm_columns(report) else []
     parts = [f"{c}_kwh" for c in report.components]
-    fields = [*report.columns, *extra, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
+    fields = [*report.columns, *extra, *slurm, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
               "intensity_fallback", "intensity_source", "estimated_kwh", "estimate"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for d in report.to_dict()["rows"]:
         by_component = d.pop("it_kwh_by_component")
         d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
+        found = d.pop("slurm", None)
+        d.update({f"slurm_{k}": (found[k] if found else "") for k in _SLURM_KEYS} if slurm else {})
         w.writerow({k: ("" if d[k] is None else csv_cell(d[k])) for k in fields})
     return buf.getvalue()
 
