@@ -154,7 +154,9 @@ def check_run(server: PrometheusServer, agent: Agent, burners: list[str], starte
     ledger = agent.ledger()
     try:
         rows = ledger.rows("wl_job")
-        ticks = sorted({int(r["time_ns"]) for r in ledger.rows("wl_agent")})
+        # Every committed tick with points: the first tick after a restart has no wl_agent row
+        # (a baseline) but may carry the restart's gap (wl_node rows charged to _unobserved).
+        ticks = sorted({int(r["time_ns"]) for m in ("wl_agent", "wl_node") for r in ledger.rows(m)})
     finally:
         ledger.close()
     seen = scrapes(server, started_s, ended_s, ticks)
