@@ -162,7 +162,7 @@ class Agent:
                                    c.idle_power_w, wall_ns).power_w
         self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
-                     self.cfg.attribution.static_policy(c.component))
+                     self.cfg.attribution.static_policy(c.component), pool.capacity_s)
         return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
                            wall_ns)
 

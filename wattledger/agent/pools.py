@@ -41,6 +41,7 @@ class PoolInput:
     holders: Mapping[JobKey, float] | None  # None: the jobs with a driver, equally
     unexplained: JobKey = SYSTEM_JOB  # who gets dynamic energy when no job has a driver
     activity: float | None = None  # how busy the device was (0..1) for idle learning; None: unknown
+    capacity_s: float | None = None  # driver-seconds the pool offered (vCPU-s); None: one device, interval_s
     reset: bool = False
     suspect: bool = False
 
@@ -65,13 +66,18 @@ class _CpuActivity:
     busy_s: float
     capacity_s: float
     holders: Mapping[JobKey, float]
+    ncpu: int = 1
 
     def then(self, later: _CpuActivity) -> _CpuActivity:
         driver_s = dict(self.driver_s)
         for job, s in later.driver_s.items():
             driver_s[job] = driver_s.get(job, 0.0) + s
         return _CpuActivity(driver_s, self.busy_s + later.busy_s, self.capacity_s + later.capacity_s,
-                            later.holders)
+                            later.holders, later.ncpu)
+
+    def capacity_over(self, interval_s: float) -> float:
+        """vCPU-seconds the CPUs offered: as the kernel counted them, else ncpu x the counter's interval."""
+        return self.capacity_s if self.capacity_s > 0 else self.ncpu * interval_s
 
     @property
     def fraction(self) -> float | None:
@@ -91,7 +97,7 @@ class CpuPools:
         activity = None
         if not procs.baseline:
             activity = _CpuActivity(self.drivers.drivers(procs.busy_s, procs.charged_s, procs.capacity_s),
-                                    procs.busy_s, procs.capacity_s, procs.holders)
+                                    procs.busy_s, procs.capacity_s, procs.holders, procs.ncpu)
         read: set[CounterKey] = set()
         out: list[PoolInput] = []
         for sample in samples:
@@ -123,7 +129,7 @@ class CpuPools:
 def _cpu_input(counter: EnergyCounter, delta: CounterDelta, activity: _CpuActivity) -> PoolInput:
     return PoolInput(counter, delta.energy_j, delta.interval_s, activity.driver_s, activity.holders,
                      activity=activity.fraction if counter.component in ("cpu", "dram") else None,
-                     reset=delta.reset, suspect=delta.suspect)
+                     capacity_s=activity.capacity_over(delta.interval_s), reset=delta.reset, suspect=delta.suspect)
 
 
 def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey]) -> list[PoolInput]:

@@ -46,6 +46,9 @@ UNTAGGED = "_untagged"    # processes without a tag, kept per user
 SYSTEM = "_system"        # busy time that no observed process explains, kernel threads
 AGENT = "_agent"          # wattledger itself
 RESERVED = frozenset({IDLE, UNTAGGED, SYSTEM, AGENT})
+# The house's own jobs: under every static policy they pay idle power only for the
+# capacity they used themselves, never a share of what other jobs left idle.
+HOUSE = frozenset({SYSTEM, AGENT})
 ALLOWED_TAG_CHARS = "A-Z a-z 0-9 . _ : + @ / = -"
 
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._:+@/=-]+")
@@ -81,6 +84,11 @@ class JobKey:
     @property
     def reserved(self) -> bool:
         return self.tag in RESERVED
+
+    @property
+    def house(self) -> bool:
+        """``_system`` or ``_agent``: charged for their own use only (see ``HOUSE``)."""
+        return self.tag in HOUSE
 
 
 SYSTEM_JOB = JobKey(SYSTEM)
