@@ -76,8 +76,11 @@ class _CpuActivity:
                             later.holders, later.ncpu)
 
     def capacity_over(self, interval_s: float) -> float:
-        """vCPU-seconds the CPUs offered: as the kernel counted them, else ncpu x the counter's interval."""
-        return self.capacity_s if self.capacity_s > 0 else self.ncpu * interval_s
+        """vCPU-seconds the CPUs offered over the counter's interval: ncpu x interval_s.
+
+        Not /proc/stat's total: it moves in 10 ms clock ticks per CPU, 5% of a 0.1 s interval.
+        """
+        return self.ncpu * interval_s
 
     @property
     def fraction(self) -> float | None:
