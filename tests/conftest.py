@@ -53,3 +53,18 @@ def nvml_api(request: pytest.FixtureRequest) -> Iterator[NvmlApi]:
 
     with real_pynvml() as driver:
         yield driver.bind
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`wattledger run` records go to $XDG_DATA_HOME/wattledger/runs.jsonl and `report` reads them:
+    the suite (and the commands it starts) use a data dir of its own, never the user's."""
+    import os
+
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = old

@@ -19,6 +19,7 @@ from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
 from wattledger.model.units import HOUR_NS
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window
 from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
 
 QUERY_SPAN_NS = 7 * 24 * HOUR_NS  # one query per week of hours keeps answers small
@@ -93,7 +94,8 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
+def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options(),
+                runs: Runs | None = None) -> Report:
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
     zone = (opts.zone or cfg.carbon.zone).upper()
     cells = _energy_cells(client, since_ns, until_ns, _tag_filter(opts))
@@ -106,7 +108,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
     origin = f"InfluxDB {client.url} db {client.database}"
-    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin)
+    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin, runs)
 
 
 def _tag_filter(opts: Options) -> str:

@@ -4,15 +4,14 @@
   for the size (under 1 Wh: J; under 1 kWh: Wh; else kWh), so a 0.2 s command
   reads ``6.73 J`` and a week of training ``412.6 kWh``.
 * ``mass_text(g)``: grams of CO2e in g or kg.
-* ``plain(x)``: a float as CSV wants it: at most 12 significant digits,
-  positional (never ``1.4e-05``), no trailing zeros, so ``480.00000000000006``
-  is ``480`` and ``0.1 + 0.2`` is ``0.3``.
+* ``plain(x)``: a float as CSV wants it: rounded to 12 significant digits
+  and printed as Python's shortest repr, so ``480.00000000000006`` is
+  ``480.0`` and ``0.1 + 0.2`` is ``0.3``.
 """
 
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 from wattledger.model.units import J_PER_KWH, J_PER_WH
 
@@ -63,12 +62,11 @@ def mass_text(grams: float, digits: int = 4) -> str:
 
 
 def plain(x: float, digits: int = 12) -> str:
-    """A number for CSV: ``digits`` significant digits at most, positional, no trailing zeros."""
+    """A float for CSV: rounded to ``digits`` significant digits, then Python's shortest repr.
+
+    ``480.00000000000006`` -> ``480.0``, ``0.1 + 0.2`` -> ``0.3``, ``4.0`` stays ``4.0``; any CSV
+    reader parses it back to the float it names.
+    """
     if not math.isfinite(x):
         return str(x)
-    if x == 0:
-        return "0"
-    text = format(Decimal(f"{x:.{digits}g}"), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    return repr(float(f"{x:.{digits}g}"))
