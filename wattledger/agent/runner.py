@@ -265,7 +265,7 @@ def summary_text(r: dict[str, Any], unit: str = "auto") -> str:
     energy_j = r["energy_j"]
     unit = unit if unit != "auto" else ("J" if energy_j < 3600 else "auto")
     if energy_j > 0:
-        energy = f"{energy_text(energy_j, unit)} = {r['energy_kwh']:.6g} kWh"
+        energy = energy_text(energy_j, unit)
     else:
         bound = sum(r["below_resolution_j"].values())
         energy = (f"< {energy_text(bound, unit)}: below the counters' resolution (under one "

@@ -67,7 +67,7 @@ def _service(cfg: Config, no_service: bool) -> Service | None:
     if why:
         _say(why)
     if service is not None:
-        _say(f"the service agent is running (ledger {service.path}, {service.interval_s:g} s ticks): the figures "
+        _say(f"the service agent is running (ledger {service.path}, {service.interval_s:.3g} s ticks): the figures "
              "will be the rows it writes for this run's tag (--no-service measures here instead)")
     return service
 

@@ -261,6 +261,14 @@ class Ledger:
             rows = self._db.execute(sql, [since_ns, until_ns, *(equal or {}).values()]).fetchall()
         return [dict(zip(("time_ns", *group_tags, field), r)) for r in rows]
 
+    def latest_time(self, measurement: str) -> int | None:
+        """The newest point's time in one measurement (None when it has none); uses the time index."""
+        if measurement not in SCHEMA:
+            raise ValueError(f"no measurement {measurement!r}")
+        with self._lock:
+            (newest,) = self._db.execute(f"SELECT MAX(time_ns) FROM {measurement}").fetchone()
+        return None if newest is None else int(newest)
+
     def job_ticks(self, tag: str, since_ns: int, until_ns: int, equal: dict[str, str] | None = None
                   ) -> list[dict[str, Any]]:
         """Per user of one job tag: the ticks it was charged in, summed by SQLite (``report --job``).
