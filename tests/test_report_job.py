@@ -164,3 +164,32 @@ def test_report_reads_run_records_alone_where_there_is_no_ledger(tmp_path: Path)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["origin"] == f"runs file {runs}" and d["rows"][0]["job"] == "laptop-run"
+
+
+@pytest.mark.influx
+def test_the_job_summary_from_influxdb_equals_the_ledgers(ledger_of_30_jobs: Path, influxd: object) -> None:
+    """The same points in a real influxd: `report --job --from-influx` gives the same summary."""
+    from tests.influx_server import InfluxServer
+    from tests.test_report_influx import write
+    from wattledger.model.points import SCHEMA
+
+    assert isinstance(influxd, InfluxServer)
+    influxd.create_db("wl_job_view")
+    ledger = Ledger.in_state_dir(ledger_of_30_jobs)
+    points = [Point(m, {t: str(r[t] or "") for t in SCHEMA[m][0]},
+                    {f: float(r[f]) for f in SCHEMA[m][1] if r[f] is not None}, int(r["time_ns"]))
+              for m in (WL_JOB, WL_NODE) for r in ledger.rows(m)]
+    ledger.close()
+    write(influxd, "wl_job_view", points)
+    from_ledger = json.loads(report(ledger_of_30_jobs, "--job", "job-07", "--format", "json"))["jobs"]
+    r = CliRunner().invoke(main, ["report", "--config", "/dev/null", "--no-runs", *WINDOW, "--job", "job-07",
+                                  "--format", "json", "--from-influx", "--influx-url", influxd.url,
+                                  "--influx-database", "wl_job_view"])
+    assert r.exit_code == 0, r.output
+    from_influx = json.loads(r.output)["jobs"]
+    assert len(from_influx) == len(from_ledger) == 1
+    for key, value in from_ledger[0].items():
+        if isinstance(value, float):
+            assert from_influx[0][key] == pytest.approx(value, rel=1e-9), key
+        elif key != "intensity_source":
+            assert from_influx[0][key] == value, key

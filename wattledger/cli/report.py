@@ -93,6 +93,10 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
            inferences_count: int | None, expected_inferences: int) -> None:
     """Energy (IT and x PUE) and CO2e per job, user, project or phase over a time range.
 
+    With --job TAG: that job's summary (when it ran, energy by component, facility energy, CO2e and
+    where its intensity came from, GPU-hours held, share of the host). Unused capacity (_idle) and
+    your `wattledger run` records (marked R) are shown.
+
     \b
     Examples:
       wattledger report --since 7d --by project
@@ -167,7 +171,11 @@ def _read(cfg: Config, opts: Any, since_ns: int, until_ns: int, from_influx: boo
     from wattledger.store.ledger import LEDGER_FILE
 
     if from_influx:
-        return rp.from_influx(rp.InfluxQL.from_config(cfg), cfg, since_ns, until_ns, opts, runs), []
+        from wattledger.report.influxql import job_ticks as influx_ticks
+
+        client = rp.InfluxQL.from_config(cfg)
+        return (rp.from_influx(client, cfg, since_ns, until_ns, opts, runs),
+                influx_ticks(client, since_ns, until_ns, opts))
     if runs is not None and not (cfg.state_dir / LEDGER_FILE).exists():
         return from_runs(cfg, opts, runs, since_ns, until_ns), []
     ledger = _open_ledger(cfg, write=False)

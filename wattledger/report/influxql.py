@@ -15,9 +15,10 @@ import urllib.request
 from typing import Any
 
 from wattledger.config import Config
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
+from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import HOUR_NS
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window
+from wattledger.report.jobview import JobTicks, ticks_from_points
 from wattledger.report.model import EnergyCell, Report, ReportError
 from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
@@ -138,3 +139,20 @@ def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) ->
         ]
         start = stop
     return cells
+
+
+def job_ticks(client: InfluxQL, since_ns: int, until_ns: int, opts: Options) -> list[JobTicks]:
+    """What InfluxDB knows of ``opts.job``'s ticks, per user: its rows, and the nodes' and ``_idle``'s
+    rows of its span, joined here (InfluxQL has no joins)."""
+    if opts.job is None:
+        return []
+    jobs = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}'
+                        f'{_tag_filter(opts)} GROUP BY "user", "host", "component", "device"')
+    if not jobs:
+        return []
+    first, last = min(int(r["time"]) for r in jobs), max(int(r["time"]) for r in jobs)
+    span = f"time >= {first} AND time <= {last}"
+    nodes = client.query(f'SELECT "energy_j", "interval_s" FROM "{WL_NODE}" WHERE {span} '
+                         'GROUP BY "host", "component", "device"')
+    idle = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE {span} AND "job" = \'_idle\' GROUP BY "host"')
+    return ticks_from_points(jobs, nodes, idle)

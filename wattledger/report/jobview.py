@@ -58,6 +58,41 @@ def ticks_from_rows(rows: Iterable[dict[str, Any]]) -> list[JobTicks]:
                      float(r["unused_j"] or 0.0)) for r in rows]
 
 
+def _t(row: dict[str, Any]) -> int:
+    return int(row["time_ns"] if "time_ns" in row else row["time"])
+
+
+def ticks_from_points(job_rows: Iterable[dict[str, Any]], node_rows: Iterable[dict[str, Any]],
+                      idle_rows: Iterable[dict[str, Any]]) -> list[JobTicks]:
+    """``JobTicks`` from raw rows (a source that cannot join, InfluxDB): the job's wl_job rows, the
+    wl_node rows and ``_idle``'s wl_job rows of the same span. The same sums as ``Ledger.job_ticks``."""
+    tick: dict[tuple[int, str], list[float]] = {}  # (time, host) -> [longest interval, energy]
+    gpu_dt: dict[tuple[int, str, str], float] = {}
+    for r in node_rows:
+        key = (_t(r), str(r.get("host") or ""))
+        dt, e = float(r.get("interval_s") or 0.0), float(r.get("energy_j") or 0.0)
+        old = tick.setdefault(key, [0.0, 0.0])
+        old[0], old[1] = max(old[0], dt), old[1] + e
+        if r.get("component") == "gpu":
+            gpu_dt[(key[0], key[1], str(r.get("device") or ""))] = dt
+    idle: dict[tuple[int, str], float] = {}
+    for r in idle_rows:
+        key = (_t(r), str(r.get("host") or ""))
+        idle[key] = idle.get(key, 0.0) + float(r.get("energy_j") or 0.0)
+    ticks: dict[str, set[tuple[int, str]]] = {}
+    gpus: dict[str, set[tuple[int, str, str]]] = {}
+    for r in job_rows:
+        user, key = str(r.get("user") or ""), (_t(r), str(r.get("host") or ""))
+        if key in tick:
+            ticks.setdefault(user, set()).add(key)
+            if r.get("component") == "gpu":
+                gpus.setdefault(user, set()).add((key[0], key[1], str(r.get("device") or "")))
+    return [JobTicks(user, min(t - int(tick[(t, h)][0] * 1e9) for t, h in keys), max(t for t, _ in keys),
+                     sum(tick[k][0] for k in keys), len(keys), sum(gpu_dt.get(g, 0.0) for g in gpus.get(user, ())),
+                     sum(tick[k][1] for k in keys), sum(idle.get(k, 0.0) for k in keys))
+            for user, keys in sorted(ticks.items())]
+
+
 @dataclass
 class JobSummary:
     job: str
