@@ -48,15 +48,20 @@ def on_tree(lengths: list[float], repeat: int) -> list[dict[str, Any]]:
                        f'[attribution]\nidle_power_w = {{ cpu = {model.idle_w}, dram = {model.dram_w} }}\n')
         with LivePowercap(Path(tmp) / "sysfs", model) as tree:
             for cpu_s in lengths:
-                errors, last = [], {}
+                errors, stalled, diluted, last = [], [], [], {}
                 for _ in range(repeat):
+                    before = tree.stalls()
                     last = wl_run("--config", str(cfg), "--sysfs-root", str(tree.root), "-t", f"loop-{cpu_s:g}",
                                   "--", sys.executable, "-c", BUSY, str(cpu_s))
                     truth = model.true_charge_j(last["cpu_s"], os.cpu_count() or 1)
                     errors.append(100 * (last["energy_j"] / truth - 1))
+                    stalled.append(tree.stalls() > before)
+                    diluted.append(last["diluted_pct"])
                 rows.append({"loop_s": cpu_s, "cpu_s": last["cpu_s"], "wall_s": last["duration_s"],
                              "energy_j": last["energy_j"], "truth_j": model.true_charge_j(last["cpu_s"], os.cpu_count() or 1),
-                             "errors_pct": errors, "worst_pct": max(errors, key=abs)})
+                             "errors_pct": errors, "stalled": stalled, "diluted_pct": diluted,
+                             "worst_pct": max((e for e, s, d in zip(errors, stalled, diluted) if not s and d < 2.0),
+                                              key=abs, default=0.0)})
     return rows
 
 
@@ -70,15 +75,21 @@ def on_vm(lengths: list[float]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cell(error: float, stalled: bool, diluted: float) -> str:
+    return f"{error:+.1f}" + ("*" if stalled else "") + (f" [{diluted:.0f}]" if diluted >= 2.0 else "")
+
+
 def markdown(report: dict[str, Any], command: str) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}; tree busy time "
              f"from {report['busy_source']}. Command: `{command}`", "",
-             "| loop (CPU s) | cpu_s | wall s | run J | truth J | error per run (%) | worst |",
+             "| loop (CPU s) | cpu_s | wall s | run J | truth J | error per run, % (* tree stalled; [d]: run said "
+             "diluted d%) | worst of the others |",
              "|---:|---:|---:|---:|---:|---|---:|"]
     for r in report["tree"]:
         lines.append(f"| {r['loop_s']:g} | {r['cpu_s']:.3f} | {r['wall_s']:.2f} | {r['energy_j']:.3f} | "
-                     f"{r['truth_j']:.3f} | {', '.join(f'{e:+.1f}' for e in r['errors_pct'])} | {r['worst_pct']:+.1f} |")
+                     f"{r['truth_j']:.3f} | {', '.join(_cell(e, s, d) for e, s, d in zip(r['errors_pct'], r['stalled'], r['diluted_pct']))} "
+                     f"| {r['worst_pct']:+.1f} |")
     lines += ["", "On this VM (model estimate, no counters):", "",
               "| loop (CPU s) | cpu_s | energy J | cpu J | dram J | source | flagged |", "|---:|---:|---:|---:|---:|---|---|"]
     for r in report["vm"]:

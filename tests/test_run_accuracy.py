@@ -5,9 +5,18 @@ package and 3 W on its DRAM, following this machine's real busy time. The
 truth for a command that used c CPU seconds (as the kernel accounts them
 when ``run`` reaps it, ``cpu_s``) is what the tree drew for it under the
 capacity policy: 10 W x c of dynamic energy plus its share of the idle draw,
-(20 W + 3 W) x c / ncpu. Each run must be within 5% of it. On this VM
-without counters, the same commands get non-zero figures flagged as model
-estimates.
+(20 W + 3 W) x c / ncpu. Each run must be within 5% of it.
+
+The precondition: the process reader's CPU seconds of the run's ticks add
+up to no more than the CPUs had. On a machine shared with other users, a
+process of theirs whose CPU is found late (charged at once, by design) can
+break it for a tick and shrink every job's share of it; `run` measures that
+and says so (``diluted_pct``, a note in its text). A run that says it was
+diluted by 2% or more is run again (at most 4 tries); the check applies to
+the first run that was not.
+
+On this VM without counters, the same commands get non-zero figures flagged
+as model estimates.
 """
 
 from __future__ import annotations
@@ -51,8 +60,15 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]
 @pytest.mark.parametrize("cpu_s", [0.1, 0.5, 3.0, 30.0])
 def test_run_is_within_5_percent_of_the_trees_truth(tree: tuple[Path, Path], cpu_s: float) -> None:
     sysfs, cfg = tree
-    out = wl_run("--config", str(cfg), "--sysfs-root", str(sysfs), "-t", f"loop-{cpu_s:g}", "--",
-                 sys.executable, "-c", BUSY, str(cpu_s))
+    diluted = []
+    for _ in range(4):
+        out = wl_run("--config", str(cfg), "--sysfs-root", str(sysfs), "-t", f"loop-{cpu_s:g}", "--",
+                     sys.executable, "-c", BUSY, str(cpu_s))
+        if out["diluted_pct"] < 2.0:
+            break
+        diluted.append(out["diluted_pct"])
+    else:
+        pytest.fail(f"other processes' late-found CPU diluted every try: {diluted}%")
     assert out["source"] == "rapl" and out["estimated"] is False
     assert out["cpu_s"] >= cpu_s
     truth = MODEL.true_charge_j(out["cpu_s"], os.cpu_count() or 1)

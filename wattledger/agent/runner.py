@@ -223,8 +223,37 @@ def resolution_bounds_j(points: Sequence[Point], tag: str, user: str, cpu_tick_s
     return bounds
 
 
+DILUTION_WARN_PCT = 2.0  # say so from this much
+OVERCOUNT_GRACE = 1.05  # CPU seconds up to 5% over the capacity are clock-tick noise
+
+
+def diluted_j(points: Sequence[Point], tag: str, user: str, ncpu: int) -> float:
+    """How much of the job's CPU and DRAM energy other processes' over-counted CPU time may have taken.
+
+    In a tick where the process reader's CPU seconds add up to more than the CPUs had (a process's
+    CPU found late, all charged when found: docs/attribution.md), every job's share of that tick
+    shrinks by that factor. Returns the job's charge in those ticks x (sum / capacity - 1).
+    """
+    drivers: dict[tuple[int, str, str], float] = {}
+    mine: dict[tuple[int, str, str], float] = {}
+    for p in points:
+        if p.measurement == WL_JOB and p.tags["component"] in ("cpu", "dram"):
+            key = (p.time_ns, p.tags["component"], p.tags["device"])
+            drivers[key] = drivers.get(key, 0.0) + float(p.fields.get("driver_s", 0.0))
+            if p.tags.get("job") == tag and p.tags.get("user") == user:
+                mine[key] = mine.get(key, 0.0) + float(p.fields["energy_j"])
+    out = 0.0
+    for p in points:
+        key = (p.time_ns, p.tags.get("component", ""), p.tags.get("device", ""))
+        if p.measurement == WL_NODE and key in mine:
+            ratio = drivers[key] / max(1e-9, ncpu * float(p.fields["interval_s"]))
+            if ratio > OVERCOUNT_GRACE:
+                out += mine[key] * (ratio - 1.0)
+    return out
+
+
 def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float, g_per_kwh: float,
-            intensity_source: str, cpu_tick_s: float = 0.01) -> dict[str, Any]:
+            intensity_source: str, cpu_tick_s: float = 0.01, ncpu: int | None = None) -> dict[str, Any]:
     """The run's figures: energy per component, facility energy, CO2e, and where each came from.
 
     With no energy source at all the energy figures are None: never 0 J as if it were measured.
@@ -235,6 +264,7 @@ def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float,
     names = sorted(set().union(*sources.values()))
     measured = bool(names)
     below = resolution_bounds_j(m.points, job, user, cpu_tick_s) if measured else {}
+    diluted = diluted_j(m.points, job, user, ncpu or os.cpu_count() or 1)
     return {
         "job": job, "user": user, "command": list(cmd), "exit_code": m.exit_code,
         "duration_s": round(m.duration_s, 3), "cpu_s": m.cpu_s, "start_ns": m.start_ns, "end_ns": m.end_ns,
@@ -250,6 +280,7 @@ def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float,
         "source": ",".join(names) or "none",
         "source_by_component": {c: ",".join(sorted(s)) for c, s in sorted(sources.items())},
         "estimated": ESTIMATED in names,
+        "diluted_pct": 100 * diluted / energy_j if energy_j > 0 else 0.0,
     }
 
 
@@ -284,4 +315,7 @@ def summary_text(r: dict[str, Any], unit: str = "auto") -> str:
         parts.append(f"{', '.join(estimated)} model ESTIMATE (no energy counter for them here; "
                      "see `wattledger doctor`)")
     lines.append("  source        " + "; ".join(parts))
+    if r.get("diluted_pct", 0.0) >= DILUTION_WARN_PCT:
+        lines.append(f"  note          may be up to {r['diluted_pct']:.0f}% low: other processes' CPU time found late "
+                     "added up to more than the CPUs had in some ticks, which shrinks every job's share of them")
     return "\n".join(lines)

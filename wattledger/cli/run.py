@@ -27,6 +27,7 @@ from wattledger.cli.options import (
 )
 from wattledger.config import Config, Overrides
 from wattledger.model.jobs import ALLOWED_TAG_CHARS, PHASE_VAR, PROJECT_VAR, JobKey, sanitise_tag
+from wattledger.model.points import WL_NODE, Point
 from wattledger.store.ledger import Ledger
 from wattledger.util.energyfmt import UNIT_CHOICES
 
@@ -102,13 +103,14 @@ def _figures_from(measured: Measured, service: Service | None, job: JobKey) -> s
     return f"service ledger {service.path}"
 
 
-def _record(result: dict[str, Any], cfg: Config, job: JobKey, runs_file: str | None) -> Path | None:
+def _record(result: dict[str, Any], points: list[Point], cfg: Config, job: JobKey,
+            runs_file: str | None) -> Path | None:
+    """Append the run to the runs file; its path (None, said, when it cannot be written)."""
     from wattledger.agent.runrecord import run_record
     from wattledger.store.runs import append_run, default_runs_path
 
     path = Path(runs_file) if runs_file else default_runs_path()
-    gpus = sorted(d for p in result.pop("_points") if p.measurement == "wl_node"
-                  and p.tags.get("component") == "gpu" for d in [p.tags["device"]])
+    gpus = sorted({p.tags["device"] for p in points if p.measurement == WL_NODE and p.tags.get("component") == "gpu"})
     try:
         append_run(path, run_record(result, cfg, project=job.project, phase=job.phase, gpus=gpus,
                                     figures_from=result["figures_from"]))
@@ -180,13 +182,13 @@ def run(config_path: str | None, state_dir: str | None, tag: str | None, interva
 
 def _present(result: dict[str, Any], measured: Measured, cfg: Config, job: JobKey, *, as_json: bool, unit: str,
              runs_file: str | None) -> None:
-    """Print the figures (and keep the record unless ``runs_file`` is None)."""
+    """Print the figures and keep the record (``runs_file``: None for none, "" for the default file)."""
     if result["energy_j"] is None:
         _say(f"job {job.tag}: nothing was measured: no energy source on this host "
              "(RAPL unreadable and the model estimate off); see `wattledger doctor`")
     path = None
     if runs_file is not None and node_sources(measured.points):
-        path = _record({**result, "_points": measured.points}, cfg, job, runs_file or None)
+        path = _record(result, measured.points, cfg, job, runs_file or None)
     if as_json:
         click.echo(json.dumps({**result, "record": str(path) if path else None}))
         return
