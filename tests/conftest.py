@@ -55,16 +55,8 @@ def nvml_api(request: pytest.FixtureRequest) -> Iterator[NvmlApi]:
         yield driver.bind
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """`wattledger run` records go to $XDG_DATA_HOME/wattledger/runs.jsonl and `report` reads them:
-    the suite (and the commands it starts) use a data dir of its own, never the user's."""
-    import os
-
-    old = os.environ.get("XDG_DATA_HOME")
-    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
-    yield
-    if old is None:
-        os.environ.pop("XDG_DATA_HOME", None)
-    else:
-        os.environ["XDG_DATA_HOME"] = old
+    each test (and the commands it starts) has a data dir of its own, never the user's or another test's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

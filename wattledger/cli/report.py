@@ -125,7 +125,9 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
     opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user)
     runs = None if no_runs else _runs(runs_file)
     try:
-        result, ticks = _read(cfg, opts, since_ns, until_ns, from_influx, runs)
+        # the runs alone where there is no ledger: only when no ledger was asked for by name
+        result, ticks = _read(cfg, opts, since_ns, until_ns, from_influx, runs,
+                              runs_alone=state_dir is None or runs_file is not None)
         if job_tag and by == "job" and not lifecycle:
             from wattledger.report.jobtext import format_jobs
             from wattledger.report.jobview import job_summaries, run_record_ticks
@@ -163,7 +165,7 @@ def _runs(runs_file: str | None) -> Runs | None:
 
 
 def _read(cfg: Config, opts: Any, since_ns: int, until_ns: int, from_influx: bool,
-          runs: Runs | None) -> tuple[Any, list[Any]]:
+          runs: Runs | None, runs_alone: bool) -> tuple[Any, list[Any]]:
     """(the report, what the source knows of --job's ticks); the runs alone when there is no ledger."""
     from wattledger import report as rp
     from wattledger.report.assemble import from_runs
@@ -176,7 +178,7 @@ def _read(cfg: Config, opts: Any, since_ns: int, until_ns: int, from_influx: boo
         client = rp.InfluxQL.from_config(cfg)
         return (rp.from_influx(client, cfg, since_ns, until_ns, opts, runs),
                 influx_ticks(client, since_ns, until_ns, opts))
-    if runs is not None and not (cfg.state_dir / LEDGER_FILE).exists():
+    if runs is not None and runs_alone and not (cfg.state_dir / LEDGER_FILE).exists():
         return from_runs(cfg, opts, runs, since_ns, until_ns), []
     ledger = _open_ledger(cfg, write=False)
     try:
