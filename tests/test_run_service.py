@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.model.points import WL_AGENT, WL_JOB
+from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE
 from wattledger.store.ledger import Ledger
 
 BUSY = "import sys, time\nend = time.process_time() + float(sys.argv[1])\nwhile time.process_time() < end: pass\n"
@@ -78,7 +78,11 @@ def test_a_stale_service_ledger_is_said_and_not_used(tmp_path: Path) -> None:
     cfg.write_text(f'[agent]\nestimate = "always"\ngpus = "never"\nstate_dir = "{tmp_path}/state"\n')
     r = wl("agent", "--config", str(cfg), "--ticks", "1", "--interval", "0.2")
     assert r.returncode == 0, r.stderr
-    time.sleep(3)  # older than 3 ticks + 2 s
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite3", readonly=True)
+    (last,) = ledger.rows(WL_NODE)[-1:]
+    ledger.close()
+    # stale: older than 3 of its ticks + 2 s (its one tick spans the first, slow, scan of /proc)
+    time.sleep(max(0.0, (int(last["time_ns"]) - time.time_ns()) / 1e9 + 3 * float(last["interval_s"]) + 2.5))
     r = wl("run", "--config", str(cfg), "--no-record", "--json", "-t", "alone", "--", "true")
     assert r.returncode == 0, r.stderr
     assert "measuring here instead" in r.stderr and json.loads(r.stdout)["figures_from"] == "run"

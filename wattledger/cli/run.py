@@ -96,7 +96,7 @@ def _figures_from(measured: Measured, service: Service | None, job: JobKey) -> s
     if service is None:
         return "run"
     if measured.service_tick_ns is None:
-        _say(f"the service wrote no tick within {2 * service.interval_s + 5:g} s of the exit: "
+        _say(f"the service wrote no tick within {2 * service.interval_s + 5:.3g} s of the exit: "
              "the figures were measured here")
         return "run"
     measured.points = service_points(service, job.tag, job.user, measured.start_ns, measured.service_tick_ns)
