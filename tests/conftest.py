@@ -66,3 +66,10 @@ def nvml_api(request: pytest.FixtureRequest) -> Iterator[NvmlApi]:
 
     with real_pynvml() as driver:
         yield driver.bind
+
+
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wattledger run` records go to $XDG_DATA_HOME/wattledger/runs.jsonl and `report` reads them:
+    each test (and the commands it starts) has a data dir of its own, never the user's or another test's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.conftest import FIXTURES
 from wattledger.config import Config
+from wattledger.model.policies import StaticPolicy
 from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey
 from wattledger.store.ledger import Ledger
 from tests.clocks import FakeClock
@@ -51,6 +52,9 @@ def run_tick(tmp_path: Path) -> tuple[str, list]:
     root = tmp_path / "sysfs"
     shutil.copytree(FIXTURES / "sysfs-intel-2s", root, symlinks=True)
     cfg = Config()
+    # The figures below were made under proportional (the default before issue 13); the house's
+    # jobs (_system, _agent) pay for their own use only (capacity rate) under every policy.
+    cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = StaticPolicy.PROPORTIONAL
     cfg.attribution.idle_power_w = {"cpu": 40.0, "dram": 2.0}
     clock = iter([T0, T0 + 2_000_000_000])
     resnet = JobKey("resnet50-sweep", "alice", "vision", "train")

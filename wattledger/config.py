@@ -326,8 +326,8 @@ class JobsSection:
 
 @dataclass
 class AttributionSection:
-    cpu_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
-    dram_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
+    cpu_static_policy: StaticPolicy = _choice(StaticPolicy.CAPACITY)
+    dram_static_policy: StaticPolicy = _choice(StaticPolicy.CAPACITY)
     gpu_static_policy: StaticPolicy = _choice(StaticPolicy.OCCUPANCY)
     # Idle power per pool, watts, keyed "component" or "component:device"
     # (e.g. {"cpu" = 20.0, "gpu:GPU-1234..." = 60.0}). Unset pools learn it.

@@ -2,8 +2,8 @@
 
 One tick, top to bottom (``Agent.tick``):
 
-1. **collect**: read the GPUs (raw), the processes (CPU seconds per job, and
-   the jobs of the GPUs' pids), the energy counters. Every reading is stamped
+1. **collect**: read the GPUs (raw), the energy counters, the processes (CPU
+   seconds per job, and the jobs of the GPUs' pids). Every reading is stamped
    with the monotonic clock; the wall clock only stamps the points.
 2. **pools**: each source's readings become uniform ``PoolInput``s
    (``agent.pools``): energy delta with its own interval, drivers, holders.
@@ -162,8 +162,11 @@ class Agent:
         wall_ns, read_ns = self.clock.wall_ns(), self.clock.mono_ns()
         self._settle_if_asked()
         gpu_raw = self._read_gpu(read_ns)
-        procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
+        # The energy counters just before /proc/stat (the process reader's first read): the
+        # energy and the busy time it is split by then cover the same interval, to within
+        # microseconds, not the tens of milliseconds a /proc scan takes.
         samples = self._read_energy(read_ns)
+        procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
         gpu = self.gpu_pools.update(gpu_raw) if gpu_raw is not None else None
         inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid,
                                                                     self._allocated(gpu_raw, procs))
@@ -200,7 +203,7 @@ class Agent:
                                        c.idle_power_w, wall_ns).power_w
             self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
-                     self.cfg.attribution.static_policy(c.component))
+                     self.cfg.attribution.static_policy(c.component), pool.capacity_s)
         charges = attribute(split, pool.driver_s, pool.holders, pool.unexplained)
         return pool_points(self.host, split, self.guard.fold(charges, wall_ns), wall_ns)
 

@@ -46,6 +46,7 @@ class PoolInput:
     holders: Mapping[JobKey, float] | None  # None: the jobs with a driver, equally
     unexplained: JobKey = SYSTEM_JOB  # who gets dynamic energy when no job has a driver
     activity: float | None = None  # how busy the device was (0..1) for idle learning; None: unknown
+    capacity_s: float | None = None  # driver-seconds the pool offered (vCPU-s); None: one device, interval_s
     reset: bool = False
     suspect: bool = False
     unobserved: bool = False  # a restart's gap: no activity, no idle baseline, all energy to _unobserved
@@ -71,13 +72,21 @@ class _CpuActivity:
     busy_s: float
     capacity_s: float
     holders: Mapping[JobKey, float]
+    ncpu: int = 1
 
     def then(self, later: _CpuActivity) -> _CpuActivity:
         driver_s = dict(self.driver_s)
         for job, s in later.driver_s.items():
             driver_s[job] = driver_s.get(job, 0.0) + s
         return _CpuActivity(driver_s, self.busy_s + later.busy_s, self.capacity_s + later.capacity_s,
-                            later.holders)
+                            later.holders, later.ncpu)
+
+    def capacity_over(self, interval_s: float) -> float:
+        """vCPU-seconds the CPUs offered over the counter's interval: ncpu x interval_s.
+
+        Not /proc/stat's total: it moves in 10 ms clock ticks per CPU, 5% of a 0.1 s interval.
+        """
+        return self.ncpu * interval_s
 
     @property
     def fraction(self) -> float | None:
@@ -97,7 +106,7 @@ class CpuPools:
         activity = None
         if not procs.baseline:
             activity = _CpuActivity(self.drivers.drivers(procs.busy_s, procs.charged_s, procs.capacity_s),
-                                    procs.busy_s, procs.capacity_s, procs.holders)
+                                    procs.busy_s, procs.capacity_s, procs.holders, procs.ncpu)
         read: set[CounterKey] = set()
         out: list[PoolInput] = []
         for sample in samples:
@@ -131,7 +140,7 @@ class CpuPools:
 def _cpu_input(counter: EnergyCounter, delta: CounterDelta, activity: _CpuActivity) -> PoolInput:
     return PoolInput(counter, delta.energy_j, delta.interval_s, activity.driver_s, activity.holders,
                      activity=activity.fraction if counter.component in ("cpu", "dram") else None,
-                     reset=delta.reset, suspect=delta.suspect)
+                     capacity_s=activity.capacity_over(delta.interval_s), reset=delta.reset, suspect=delta.suspect)
 
 
 def unobserved_input(counter: EnergyCounter, energy_j: float, interval_s: float, reset: bool = False) -> PoolInput:

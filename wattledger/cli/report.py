@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,13 @@ from wattledger.carbon.base import CarbonProviderError
 from wattledger.util.timeutil import BadTime, iso, parse_when
 from wattledger.cli.options import Finite, config_option, load_config, state_dir_option
 from wattledger.config import Config, ConfigError, Overrides, resolve_sink_kind
+from wattledger.util.energyfmt import UNIT_CHOICES
 
 if TYPE_CHECKING:
     from wattledger.report.assemble import Options
+    from wattledger.report.jobview import JobTicks
     from wattledger.report.model import PoolBaseline, Report
+    from wattledger.store.runs import Runs
 
 log = logging.getLogger("wattledger")
 
@@ -77,10 +81,16 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @click.option("--lifecycle", is_flag=True, help="Life-cycle model CT + T + e*I of one --project.")
 @click.option("--project", help="Only this project (WATTLEDGER_PROJECT of its runs); with --lifecycle: the project "
                                 "(one owner's: add --user U when several users used the name).")
-@click.option("--job", "job_tag", help="Only this job tag (WATTLEDGER_JOB, slurm-<id>, ...).")
+@click.option("--job", "job_tag", help="Only this job tag (WATTLEDGER_JOB, slurm-<id>, ...): its summary (duration, "
+              "energy by component, facility energy, CO2e, GPU-hours held, share of the host).")
 @click.option("--user", help="Only this user's energy.")
 @click.option("--account", help="Only Slurm jobs of this account (from the jobs' environment; ledger only).")
 @click.option("--partition", help="Only Slurm jobs of this partition (from the jobs' environment; ledger only).")
+@click.option("--unit", type=click.Choice(UNIT_CHOICES), help="Energy unit of the tables: J, Wh, kWh, or auto "
+              "by size [default: auto for --job's summary, kWh for the table]. CSV and JSON stay in kWh.")
+@click.option("--runs-file", type=click.Path(dir_okay=False),
+              help="`wattledger run` records to include [default: your runs file, if you have one].")
+@click.option("--no-runs", is_flag=True, help="Leave out `wattledger run` records.")
 @click.option("--inferences-count", type=int, help="With --lifecycle: inferences served by the measured inference energy.")
 @click.option("--expected-inferences", type=int, default=0, show_default=True,
               help="With --lifecycle: e, the inferences to project over the model's life.")
@@ -88,11 +98,14 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
            pue: float | None, zone: str | None, host: str | None, from_influx: bool, influx_url: str | None,
            influx_database: str | None, plot_path: str | None, lifecycle: bool, project: str | None,
            job_tag: str | None, user: str | None, account: str | None, partition: str | None,
+           unit: str | None, runs_file: str | None, no_runs: bool,
            inferences_count: int | None, expected_inferences: int) -> None:
     """Energy (IT and x PUE) and CO2e per job, user, project or phase over a time range.
 
-    With --by job, jobs that Slurm ran show their Slurm id, account, partition
-    and the first and last tick that saw them (an sacct-like view).
+    With --job TAG: that job's summary (when it ran, energy by component, facility energy, CO2e and
+    where its intensity came from, GPU-hours held, share of the host). Unused capacity (_idle) and
+    your `wattledger run` records (marked R) are shown. With --by job, jobs that Slurm ran show
+    their Slurm id, account, partition and the first and last tick that saw them (an sacct-like view).
 
     \b
     Examples:
@@ -123,37 +136,80 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
     opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user,
                       account=account, partition=partition)
+    runs = None if no_runs else _runs(runs_file)
     try:
         if plot_path:
             require_matplotlib()  # before anything is printed
-        result, measured_s = _read(cfg, from_influx, since_ns, until_ns, opts, bool(plot_path))
-        if lifecycle:
+        # the runs alone where there is no ledger: only when no ledger was asked for by name
+        read = _read(cfg, opts, since_ns, until_ns, from_influx, runs,
+                     runs_alone=state_dir is None or runs_file is not None, plot=bool(plot_path))
+        result = read.report
+        if job_tag and by == "job" and not lifecycle:
+            from wattledger.report.jobtext import format_jobs
+            from wattledger.report.jobview import job_summaries, run_record_ticks
+
+            ticks = read.ticks + (run_record_ticks(runs.records, job_tag) if runs is not None else [])
+            click.echo(format_jobs(result, job_summaries(result, ticks), fmt, unit or "auto"), nl=False)
+        elif lifecycle:
             click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
         else:
             baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
-            click.echo(render(result, fmt, baselines), nl=False)
+            click.echo(render(result, fmt, baselines, unit or "kWh"), nl=False)
         if plot_path:
-            plot(result, plot_path, measured_s=measured_s)
+            plot(result, plot_path, measured_s=read.measured_s)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
 
 
-def _read(cfg: Config, from_influx: bool, since_ns: int, until_ns: int, opts: Options, plot: bool,
-          ) -> tuple[Report, dict[int, float]]:
-    """The report from InfluxDB or the ledger (opened read-only), and for a plot the seconds of each
-    hour that were measured (partial hours are drawn as the part they are)."""
+@dataclass
+class _Read:
+    report: Report
+    ticks: list[JobTicks]  # what the source knows of --job's ticks
+    measured_s: dict[int, float]  # for a plot: the seconds of each hour that were measured
+
+
+def _runs(runs_file: str | None) -> Runs | None:
+    """The `wattledger run` records to include: the given file (which must exist), else the user's own (if any)."""
+    from wattledger.store.runs import default_runs_path, read_runs
+
+    path = Path(runs_file) if runs_file else default_runs_path()
+    if runs_file and not path.exists():
+        raise click.ClickException(f"no runs file at {path} (`wattledger run` writes one; --no-runs leaves them out)")
+    try:
+        runs = read_runs(path)
+    except OSError as e:
+        raise click.ClickException(f"cannot read the runs file {path}: {e} (--no-runs leaves them out)") from None
+    if runs.unreadable_lines:
+        log.warning("%s: %d lines are not run records and were skipped", path, runs.unreadable_lines)
+    return runs if runs.records else None
+
+
+def _read(cfg: Config, opts: Options, since_ns: int, until_ns: int, from_influx: bool,
+          runs: Runs | None, runs_alone: bool, plot: bool) -> _Read:
+    """The report from InfluxDB or the ledger (opened read-only), what the source knows of --job's
+    ticks, and for a plot the seconds of each hour that were measured (partial hours are drawn as
+    the part they are). The runs alone when there is no ledger."""
     from wattledger import report as rp
+    from wattledger.report.assemble import from_runs
+    from wattledger.report.ledger import job_ticks
+    from wattledger.store.ledger import LEDGER_FILE
 
     if from_influx:
+        from wattledger.report.influxql import job_ticks as influx_ticks
+
         client = rp.InfluxQL.from_config(cfg)
-        result = rp.from_influx(client, cfg, since_ns, until_ns, opts)
-        return result, rp.influx_measured_seconds(client, result, opts.host) if plot else {}
+        result = rp.from_influx(client, cfg, since_ns, until_ns, opts, runs)
+        return _Read(result, influx_ticks(client, since_ns, until_ns, opts),
+                     rp.influx_measured_seconds(client, result, opts.host) if plot else {})
+    if runs is not None and runs_alone and not (cfg.state_dir / LEDGER_FILE).exists():
+        return _Read(from_runs(cfg, opts, runs, since_ns, until_ns), [], {})
     ledger = _open_ledger(cfg, write=False)
     try:
-        result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts)
-        return result, rp.ledger_measured_seconds(ledger, result, opts.host) if plot else {}
+        result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts, runs)
+        return _Read(result, job_ticks(ledger, since_ns, until_ns, opts),
+                     rp.ledger_measured_seconds(ledger, result, opts.host) if plot else {})
     finally:
         ledger.close()
 

@@ -206,7 +206,7 @@ class _Proc:
     comm: bytes
     uid: int
     job: JobKey
-    cpu: int  # utime + stime at the last read (clock ticks)
+    cpu: float  # utime + stime at the last read (clock ticks; fractional for pinned processes)
     child: int  # cutime + cstime at the last read
     cg: str | None  # the job cgroup (v2 path) it sits in, if any
     env_denied: bool = False
@@ -221,7 +221,7 @@ class _Tick:
     """What one read accumulates, in clock ticks: charges, buried children, processes to re-read."""
 
     first: bool
-    seen: dict[str, int]  # CPU already charged for buried children, per live ancestor
+    seen: dict[str, float]  # CPU already charged for buried children, per live ancestor
     must_read: set[str]
     charged: dict[JobKey, float] = field(default_factory=dict)
     cg_charged: dict[str, dict[JobKey, float]] = field(default_factory=dict)
@@ -274,7 +274,7 @@ class ProcCollector:
         self._users: dict[int, str] = {}
         self.environ_denied_pids: set[int] = set()  # live processes whose tags we cannot see
         self._last_host: HostCpu | None = None
-        self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
+        self._seen_carry: dict[str, float] = {}  # charged CPU of buried children, for parents not yet re-read
         # pid -> (job, tick it was buried): GPU samples of a process that exited during the
         # interval arrive after its burial; jobs_by_pid still knows whose it was.
         self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
@@ -288,6 +288,14 @@ class ProcCollector:
     def request_full_scan(self) -> None:
         """Read every process at the next read (a Slurm job ended: settle what its processes used)."""
         self._scan_requested = True
+        self._pinned: dict[str, JobKey] = {}
+
+    def pin(self, pid: int, job: JobKey) -> None:
+        """The caller started ``pid`` for ``job`` (``wattledger run``): it is that job's, however it is
+        first seen (a command shorter than a tick is first seen as a zombie, with no environment
+        left to read), and its own CPU time is read in nanoseconds (``/proc/<pid>/schedstat``)
+        instead of clock ticks, so a 0.1 s command is not off by a tick."""
+        self._pinned[str(pid)] = job
 
     # -- small readers -------------------------------------------------------
     def _read(self, *parts: str | int) -> bytes:
@@ -324,7 +332,7 @@ class ProcCollector:
         return os.stat(f"{self._root}/{pid}").st_uid
 
     # -- identity ------------------------------------------------------------
-    def _identify(self, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> _Proc:
+    def _identify(self, pid: str, comm: bytes, ppid: str, start: int, cpu: float, child: int) -> _Proc:
         uid = self._uid(pid)
         user = self._user(uid)
         cg: str | None = None
@@ -356,6 +364,7 @@ class ProcCollector:
             parent = self._procs.get(ppid)
             if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
                 job = parent.job  # children inherit, within the same user only
+            job = self._pinned.get(pid, job)
             found = job_cgroup(cgroup) if self._cg_root is not None else None
             if found is not None:
                 cg, claim = found[1], job if job.tag == found[0] else JobKey(found[0], user)
@@ -594,9 +603,10 @@ class ProcCollector:
         """Read one process and charge its CPU since the last read; True if it used any."""
         try:
             comm, rest = _split_stat(self._read_stat(pid))
-            ppid, cpu, child, start = _numbers(rest)
+            ppid, ticks, child, start = _numbers(rest)
         except (OSError, ValueError, IndexError):
             return False  # exited between listing and reading: buried next listing
+        cpu = self._exact_ticks(pid, ticks) if pid in self._pinned else ticks
         tick.reads += 1
         proc = self._procs.get(pid)
         if proc is not None and proc.start != start:  # pid reused
@@ -608,7 +618,16 @@ class ProcCollector:
         self._follow(pid, proc, comm, ppid, start, cpu, child)
         return self._charge_since_last(tick, pid, proc, cpu, child)
 
-    def _first_sight(self, tick: _Tick, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> bool:
+    def _exact_ticks(self, pid: str, ticks: int) -> float:
+        """A pinned process's own CPU time in (fractional) clock ticks from schedstat's nanoseconds."""
+        try:
+            ns = int(self._read(pid, "schedstat").split()[0])
+        except (OSError, ValueError, IndexError):
+            return ticks  # no schedstat (CONFIG_SCHED_INFO off): clock ticks it is
+        return ns * self.clk_tck / 1e9
+
+    def _first_sight(self, tick: _Tick, pid: str, comm: bytes, ppid: str, start: int, cpu: float,
+                     child: int) -> bool:
         try:
             proc = self._identify(pid, comm, ppid, start, cpu, child)
         except OSError:
@@ -620,7 +639,7 @@ class ProcCollector:
             tick.charge(proc.job, cpu + child - tick.seen.pop(pid, 0), proc.cg)
         return cpu + child > 0
 
-    def _follow(self, pid: str, proc: _Proc, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> None:
+    def _follow(self, pid: str, proc: _Proc, comm: bytes, ppid: str, start: int, cpu: float, child: int) -> None:
         """A known process was reparented, or called exec (a new environment may name a new job)."""
         if ppid != proc.ppid:
             kids = self._kids.get(proc.ppid)
@@ -640,9 +659,9 @@ class ProcCollector:
             self._move(proc, fresh.job, fresh.cg)
         self._adopt(pid, fresh)
 
-    def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: int, child: int) -> bool:
+    def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: float, child: int) -> bool:
         d_cpu = cpu - proc.cpu
-        d_child = child - proc.child
+        d_child: float = child - proc.child
         moved = d_cpu > 0 or d_child > 0
         d_child -= tick.seen.pop(pid, 0)
         tick.charge(proc.job, d_cpu, proc.cg)

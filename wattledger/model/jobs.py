@@ -55,6 +55,9 @@ AGENT = "_agent"          # wattledger itself
 UNOBSERVED = "_unobserved"  # measured while no agent watched (between a stop and the restart): no process known
 OVERFLOW = "_overflow"    # a user's tag sets beyond the daily cap ([jobs] max_tags_per_user_day), kept per user
 RESERVED = frozenset({IDLE, UNTAGGED, SYSTEM, AGENT, UNOBSERVED, OVERFLOW})
+# The house's own jobs: under every static policy they pay idle power only for the
+# capacity they used themselves, never a share of what other jobs left idle.
+HOUSE = frozenset({SYSTEM, AGENT})
 ALLOWED_TAG_CHARS = "A-Z a-z 0-9 . _ : + @ / = -"
 
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._:+@/=-]+")
@@ -90,6 +93,11 @@ class JobKey:
     @property
     def reserved(self) -> bool:
         return self.tag in RESERVED
+
+    @property
+    def house(self) -> bool:
+        """``_system`` or ``_agent``: charged for their own use only (see ``HOUSE``)."""
+        return self.tag in HOUSE
 
 
 SYSTEM_JOB = JobKey(SYSTEM)

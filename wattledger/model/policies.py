@@ -23,6 +23,7 @@ class Choice(str, enum.Enum):
 class StaticPolicy(Choice):
     """How a pool's static (idle) energy is charged (``accounting.attribution``)."""
 
+    CAPACITY = "capacity"          # at the capacity rate, by what each job used; unused capacity stays on _idle
     PROPORTIONAL = "proportional"  # like dynamic energy, by the jobs' cost driver
     OCCUPANCY = "occupancy"        # among the jobs holding the device, by holding weight
     IDLE = "idle"                  # all of it to the reserved job _idle

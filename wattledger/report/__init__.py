@@ -8,6 +8,8 @@ model <- lifecycle <- render):
 - ``assemble``: what both sources share (``Options``, cells, ``assemble``).
 - ``ledger``: ``from_ledger``, the local SQLite ledger.
 - ``influxql``: ``InfluxQL`` (a minimal client) and ``from_influx``.
+- ``runs``: `wattledger run` records as cells (marked ``R``).
+- ``jobview`` and ``jobtext``: one job's summary (``report --job``) and its text, CSV and JSON.
 - ``lifecycle``: the life-cycle model CT + T + e*I of one project.
 - ``render``: table, CSV and JSON; ``plot``: the PNG (matplotlib).
 - ``top``: the live view of the newest tick.

@@ -20,6 +20,8 @@ from wattledger.config import Config
 from wattledger.model.jobs import project_owner
 from wattledger.model.units import HOUR_NS
 from wattledger.report.model import EnergyCell, Report, ReportError, build, intensity_series
+from wattledger.report.runs import not_in, run_cells
+from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
 
 CELL_TAGS = ("job", "user", "project", "phase", "host", "source", "component")
@@ -96,12 +98,18 @@ def assemble(
     since_ns: int,
     until_ns: int,
     origin: str,
+    runs: Runs | None = None,
 ) -> Report:
-    """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures)."""
+    """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures).
+
+    ``runs``: `wattledger run` records to add where the source has no energy of theirs (report/runs.py).
+    """
     zone = (opts.zone or cfg.carbon.zone).upper()
     wanted = opts.equal()
     if wanted:
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
+    if runs is not None:
+        cells = cells + not_in(run_cells(runs.records, since_ns, until_ns, wanted), cells)
     cells = shared_projects(cells, cfg.jobs.shared_projects)
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
@@ -112,4 +120,12 @@ def assemble(
         pue = PueSeries({}, opts.pue, "--pue")
     else:
         pue = pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value, constant_source="[pue] value")
-    return build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin)
+    report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin)
+    if runs is not None:
+        report.runs_origin = str(runs.path)
+    return report
+
+
+def from_runs(cfg: Config, opts: Options, runs: Runs, since_ns: int, until_ns: int) -> Report:
+    """A report of `wattledger run` records alone (no ledger here: a laptop, a workstation)."""
+    return assemble(cfg, opts, [], [], [], since_ns, until_ns, f"runs file {runs.path}", runs)

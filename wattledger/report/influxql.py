@@ -18,7 +18,9 @@ from wattledger.config import Config
 from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import HOUR_NS
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
+from wattledger.report.jobview import JobTicks, ticks_from_points
 from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.store.runs import Runs
 from wattledger.util.redact import redact_text, redact_url
 from wattledger.util.timeutil import hour_floor
 
@@ -95,7 +97,8 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
+def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options(),
+                runs: Runs | None = None) -> Report:
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
     if opts.scheduler_filter:
         raise ReportError("--account and --partition need the ledger: Slurm job details are kept beside each "
@@ -111,7 +114,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
     origin = f"InfluxDB {redact_url(client.url)} db {client.database}"
-    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin)
+    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin, runs)
 
 
 def _tag_filter(opts: Options) -> str:
@@ -160,3 +163,20 @@ def influx_measured_seconds(client: InfluxQL, report: Report, host: str | None =
     for r in rows:
         r["time_ns"] = int(r.pop("time"))
     return measured_seconds(rows)
+
+
+def job_ticks(client: InfluxQL, since_ns: int, until_ns: int, opts: Options) -> list[JobTicks]:
+    """What InfluxDB knows of ``opts.job``'s ticks, per user: its rows, and the nodes' and ``_idle``'s
+    rows of its span, joined here (InfluxQL has no joins)."""
+    if opts.job is None:
+        return []
+    jobs = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}'
+                        f'{_tag_filter(opts)} GROUP BY "user", "host", "component", "device"')
+    if not jobs:
+        return []
+    first, last = min(int(r["time"]) for r in jobs), max(int(r["time"]) for r in jobs)
+    span = f"time >= {first} AND time <= {last}"
+    nodes = client.query(f'SELECT "energy_j", "interval_s" FROM "{WL_NODE}" WHERE {span} '
+                         'GROUP BY "host", "component", "device"')
+    idle = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE {span} AND "job" = \'_idle\' GROUP BY "host"')
+    return ticks_from_points(jobs, nodes, idle)

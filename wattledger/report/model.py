@@ -95,6 +95,7 @@ class EnergyCell:
     def owner(self) -> str:
         """Whose project (and phase) this energy is: "" without a project, else the shared label or the user."""
         return (self.shared or self.user) if self.project else ""
+    record: str = ""  # "run": from a `wattledger run` record, not the service's ledger
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class Row:
     providers: set[str] = field(default_factory=set)
     estimate_sources: set[str] = field(default_factory=set)
     it_j_by_component: dict[str, float] = field(default_factory=dict)
+    run_it_j: float = 0.0  # of it_j, from `wattledger run` records
 
     @property
     def it_kwh(self) -> float:
@@ -184,8 +186,11 @@ class Row:
         """The energy-weighted mean intensity this row was charged at (facility kWh basis)."""
         return self.g_co2e / self.facility_kwh if self.facility_kwh > 0 else None
 
-    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "") -> None:
+    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "",
+            record: str = "") -> None:
         kwh = facility_kwh(it_j, pue)
+        if record:
+            self.run_it_j += it_j
         self.it_j += it_j
         name = component or "other"
         self.it_j_by_component[name] = self.it_j_by_component.get(name, 0.0) + it_j
@@ -217,6 +222,7 @@ class Report:
     series: dict[tuple[str, ...], dict[int, Row]]  # per row key, per hour (for plots)
     intensity_by_hour: dict[int, HourIntensity]
     jobs: dict[tuple[str, ...], JobRecord] = field(default_factory=dict)  # by=job: Slurm's details per row key
+    runs_origin: str = ""  # the runs file whose records are in the report, if any
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -242,6 +248,9 @@ class Report:
                    else f"no wl_carbon point for zone {self.zone} in {len(self.fallback_hours)} of "
                         f"{len(self.hours)} hours (run `wattledger carbon sync`)")
             out.append(f"F = intensity from the {self.fallback.describe()}: {how}")
+        if self.total.run_it_j > 0:
+            out.append(f"R = measured by `wattledger run` (its records: {self.runs_origin or 'runs file'}), not by "
+                       f"the service agent: {num(self.total.run_it_j / J_PER_KWH)} kWh")
         if self.total.estimated_it_j > 0:
             kinds = ", ".join(sorted(ESTIMATED_SOURCES[s] for s in self.total.estimate_sources))
             out.append(f"E = includes energy not measured by a counter ({kinds}: source="
@@ -276,6 +285,9 @@ class Report:
                 c: {"kwh": j / J_PER_KWH, "share": (j / total if total > 0 else None)}
                 for c, j in self.categories.items()
             },
+            "unused_capacity": {"kwh": self.categories["idle"] / J_PER_KWH,
+                                "share": self.categories["idle"] / total if total > 0 else None,
+                                "what": "idle power no job used (_idle)"},
             "intensity": self._intensity_dict(),
             "notes": self.notes(),
         }
@@ -293,6 +305,8 @@ class Report:
             intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
             estimate=r.estimated_it_j > 0,
         )
+        if r.run_it_j > 0:
+            d["from_run_records_kwh"] = r.run_it_j / J_PER_KWH
         return d
 
     def _intensity_dict(self) -> dict[str, Any]:
@@ -335,9 +349,9 @@ def build(
             ci = ci_by_hour[c.bucket_ns] = intensity.at(c.bucket_ns)
         p = pue.at(c.bucket_ns)
         key = tuple(getattr(c, k) for k in cols)
-        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
-        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
-        total.add(c.energy_j, p, ci, c.source, c.component)
+        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        total.add(c.energy_j, p, ci, c.source, c.component, c.record)
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
         hours.add(c.bucket_ns)
     fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)

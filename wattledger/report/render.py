@@ -13,19 +13,24 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from wattledger.model.jobs import IDLE
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.lifecycle import Lifecycle
 from wattledger.report.model import PoolBaseline, Report, ReportError, Row, slurm_dict
 from wattledger.report.numfmt import num
+from wattledger.util.energyfmt import JOULES_PER, plain, resolve_unit
 from wattledger.util.timeutil import iso
 
 FORMATS = ("table", "csv", "json")
 
 
-def render(report: Report, fmt: str, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
-    """The report in ``fmt`` (table, csv or json); the baselines go in the table and JSON, not CSV."""
+def render(report: Report, fmt: str, idle_baselines: Sequence[PoolBaseline] = (), unit: str = "kWh") -> str:
+    """The report in ``fmt`` (table, csv or json); the baselines go in the table and JSON, not CSV.
+
+    ``unit``: the table's energy unit (J, Wh, kWh, or auto: by the total's size); CSV and JSON stay in kWh.
+    """
     if fmt == "table":
-        return format_table(report, idle_baselines)
+        return format_table(report, idle_baselines, unit)
     if fmt == "csv":
         return format_csv(report)
     if fmt == "json":
@@ -46,10 +51,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
 
 
 def _marks(r: Row) -> str:
-    return ("F" if r.fallback_it_j > 0 else "") + ("E" if r.estimated_it_j > 0 else "")
+    return ("F" if r.fallback_it_j > 0 else "") + ("E" if r.estimated_it_j > 0 else "") + ("R" if r.run_it_j > 0 else "")
 
 
-def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
+def _labels(report: Report, key: tuple[str, ...]) -> list[str]:
+    """A row's key cells as the table shows them: ``_idle`` (no user) is the unused capacity."""
+    if report.by == "job" and key[0] == IDLE and not key[1]:
+        return [IDLE, "(unused capacity)"]
+    return [v or "(none)" for v in key]
+
+
+def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = (), unit: str = "kWh") -> str:
     lines = [
         f"Energy and CO2e by {report.by}, {iso(report.since_ns)} .. {iso(report.until_ns)}  ({report.origin})",
         f"zone {report.zone}; PUE {report.pue}",
@@ -59,29 +71,34 @@ def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) ->
         lines.append("No wl_job energy in this window. Is the agent running (`wattledger doctor`)? "
                      "Try a longer --since.")
     else:
-        lines += _rows_table(report)
+        lines += _rows_table(report, resolve_unit(unit, report.total.it_j))
         lines.append(basis_line(report.co2e_basis()))
         lines.append("")
         lines.append(_host_energy_line(report))
+        lines.append(_unused_line(report))
         lines.append(_intensity_line(report))
         lines += report.notes()
     return "\n".join(lines) + "\n" + _baselines_text(idle_baselines)
 
 
-def _rows_table(report: Report) -> list[str]:
-    """One line per row and TOTAL; one IT kWh column per component when there is more than one (cpu, dram, gpu)."""
+def _rows_table(report: Report, unit: str = "kWh") -> list[str]:
+    """One line per row and TOTAL; one IT energy column per component when there is more than one (cpu, dram, gpu)."""
     cols = report.columns
     parts = report.components if len(report.components) > 1 else []
+    per = JOULES_PER[unit]
 
     def split(r: Row) -> list[str]:
-        return [num(r.it_j_by_component.get(c, 0.0) / J_PER_KWH) for c in parts]
+        return [num(r.it_j_by_component.get(c, 0.0) / per) for c in parts]
 
     slurm = _slurm_columns(report)
-    header = [*cols, *slurm, "IT kWh", *(f"{c} kWh" for c in parts), "facility kWh", "gCO2e", "g/kWh", ""]
-    body = [[*(v or "(none)" for v in r.key), *_slurm_cells(report, r, slurm), num(r.it_kwh), *split(r),
-             num(r.facility_kwh), num(r.g_co2e), num(r.g_per_kwh, 3), _marks(r)] for r in report.rows]
+    header = [*cols, *slurm, f"IT {unit}", *(f"{c} {unit}" for c in parts), f"facility {unit}", "gCO2e", "g/kWh",
+              ""]
+    body = [[*_labels(report, r.key), *_slurm_cells(report, r, slurm), num(r.it_j / per), *split(r),
+             num(r.facility_kwh * J_PER_KWH / per), num(r.g_co2e), num(r.g_per_kwh, 3), _marks(r)]
+            for r in report.rows]
     t = report.total
-    body.append(["TOTAL", *[""] * (len(cols) + len(slurm) - 1), num(t.it_kwh), *split(t), num(t.facility_kwh),
+    body.append(["TOTAL", *[""] * (len(cols) + len(slurm) - 1), num(t.it_j / per), *split(t),
+                 num(t.facility_kwh * J_PER_KWH / per),
                  num(t.g_co2e), num(t.g_per_kwh, 3), _marks(t)])
     return _table(header, body, right_from=len(cols) + len(slurm))
 
@@ -120,6 +137,14 @@ def _host_energy_line(report: Report) -> str:
         return "Host energy: " + ", ".join(
             f"{c} {num(j / J_PER_KWH)} kWh ({100 * j / total_j:.1f}%)" for c, j in report.categories.items())
     return "Host energy: none"
+
+
+def _unused_line(report: Report) -> str:
+    total_j = sum(report.categories.values())
+    idle_j = report.categories["idle"]
+    share = f", {100 * idle_j / total_j:.1f}% of the host's energy" if total_j > 0 else ""
+    return (f"Unused capacity (_idle): {num(idle_j / J_PER_KWH)} kWh{share}: idle power no job used, "
+            "reported rather than spread (docs/attribution.md)")
 
 
 def _intensity_line(report: Report) -> str:
@@ -170,8 +195,18 @@ def format_csv(report: Report) -> str:
         d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
         found = d.pop("slurm", None)
         d.update({f"slurm_{k}": (found[k] if found else "") for k in _SLURM_KEYS} if slurm else {})
-        w.writerow({k: ("" if d[k] is None else csv_cell(d[k])) for k in fields})
+        w.writerow({k: _csv_value(d[k]) for k in fields})
     return buf.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    """None as an empty cell; a float without float noise (``480``, not ``480.00000000000006``); text
+    that would start a formula neutralised (``csv_cell``)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return plain(value)
+    return csv_cell(value)
 
 
 def format_json(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) -> str:
@@ -199,7 +234,7 @@ def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["part", "facility_kwh", "g_co2e"])
         for name, k, gg in rows:
-            w.writerow([csv_cell(" ".join(name.split())), "" if k is None else k, "" if gg is None else gg])
+            w.writerow([_csv_value(" ".join(name.split())), _csv_value(k), _csv_value(gg)])
         return buf.getvalue()
     lines = [
         f"Life cycle of project {lc.project} ({lc.owner or 'no owner'}), measured {d['since']} .. {d['until']}; zone {d['zone']}; "

@@ -260,3 +260,45 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(sql, [since_ns, until_ns, *(equal or {}).values()]).fetchall()
         return [dict(zip(("time_ns", *group_tags, field), r)) for r in rows]
+
+    def latest_time(self, measurement: str) -> int | None:
+        """The newest point's time in one measurement (None when it has none); uses the time index."""
+        if measurement not in SCHEMA:
+            raise ValueError(f"no measurement {measurement!r}")
+        with self._lock:
+            (newest,) = self._db.execute(f"SELECT MAX(time_ns) FROM {measurement}").fetchone()
+        return None if newest is None else int(newest)
+
+    def job_ticks(self, tag: str, since_ns: int, until_ns: int, equal: dict[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+        """Per user of one job tag: the ticks it was charged in, summed by SQLite (``report --job``).
+
+        Each row: ``user``, ``first_ns`` (start of its first tick), ``last_ns`` (end of its last),
+        ``active_s`` (its ticks' lengths), ``ticks``, ``host_j`` (every pool's energy in those
+        ticks, on the same hosts), ``unused_j`` (``_idle``'s energy in them) and ``gpu_s_held``
+        (the length of each tick x GPU it was charged on). ``equal``: more tags its rows must have.
+        """
+        where = " AND ".join(f"j.{t} = ?" for t in equal or {})
+        job_rows = (f"SELECT DISTINCT j.user, j.host, j.time_ns FROM wl_job j WHERE j.job = ? AND j.time_ns >= ? "
+                    f"AND j.time_ns < ?{' AND ' + where if where else ''}")
+        args = [tag, since_ns, until_ns, *(equal or {}).values()]
+        sql = f"""
+            WITH t AS ({job_rows}),
+            n AS (SELECT time_ns, host, MAX(interval_s) AS dt, SUM(energy_j) AS e FROM wl_node
+                  WHERE time_ns IN (SELECT time_ns FROM t) GROUP BY time_ns, host),
+            i AS (SELECT time_ns, host, SUM(energy_j) AS e FROM wl_job
+                  WHERE job = '_idle' AND time_ns IN (SELECT time_ns FROM t) GROUP BY time_ns, host)
+            SELECT t.user, MIN(t.time_ns - CAST(n.dt * 1e9 AS INTEGER)), MAX(t.time_ns), SUM(n.dt), COUNT(*),
+                   SUM(n.e), SUM(COALESCE(i.e, 0))
+            FROM t JOIN n ON n.time_ns = t.time_ns AND n.host = t.host
+            LEFT JOIN i ON i.time_ns = t.time_ns AND i.host = t.host
+            GROUP BY t.user"""
+        gpu = (f"SELECT j.user, SUM(n.interval_s) FROM wl_job j JOIN wl_node n ON n.time_ns = j.time_ns "
+               f"AND n.host = j.host AND n.component = j.component AND n.device = j.device "
+               f"WHERE j.job = ? AND j.component = 'gpu' AND j.time_ns >= ? AND j.time_ns < ?"
+               f"{' AND ' + where if where else ''} GROUP BY j.user")
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            gpu_s = dict(self._db.execute(gpu, args).fetchall())
+        cols = ("user", "first_ns", "last_ns", "active_s", "ticks", "host_j", "unused_j")
+        return [{**dict(zip(cols, r)), "gpu_s_held": float(gpu_s.get(r[0]) or 0.0)} for r in rows]
