@@ -119,21 +119,14 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
     """
     from wattledger import report as rp
     from wattledger.report.plot import plot, require_matplotlib
-    from wattledger.report.render import render
 
     cfg = load_config(config_path, Overrides(state_dir=state_dir, sink_url=influx_url, sink_database=influx_database))
-    now_ns = time.time_ns()
     if lifecycle:
         if not project:
             raise click.UsageError("--lifecycle needs --project P")
         since = since or "1970-01-01"  # a life cycle is all the measured history unless told otherwise
         by = "phase"
-    since = since or "24h"
-    since_ns = _when(since, now_ns, "--since")
-    until_ns = _when(until, now_ns, "--until")
-    assert since_ns is not None and until_ns is not None
-    if since_ns >= until_ns:
-        raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
+    since_ns, until_ns = _window(since or "24h", until)
     opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user,
                       account=account, partition=partition)
     runs = None if no_runs else _runs(runs_file)
@@ -143,24 +136,42 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         # the runs alone where there is no ledger: only when no ledger was asked for by name
         read = _read(cfg, opts, since_ns, until_ns, from_influx, runs,
                      runs_alone=state_dir is None or runs_file is not None, plot=bool(plot_path))
-        result = read.report
-        if job_tag and by == "job" and not lifecycle:
-            from wattledger.report.jobtext import format_jobs
-            from wattledger.report.jobview import job_summaries, run_record_ticks
-
-            ticks = read.ticks + (run_record_ticks(runs.records, job_tag) if runs is not None else [])
-            click.echo(format_jobs(result, job_summaries(result, ticks), fmt, unit or "auto"), nl=False)
-        elif lifecycle:
-            click.echo(rp.format_lifecycle(rp.lifecycle(result, project or "", inferences_count,
+        if lifecycle:
+            click.echo(rp.format_lifecycle(rp.lifecycle(read.report, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)
         else:
-            baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
-            click.echo(render(result, fmt, baselines, unit or "kWh"), nl=False)
+            click.echo(_text(cfg, read, runs, opts, fmt, unit, from_influx), nl=False)
         if plot_path:
-            plot(result, plot_path, measured_s=read.measured_s)
+            plot(read.report, plot_path, measured_s=read.measured_s)
             click.echo(f"plot written to {plot_path}", err=True)
     except rp.ReportError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _window(since: str, until: str) -> tuple[int, int]:
+    """[since, until) in ns from what the user typed; since must be before until."""
+    now_ns = time.time_ns()
+    since_ns = _when(since, now_ns, "--since")
+    until_ns = _when(until, now_ns, "--until")
+    assert since_ns is not None and until_ns is not None
+    if since_ns >= until_ns:
+        raise click.BadParameter(f"{since!r} is not before {until!r}", param_hint="--since/--until")
+    return since_ns, until_ns
+
+
+def _text(cfg: Config, read: _Read, runs: Runs | None, opts: Options, fmt: str, unit: str | None,
+          from_influx: bool) -> str:
+    """The report as text: --job's one-job summary, else the table (CSV, JSON) with the idle baselines."""
+    from wattledger.report.render import render
+
+    if opts.job and opts.by == "job":
+        from wattledger.report.jobtext import format_jobs
+        from wattledger.report.jobview import job_summaries, run_record_ticks
+
+        ticks = read.ticks + (run_record_ticks(runs.records, opts.job) if runs is not None else [])
+        return format_jobs(read.report, job_summaries(read.report, ticks), fmt, unit or "auto")
+    baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
+    return render(read.report, fmt, baselines, unit or "kWh")
 
 
 @dataclass

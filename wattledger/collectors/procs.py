@@ -284,11 +284,11 @@ class ProcCollector:
                                                        *self.gpu_vars}
         self._slurm: dict[JobKey, SlurmJob] = {}  # jobs with a live process that Slurm launched
         self._scan_requested = False
+        self._pinned: dict[str, JobKey] = {}
 
     def request_full_scan(self) -> None:
         """Read every process at the next read (a Slurm job ended: settle what its processes used)."""
         self._scan_requested = True
-        self._pinned: dict[str, JobKey] = {}
 
     def pin(self, pid: int, job: JobKey) -> None:
         """The caller started ``pid`` for ``job`` (``wattledger run``): it is that job's, however it is

@@ -62,7 +62,7 @@ def run_cells(records: Iterable[Mapping[str, Any]], since_ns: int, until_ns: int
             for component, energy_j in r["energy_by_component_j"].items():
                 cells.append(EnergyCell(bucket, str(r["job"]), str(r.get("user") or ""), str(r.get("project") or ""),
                                         str(r.get("phase") or ""), host, str(sources.get(component, "")),
-                                        float(energy_j) * fraction, component, RUN))
+                                        float(energy_j) * fraction, component, record=RUN))
     return cells
 
 
