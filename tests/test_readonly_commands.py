@@ -32,7 +32,7 @@ CLI = "from wattledger.cli.main import main; main()"
 READERS: list[tuple[tuple[str, ...], str]] = [
     (("report",), "train"),
     (("report", "--format", "json"), '"co2e_basis"'),
-    (("top", "--once"), "no tick in the last minute"),
+    (("top", "--once"), "no tick in the last"),
     (("doctor",), "procfs"),
     (("carbon", "sync"), "carbon sync: nothing to do"),
 ]
