@@ -26,7 +26,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -64,10 +63,9 @@ class Table:
         return sorted(self.data["archetypes"])
 
 
-@lru_cache(maxsize=1)
 def load_table() -> Table:
-    """The table shipped with the package (read once)."""
-    text = resources.files("wattledger").joinpath("data", TABLE).read_text()
+    """The table shipped with the package (~100 KB; read at start, not kept: callers keep what they need)."""
+    text = resources.files("wattledger").joinpath("data").joinpath(TABLE).read_text()
     return Table(json.loads(text))
 
 
@@ -129,7 +127,8 @@ def interpolate(points: Sequence[Mapping[str, Any]], x_key: str, x: float) -> tu
         if x <= b[x_key]:
             break
     t = (x - lo[x_key]) / (hi[x_key] - lo[x_key])
-    return tuple(max(0.0, lo[k] + t * (hi[k] - lo[k])) for k in ("kg", "min", "max"))  # type: ignore[return-value]
+    kg, low, high = (max(0.0, lo[k] + t * (hi[k] - lo[k])) for k in ("kg", "min", "max"))
+    return kg, low, high
 
 
 # -- one device each ----------------------------------------------------------------------------------------
