@@ -349,7 +349,7 @@ class FakeNvml:
         gpu = self._enter("nvmlDeviceGetName", handle)
         return gpu.name if not isinstance(handle, FakeMig) else f"{gpu.name} MIG {handle.gi_slices}g"
 
-    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
         gpu = self._enter("nvmlDeviceGetMemoryInfo", handle)
         return MemoryInfo(total=gpu.memory_total, free=gpu.memory_total, used=0)
 

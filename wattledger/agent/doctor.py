@@ -96,12 +96,13 @@ def embodied_rows(cfg: Config, gpus: tuple[GpuInfo, ...] = (),
         return [ProbeResult("embodied", SourceState.ERROR, str(err),
                             how_to_set("embodied", "archetype", '"NAME"', config_file) + " with a known name, "
                             "or leave it empty to use the detected hardware")]
-    rows = [ProbeResult("embodied", SourceState.FOUND, footprint_summary(fp))]
-    rows += [ProbeResult("embodied", SourceState.FOUND, device_line(fp, d)) for d in fp.devices]
-    rows += [ProbeResult("embodied", SourceState.MISSING, p, "the figure of that part is left out; "
-                         + how_to_set("embodied", "device_kg", '{"storage" = KG}', config_file) + " to give it")
-             for p in inv.problems]
-    return rows
+    detail = "\n".join([footprint_summary(fp), *(device_line(fp, d) for d in fp.devices),
+                        *(f"cannot read: {p}" for p in inv.problems)])
+    if inv.problems:  # one row per source: the devices are its lines
+        return [ProbeResult("embodied", SourceState.MISSING, detail, "the parts that could not be read are left "
+                            "out; " + how_to_set("embodied", "device_kg", '{"storage" = KG}', config_file)
+                            + " to give one")]
+    return [ProbeResult("embodied", SourceState.FOUND, detail)]
 
 
 def footprint_summary(fp: HostFootprint) -> str:
@@ -120,7 +121,7 @@ def footprint_summary(fp: HostFootprint) -> str:
 def device_line(fp: HostFootprint, d: Footprint) -> str:
     span = f" ({d.kg_min:,.4g}-{d.kg_max:,.4g})" if d.kg_min is not None and d.kg_max is not None else ""
     rate = d.kg * G_PER_KG / (fp.lifetime_s / 3600)
-    return f"{d.component}:{d.device} {d.kg:,.4g} kgCO2e{span}, {rate:.2f} g/h: {d.what}; source: {d.source}"
+    return f"  {d.component}:{d.device} {d.kg:,.4g} kgCO2e{span}, {rate:.2f} g/h: {d.what}; source: {d.source}"
 
 
 def idle_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:

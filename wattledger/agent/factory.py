@@ -162,21 +162,29 @@ def build_agent(
     if agent.counters is not None:
         restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
     if cfg.embodied.enabled:
-        footprint, problems = host_embodied(cfg, gpu)
-        agent.embodied = EmbodiedCharger(footprint, agent.host)
-        for problem in problems:
-            agent.reporter.problem(("inventory", problem), f"embodied: {problem}", absent_level)
+        _charge_embodied(agent, cfg, gpu, absent_level)
     if exporter and cfg.prometheus.listen:
         from wattledger.agent.exporter import Exporter
 
         agent.exporter = Exporter(cfg, ledger, agent.host)
+    _report_missing(agent, missing, bool(energy), absent_level)
+    return agent
+
+
+def _report_missing(agent: Agent, missing: list[ProbeResult], measuring: bool, absent_level: int) -> None:
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}",
                                absent_level if absent(p) else logging.WARNING)
-    if not energy:
+    if not measuring:
         agent.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
                                logging.ERROR)
-    return agent
+
+
+def _charge_embodied(agent: Agent, cfg: Config, gpu: GpuReader | None, level: int) -> None:
+    footprint, problems = host_embodied(cfg, gpu)
+    agent.embodied = EmbodiedCharger(footprint, agent.host)
+    for problem in problems:
+        agent.reporter.problem(("inventory", problem), f"embodied: {problem}; that part is left out", level)
 
 
 def host_embodied(cfg: Config, gpu: GpuReader | None) -> tuple[HostFootprint, tuple[str, ...]]:
