@@ -56,7 +56,8 @@ def test_agent_stdout_sink_over_fixture(tmp_path: Path) -> None:
     measurements = [ln.split(",", 1)[0] for ln in lines]
     assert measurements.count("wl_node") == 3 * 4  # 3 ticks x 4 pools (2 packages, 2 DRAM)
     assert measurements.count("wl_agent") == 3
-    assert set(measurements) <= {"wl_node", "wl_job", "wl_agent"}
+    assert set(measurements) <= {"wl_node", "wl_job", "wl_agent", "wl_embodied"}
+    assert measurements.count("wl_embodied") >= 3  # each tick charges the host's embodied carbon (issue 16)
     assert "source=rapl" in lines[0]
     assert (tmp_path / "ledger.sqlite3").exists()
 

@@ -24,6 +24,7 @@ typed ``Overrides``. Which sink a config means is decided by
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import os
 import sys
@@ -37,8 +38,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from wattledger.model.embodied import COMPONENTS as EMBODIED_COMPONENTS
 from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
-from wattledger.model.policies import Choice, StaticPolicy
+from wattledger.model.policies import AfterLife, Choice, StaticPolicy, Unused
 from wattledger.util.redact import redact_url
 from wattledger.model.slurm import DEFAULT_GPU_VARS
 
@@ -64,6 +66,13 @@ class Gpus(Choice):
 
     AUTO = "auto"
     NEVER = "never"
+
+
+class Chassis(Choice):
+    """[embodied] chassis: the enclosure whose mainboard, power supplies and case the host's figure includes."""
+
+    RACK = "rack"
+    BLADE = "blade"
 
 
 class SinkKind(Choice):
@@ -414,6 +423,28 @@ class PrometheusSection:
 
 
 @dataclass
+class EmbodiedSection:
+    # Charge the hardware's embodied (manufacture and transport) carbon to jobs (docs/embodied.md).
+    enabled: bool = _flag(True)
+    # A Boavizta server archetype this host is taken to be (e.g. "p5.48xlarge"); empty: the detected hardware.
+    archetype: str = _text()
+    # Years over which each device's footprint is spread (the accrual rate is kgCO2e / lifetime).
+    lifetime_years: float = _number(4.0, 0.5, 30.0, "years")
+    # The date the host went into service (YYYY-MM-DD); with it, the end of life is known.
+    in_service: str = _text()
+    # Past the end of life: "stop" (its footprint is charged in full) or "continue" at the same rate.
+    after_end_of_life: AfterLife = _choice(AfterLife.STOP)
+    # Embodied carbon no job used: "idle" (unused capacity, on _idle) or "absorb" (the jobs carry it).
+    unused: Unused = _choice(Unused.IDLE)
+    chassis: Chassis = _choice(Chassis.RACK)
+    # Installed DRAM in GiB when /proc/meminfo's MemTotal (a little under it) will not do; 0: MemTotal.
+    dram_gib: float = _number(0.0, 0.0, 1_048_576.0, "GiB", off=True)
+    # kgCO2e per device, keyed "component" or "component:device" (gpu, cpu, dram, storage, chassis),
+    # e.g. {"gpu" = 600.0, "cpu:package-1" = 35.0}; replaces the table's figure.
+    device_kg: dict[str, float] = _key({}, WattsTable(Number(0.0, 1_000_000.0, "kgCO2e")))
+
+
+@dataclass
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     jobs: JobsSection = field(default_factory=JobsSection)
@@ -425,6 +456,7 @@ class Config:
     pue: PueSection = field(default_factory=PueSection)
     slurm: SlurmSection = field(default_factory=SlurmSection)
     prometheus: PrometheusSection = field(default_factory=PrometheusSection)
+    embodied: EmbodiedSection = field(default_factory=EmbodiedSection)
 
     @property
     def state_dir(self) -> Path:
@@ -544,6 +576,20 @@ def validate(cfg: Config) -> None:
     if e.cpu_max_w_per_vcpu < e.cpu_idle_w_per_vcpu:
         raise ConfigError(f"[estimate] cpu_max_w_per_vcpu ({e.cpu_max_w_per_vcpu:g}) must be at least "
                           f"cpu_idle_w_per_vcpu ({e.cpu_idle_w_per_vcpu:g})")
+    _check_embodied(cfg.embodied)
+
+
+def _check_embodied(e: EmbodiedSection) -> None:
+    if e.in_service:
+        try:
+            dt.date.fromisoformat(e.in_service)
+        except ValueError:
+            raise ConfigError(f"[embodied] in_service must be a date YYYY-MM-DD (when the host went into "
+                              f"service), got {e.in_service!r}") from None
+    unknown = sorted(k for k in e.device_kg if k.split(":", 1)[0] not in EMBODIED_COMPONENTS)
+    if unknown:
+        raise ConfigError(f"[embodied] device_kg keys must be a component or component:device, the component "
+                          f"one of {', '.join(EMBODIED_COMPONENTS)}; got {', '.join(map(repr, unknown))}")
 
 
 def config_path(path: Path | None) -> Path | None:

@@ -39,9 +39,9 @@ static energy with no driver / no holder goes to ``_idle``.
 Invariant (tested as a property): for every pool, sum of the returned
 ``energy_j`` equals the pool's E to float rounding.
 
-``capacity_fractions`` (the share of a pool's capacity each job used) is
-kept small and pure so that other per-capacity costs (embodied carbon of a
-socket, its DRAM, the chassis) can be charged the same way.
+``capacity_cost_split`` charges any cost of a pool's capacity by a static
+policy: the idle draw here, and each device's embodied carbon
+(``accounting.embodied``), so both follow one rule.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.model.policies import StaticPolicy
 
-__all__ = ["Charge", "Pool", "StaticPolicy", "attribute", "capacity_fractions", "capacity_split"]
+__all__ = ["Charge", "Pool", "StaticPolicy", "attribute", "capacity_cost_split", "capacity_fractions",
+           "capacity_split"]
 
 
 @dataclass(frozen=True)
@@ -161,26 +162,35 @@ def capacity_split(amount: float, driver_s: Mapping[JobKey, float], capacity_s: 
     return shares
 
 
-def _static_split(pool: Pool, driver_s: Mapping[JobKey, float],
-                  holders: Mapping[JobKey, float] | None) -> dict[JobKey, float]:
-    """The static energy by the pool's policy; the house's jobs pay only for their own use."""
-    static_j = pool.static_j
-    if static_j == 0:
+def capacity_cost_split(amount: float, policy: StaticPolicy, driver_s: Mapping[JobKey, float],
+                        holders: Mapping[JobKey, float] | None, capacity_s: float) -> dict[JobKey, float]:
+    """A cost of keeping a pool's capacity ready (its idle draw, its embodied carbon) by a static policy.
+
+    The house's jobs pay only for their own use (the capacity rate); what no
+    job used or held stays on ``_idle``. The parts add up to ``amount``.
+    """
+    if amount == 0:
         return {}
-    if pool.policy is StaticPolicy.IDLE:
-        return {IDLE_JOB: static_j}
-    if pool.policy is StaticPolicy.CAPACITY:
-        return capacity_split(static_j, driver_s, pool.capacity)
-    fractions = capacity_fractions(driver_s, pool.capacity)
-    static = {job: static_j * f for job, f in fractions.items() if job.house}
-    rest = static_j - math.fsum(static.values())
-    if pool.policy is StaticPolicy.OCCUPANCY:
+    if policy is StaticPolicy.IDLE:
+        return {IDLE_JOB: amount}
+    if policy is StaticPolicy.CAPACITY:
+        return capacity_split(amount, driver_s, capacity_s)
+    fractions = capacity_fractions(driver_s, capacity_s)
+    shares = {job: amount * f for job, f in fractions.items() if job.house}
+    rest = amount - math.fsum(shares.values())
+    if policy is StaticPolicy.OCCUPANCY:
         weights = holders if holders is not None else {job: 1.0 for job in _usable(driver_s)}
     else:
         weights = driver_s
     for job, share in _split(rest, {j: w for j, w in weights.items() if not j.house}, IDLE_JOB).items():
-        static[job] = static.get(job, 0.0) + share
-    return static
+        shares[job] = shares.get(job, 0.0) + share
+    return shares
+
+
+def _static_split(pool: Pool, driver_s: Mapping[JobKey, float],
+                  holders: Mapping[JobKey, float] | None) -> dict[JobKey, float]:
+    """The static energy by the pool's policy; the house's jobs pay only for their own use."""
+    return capacity_cost_split(pool.static_j, pool.policy, driver_s, holders, pool.capacity)
 
 
 def attribute(

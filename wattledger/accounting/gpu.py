@@ -185,11 +185,12 @@ class GpuPools:
                    delta: CounterDelta | None) -> list[GpuDeviceReading]:
         source = SOURCE_MIG if parent.source == SOURCE else SOURCE_MIG_POWER
         unallocated = gpu.uuid + UNALLOCATED_SUFFIX
+        # A pool new this read has no previous reading: its share goes to the
+        # unallocated pool for this one read, so nothing is lost.
+        old = {m.uuid: (m.gi_id, m.gi_slices, m.ci_slices) for m in gpu.mig if m.uuid in state.mig_slots}
+        shares = mig_shares(old, gpu.mig_total_slices)
         if delta is not None:
-            # A pool new this read has no previous reading: its share goes to the
-            # unallocated pool for this one read, so nothing is lost.
-            old = {m.uuid: (m.gi_id, m.gi_slices, m.ci_slices) for m in gpu.mig if m.uuid in state.mig_slots}
-            parts = split_uj(int(round(delta.energy_j * UJ_PER_J)), mig_shares(old, gpu.mig_total_slices), unallocated)
+            parts = split_uj(int(round(delta.energy_j * UJ_PER_J)), shares, unallocated)
             for uuid, part_uj in parts.items():
                 state.pool_uj[uuid] = state.pool_uj.get(uuid, 0) + part_uj
         else:
@@ -198,11 +199,12 @@ class GpuPools:
         for m in gpu.mig:
             counter = EnergyCounter(COMPONENT, m.uuid, source, state.pool_uj.setdefault(m.uuid, 0))
             pool_delta = _part(delta, parts.get(m.uuid)) if m.uuid in state.mig_slots else None
-            out.append(_device(counter, m.activity, pool_delta, parent=gpu.uuid))
+            out.append(_device(counter, m.activity, pool_delta, parent=gpu.uuid, share=shares.get(m.uuid, 0.0)))
         state.mig_slots = frozenset(m.uuid for m in gpu.mig)
         counter = EnergyCounter(COMPONENT, unallocated, source, state.pool_uj.setdefault(unallocated, 0))
         nobody = GpuActivity({}, True, None)
-        out.append(_device(counter, nobody, _part(delta, parts.get(unallocated)), parent=gpu.uuid))
+        rest = max(0.0, 1.0 - math.fsum(shares.values()))
+        out.append(_device(counter, nobody, _part(delta, parts.get(unallocated)), parent=gpu.uuid, share=rest))
         return out
 
 
@@ -215,13 +217,13 @@ def _part(parent: CounterDelta | None, part_uj: int | None) -> CounterDelta | No
 
 
 def _device(counter: EnergyCounter, activity: GpuActivity, delta: CounterDelta | None,
-            parent: str = "") -> GpuDeviceReading:
+            parent: str = "", share: float = 1.0) -> GpuDeviceReading:
     interval_s = None if delta is None else delta.interval_s
     return GpuDeviceReading(
         counter=counter, processes=gpu_processes(activity, interval_s), util_available=activity.util is not None,
         interval_s=interval_s, parent=parent, processes_seen=activity.processes_listed,
         energy_j=0.0 if delta is None else delta.energy_j, reset=delta is not None and delta.reset,
-        unobserved=delta is not None and delta.restored,
+        unobserved=delta is not None and delta.restored, share=share,
     )
 
 

@@ -17,15 +17,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 from wattledger.accounting.idle import IdleBaselines
 from wattledger.accounting.resume import CounterStore, read_boot_id
 from wattledger.accounting.tags import TagGuard
+from wattledger.agent.embodied import EmbodiedCharger
 from wattledger.agent.loop import Agent, EnergyReader, GpuReader, ProcReader, Sources, TickResult
 from wattledger.agent.restart import restore
 from wattledger.agent.sinks.base import Sink
 from wattledger.agent.sinks.stdout import StdoutSink
+from wattledger.carbon.embodied import UnknownArchetype, host_footprint
 from wattledger.collectors.estimate import EstimateCollector
+from wattledger.collectors.inventory import read_inventory
 from wattledger.collectors.nvml import ABSENT, NO_GPU_HERE, TRANSIENT, NvmlCollector
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config, Estimate, Gpus, how_to_set
+from wattledger.config import Config, ConfigError, Estimate, Gpus, how_to_set
+from wattledger.model.embodied import HostFootprint
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.store.jobinfo import JobInfoStore
 from wattledger.store.ledger import Ledger
@@ -157,17 +161,44 @@ def build_agent(
     )
     if agent.counters is not None:
         restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
+    if cfg.embodied.enabled:
+        _charge_embodied(agent, cfg, gpu, absent_level)
     if exporter and cfg.prometheus.listen:
         from wattledger.agent.exporter import Exporter
 
         agent.exporter = Exporter(cfg, ledger, agent.host)
+    _report_missing(agent, missing, bool(energy), absent_level)
+    return agent
+
+
+def _report_missing(agent: Agent, missing: list[ProbeResult], measuring: bool, absent_level: int) -> None:
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}",
                                absent_level if absent(p) else logging.WARNING)
-    if not energy:
+    if not measuring:
         agent.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
                                logging.ERROR)
-    return agent
+
+
+def _charge_embodied(agent: Agent, cfg: Config, gpu: GpuReader | None, level: int) -> None:
+    footprint, problems = host_embodied(cfg, gpu)
+    agent.embodied = EmbodiedCharger(footprint, agent.host)
+    for problem in problems:
+        agent.reporter.problem(("inventory", problem), f"embodied: {problem}; that part is left out", level)
+
+
+def host_embodied(cfg: Config, gpu: GpuReader | None) -> tuple[HostFootprint, tuple[str, ...]]:
+    """This host's embodied footprint ([embodied]) from what it has, and what could not be read.
+
+    Raises ConfigError for an archetype the table does not know.
+    """
+    info = getattr(gpu, "gpu_info", None)  # NVML names the GPUs; a scripted reader may not
+    gpus = info() if callable(info) else ()
+    inv = read_inventory(Path(cfg.agent.procfs_root), Path(cfg.agent.sysfs_root), tuple(gpus))
+    try:
+        return host_footprint(cfg.embodied, inv), inv.problems
+    except UnknownArchetype as e:
+        raise ConfigError(str(e)) from None
 
 
 def _carbon_sync(cfg: Config, ledger: Ledger, clock: Clock) -> Any:

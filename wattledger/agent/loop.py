@@ -54,6 +54,7 @@ from wattledger.util.logonce import LogOnce
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Deliverer
+    from wattledger.agent.embodied import EmbodiedCharger
     from wattledger.agent.exporter import Exporter
     from wattledger.carbon.sync import PeriodicSync
     from wattledger.model.slurm import SlurmJob
@@ -114,6 +115,7 @@ class Agent:
     counters: CounterStore | None = None  # the counters' last readings, saved to bridge a restart
     jobinfo: JobInfoStore | None = None  # Slurm jobs' details beside the ledger (store.jobinfo)
     exporter: Exporter | None = None  # the Prometheus endpoint ([prometheus] listen)
+    embodied: EmbodiedCharger | None = None  # the hardware's embodied carbon per tick ([embodied])
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -171,12 +173,23 @@ class Agent:
         inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid,
                                                                     self._allocated(gpu_raw, procs))
         points = [p for pool in inputs for p in self._charge(pool, wall_ns)]
+        points += self._embodied(inputs, wall_ns)
         duration_s = time.monotonic() - started
         if not procs.baseline:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
         self.guard.save()  # only when a new tag set was seen
         return TickResult(points, len(inputs), duration_s, wall_ns, procs.slurm)
+
+    def _embodied(self, inputs: list[PoolInput], wall_ns: int) -> list[Point]:
+        """The tick's embodied carbon (agent.embodied), folded like the energy by the tag cap."""
+        if self.embodied is None:
+            return []
+        points = self.embodied.points(inputs, wall_ns, lambda job: self.guard.job(job, wall_ns))
+        for uuid in sorted(self.embodied.unknown_gpus):
+            self.reporter.problem(("embodied", uuid), f"embodied: GPU {uuid} appeared after the agent started and "
+                                  "has no embodied figure: restart the agent to charge it", logging.INFO)
+        return points
 
     def _settle_if_asked(self) -> None:
         """A Slurm Epilog asked (store.jobinfo.request_settle): read every process in this tick."""

@@ -22,6 +22,7 @@ it, so the pool has no drivers and all its energy goes to ``_unobserved``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class PoolInput:
     reset: bool = False
     suspect: bool = False
     unobserved: bool = False  # a restart's gap: no activity, no idle baseline, all energy to _unobserved
+    parent: str = ""  # a MIG pool's physical GPU (UUID); "" for a whole GPU and the CPU pools
+    share: float = 1.0  # the fraction of the physical device this pool stands for (MIG: its slices)
 
     @property
     def component(self) -> str:
@@ -157,9 +160,10 @@ def gpu_inputs(sample: GpuPoolSample | None, jobs_by_pid: Mapping[int, JobKey],
         if r.interval_s is None or not math.isfinite(r.energy_j):
             continue
         if r.unobserved:
-            out.append(unobserved_input(r.counter, r.energy_j, r.interval_s, r.reset))
+            gap = unobserved_input(r.counter, r.energy_j, r.interval_s, r.reset)
+            out.append(dataclasses.replace(gap, parent=r.parent, share=r.share))
             continue
         driver_s, holders = gpu_drivers(r, jobs_by_pid, (allocated or {}).get(r.device, ()))
         out.append(PoolInput(r.counter, r.energy_j, r.interval_s, driver_s, holders, unexplained_job(r),
-                             gpu_activity_fraction(r), reset=r.reset))
+                             gpu_activity_fraction(r), reset=r.reset, parent=r.parent, share=r.share))
     return out

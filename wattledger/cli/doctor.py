@@ -43,7 +43,8 @@ def _json(r: ProbeResult) -> str:
 
 def _text(r: ProbeResult) -> str:
     mark = "ok " if r.ok else "!! "
-    line = f"{mark}{r.source:<10} {r.state.value:<18} {r.detail}"
+    detail = r.detail.replace("\n", "\n" + " " * 33)  # a row of several lines (embodied: one per device)
+    line = f"{mark}{r.source:<10} {r.state.value:<18} {detail}"
     if r.fix and not r.ok:
         line += f"\n   {'':<10} {'':<18} fix: {r.fix}"
     return line

@@ -48,6 +48,7 @@ from wattledger.model.gpu import (
     MigReading,
     UtilSample,
 )
+from wattledger.model.inventory import GpuInfo
 from wattledger.model.readings import Problem, ProbeResult, SourceState
 from wattledger.util.logonce import LogOnce
 
@@ -157,6 +158,7 @@ class _Gpu:
     max_mig: int = 0
     cursor: _Cursor = field(default_factory=_Cursor)
     mig_slots: dict[str, _MigSlot] = field(default_factory=dict)
+    memory_bytes: int | None = None  # nvmlDeviceGetMemoryInfo's total (for the embodied footprint)
 
     def pool_names(self) -> list[str]:
         if not self.mig:
@@ -282,7 +284,19 @@ class NvmlCollector:
         if old is not None and old.energy_counter == energy_counter and old.mig == mig:
             old.handle, old.index, old.max_mig = handle, index, max_mig  # keep cursors across re-probes
             return old
-        return _Gpu(index, uuid, name, handle, energy_counter, mig=mig, max_mig=max_mig)
+        return _Gpu(index, uuid, name, handle, energy_counter, mig=mig, max_mig=max_mig,
+                    memory_bytes=self._memory_bytes(handle))
+
+    def _memory_bytes(self, handle: Any) -> int | None:
+        nvml = self._nvml
+        try:
+            return int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+        except nvml.NVMLError:
+            return None  # the footprint then assumes the model's usual size (docs/embodied.md)
+
+    def gpu_info(self) -> tuple[GpuInfo, ...]:
+        """Each GPU the last probe found: NVML's model name and memory size (the embodied footprint)."""
+        return tuple(GpuInfo(g.uuid, g.name, g.memory_bytes, g.index) for g in self._gpus)
 
     def _capabilities(self, gpu: _Gpu) -> str:
         if gpu.mig:

@@ -46,7 +46,7 @@ from typing import Any
 
 from wattledger.grafana.defaults import Defaults
 from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED, shared_label
-from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.points import WL_AGENT, WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import J_PER_KWH
 
 Dashboard = dict[str, Any]
@@ -83,6 +83,8 @@ FACILITY_KWH = "facility_kwh"
 G_PER_KWH = "g_per_kwh"
 CO2E = "CO2e"
 CO2E_CUMULATIVE = "CO2e cumulative"
+EMBODIED_G = "embodied_g"
+TOTAL_CO2E = "total CO2e"
 
 
 # -- small builders ----------------------------------------------------------------
@@ -444,6 +446,50 @@ def co2e_targets(measurement: str, where: str) -> list[dict[str, Any]]:
     ]
 
 
+def embodied_per_hour_query(where: str) -> str:
+    """Embodied grams per UTC hour (fill(0): the same hours as the facility kWh, so an inner join keeps all)."""
+    return (f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter '
+            "GROUP BY time(1h) fill(0)")
+
+
+def total_targets(measurement: str, where: str) -> list[dict[str, Any]]:
+    return [*co2e_targets(measurement, where), target("C", embodied_per_hour_query(where), alias=EMBODIED_G)]
+
+
+def total_transformations() -> list[dict[str, Any]]:
+    """Per hour: facility kWh x g/kWh (operational) + embodied grams = total gCO2e."""
+    return [
+        {"id": "joinByField", "options": {"byField": "Time", "mode": "inner"}},
+        {"id": "calculateField", "options": {
+            "mode": "binary", "binary": {"left": FACILITY_KWH, "operator": "*", "right": G_PER_KWH}, "alias": CO2E}},
+        {"id": "calculateField", "options": {
+            "mode": "binary", "binary": {"left": CO2E, "operator": "+", "right": EMBODIED_G}, "alias": TOTAL_CO2E}},
+        {"id": "filterFieldsByName", "options": {"include": {"names": ["Time", TOTAL_CO2E]}}},
+    ]
+
+
+def embodied_panels(where: str, y: int) -> list[Panel]:
+    """A job's (or a selection's) embodied carbon and its total with the operational CO2e, in a row at ``y``."""
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter'
+    parts = ", ".join(f'sum("{p}_g") AS "{p}"' for p in ("cpu", "dram", "storage", "chassis"))
+    return [
+        stat("Embodied carbon", "The hardware's manufacture and transport (Boavizta), spread over its lifetime and "
+                              "charged per tick: each GPU to the jobs holding it, the CPU sockets, DRAM, storage "
+                              "and chassis by CPU share (docs/embodied.md). No PUE or intensity applies.",
+             [target("A", grams, alias=EMBODIED_G)], (0, y, 6, 4), "massg"),
+        stat("Total CO2e", "Operational CO2e (facility kWh x the zone's intensity, hour by hour) plus embodied "
+                           "CO2e: what wattledger report shows as total gCO2e.",
+             total_targets(WL_JOB, where), (6, y, 6, 4), "massg", transformations=total_transformations()),
+        timeseries("Embodied carbon per hour", "Embodied grams per UTC hour: GPUs held, and the host's parts "
+                                             "(CPU sockets, DRAM, storage, chassis) by CPU share.",
+                   [target("A", f'SELECT sum("embodied_g") AS "gpu" FROM "{WL_EMBODIED}" WHERE {where} AND '
+                                "\"component\" = 'gpu' AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col"),
+                    target("B", f'SELECT {parts} FROM "{WL_EMBODIED}" WHERE {where} AND "component" = \'host\' '
+                                "AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
+                   (12, y, 12, 4), "massg", stack=True, bars=True, interval=""),
+    ]
+
+
 def _kwh(where: str, measurement: str = WL_JOB, pue: bool = False, alias: str = "") -> str:
     factor = " * $pue" if pue else ""
     name = alias or ("facility_kwh" if pue else "it_kwh")
@@ -484,6 +530,19 @@ def _dashboard(uid: str, title: str, description: str, variables: list[dict[str,
 
 
 # -- the five dashboards ---------------------------------------------------------------
+
+
+def host_embodied_panels(where: str, y: int) -> list[Panel]:
+    """The host's embodied carbon in the range, and by job (``_idle``: unused capacity), in a row at ``y``."""
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter'
+    return [
+        stat("Embodied carbon", "The host's embodied carbon accrued in the range (kg / lifetime per second of "
+                                "each device; docs/embodied.md), whoever it was charged to.",
+             [target("A", grams, alias=EMBODIED_G)], (0, y, 6, 8), "massg"),
+        bargauge("Embodied carbon by job", "Embodied grams per job over the range; _idle is unused capacity: "
+                                           "hardware nobody used.",
+                 [target("A", f'{grams} GROUP BY "job"', alias="$tag_job")], (6, y, 18, 8), "massg"),
+    ]
 
 
 def overview(defaults: Defaults = Defaults()) -> Dashboard:
@@ -536,6 +595,7 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
                            f'WHERE {node} AND $timeFilter GROUP BY "host", "component", "device", "source"',
                       table=True)],
               (16, 13, 8, 8), "watt"),
+        *host_embodied_panels(node, 21),
     ]
     return _dashboard("wattledger-overview", "wattledger / Overview",
                       "Host power by component and how the ledger split it.",
@@ -554,17 +614,18 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
         stat("Device time", "Seconds of the job's cost driver (CPU seconds, GPU SM-busy seconds).",
              [target("A", f'SELECT sum("driver_s") AS "driver_s" FROM "{WL_JOB}" WHERE {where} AND $timeFilter',
                      alias="driver_s")], (18, 0, 6, 4), "s"),
+        *embodied_panels(where, 4),
         timeseries("Power by component", "Mean power charged to the job per bucket, by component.",
                    [target("A", _power_w(WL_JOB, where, '"component"'), alias="$tag_component")],
-                   (0, 4, 12, 8), "watt", stack=True),
+                   (0, 8, 12, 8), "watt", stack=True),
         timeseries("Energy per hour", "IT and facility (x $pue) energy per UTC hour.",
                    [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
                                 f'sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM "{WL_JOB}" '
                                 f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
-                   (12, 4, 12, 8), "kwatth", bars=True, interval=""),
+                   (12, 8, 12, 8), "kwatth", bars=True, interval=""),
         timeseries("CO2e per hour and cumulative",
                    "g CO2e per UTC hour (facility kWh x intensity) and its running total over the range.",
-                   co2e_targets(WL_JOB, where), (0, 12, 24, 9), "massg",
+                   co2e_targets(WL_JOB, where), (0, 16, 24, 9), "massg",
                    transformations=co2e_transformations(True), interval=""),
         table("Breakdown by device", "Energy of the job per host and device: dynamic follows its driver, "
                                      "static is its share of idle power.",
@@ -573,7 +634,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
                            f'sum("static_j") / {KWH_J} AS "static_kwh", sum("driver_s") AS "driver_s" '
                            f'FROM "{WL_JOB}" WHERE {where} AND $timeFilter '
                            'GROUP BY "host", "user", "component", "device", "source"', table=True)],
-              (0, 21, 24, 7), "none", overrides=[
+              (0, 25, 24, 7), "none", overrides=[
                   {"matcher": {"id": "byRegexp", "options": "/_kwh$/"},
                    "properties": [{"id": "unit", "value": "kwatth"}]},
               ]),
@@ -590,7 +651,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
         *carbon_variables(defaults),
     ]
     return _dashboard("wattledger-job", "wattledger / Job",
-                      "One job's energy, facility energy (x PUE) and CO2e, over time and in total.",
+                      "One job's energy, facility energy (x PUE), CO2e and embodied CO2e, over time and in total.",
                       variables, panels, time_from="now-7d")
 
 
@@ -627,9 +688,10 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
         timeseries("Power by user", "Mean power charged to each user's jobs, stacked.",
                    [target("A", _power_w(WL_JOB, where, '"user"'), alias="$tag_user")],
                    (8, 8, 16, 8), "watt", stack=True, transformations=[name_untagged("user")]),
+        *embodied_panels(where, 16),
         table("Ledger", "Energy per user, project, phase and job over the range (facility = IT x $pue). "
                         "Click a job for its page.",
-              [target("A", by_job, table=True)], (0, 16, 24, 10), "kwatth", overrides=[
+              [target("A", by_job, table=True)], (0, 20, 24, 10), "kwatth", overrides=[
                   {"matcher": {"id": "byName", "options": "job"},
                    "properties": [{"id": "links", "value": job_link}]},
               ]),

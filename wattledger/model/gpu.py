@@ -142,6 +142,7 @@ class GpuDeviceReading:
     energy_j: float = 0.0
     reset: bool = False  # the counter went down since the previous read (driver reload)
     unobserved: bool = False  # the interval is a restart's gap: no process was watched (energy to _unobserved)
+    share: float = 1.0  # the fraction of the physical GPU this pool stands for (MIG: its slices of this read)
 
     @property
     def device(self) -> str:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from wattledger.carbon import fallback_intensity
 from wattledger.carbon.pue import PueSeries, pue_series
 from wattledger.config import Config
 from wattledger.model.jobs import project_owner
 from wattledger.model.units import HOUR_NS
-from wattledger.report.model import EnergyCell, Report, ReportError, build, intensity_series
+from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError, build, intensity_series
 from wattledger.report.runs import not_in, run_cells
 from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
 
 CELL_TAGS = ("job", "user", "project", "phase", "host", "source", "component")
+EMBODIED_TAGS = ("job", "user", "project", "phase", "host", "component")  # wl_embodied (no source: not energy)
+Cell = TypeVar("Cell", EnergyCell, EmbodiedCell)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ def energy_cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> Ene
                       text["source"], energy_j, text["component"])
 
 
+def embodied_cell(bucket_ns: int, tags: Mapping[str, Any], embodied_g: float) -> EmbodiedCell:
+    """An EmbodiedCell from one summed wl_embodied row (a missing or NULL tag is "")."""
+    text = {t: str(tags.get(t) or "") for t in EMBODIED_TAGS}
+    return EmbodiedCell(bucket_ns, text["job"], text["user"], text["project"], text["phase"], text["host"],
+                        embodied_g, text["component"])
+
+
 def measured_seconds(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     """Seconds of each hour that the agent measured, from ``wl_node`` ``interval_s`` summed per hour and pool.
 
@@ -71,7 +80,7 @@ def measured_seconds(rows: Iterable[Mapping[str, Any]]) -> dict[int, float]:
     return out
 
 
-def shared_projects(cells: list[EnergyCell], shared: Mapping[str, list[str]]) -> list[EnergyCell]:
+def shared_projects(cells: list[Cell], shared: Mapping[str, list[str]]) -> list[Cell]:
     """The cells, those of a project the admin shares with their user marked with its label: only
     they are grouped with the other users' energy of that project (``EnergyCell.owner``)."""
     if not shared:
@@ -99,18 +108,23 @@ def assemble(
     until_ns: int,
     origin: str,
     runs: Runs | None = None,
+    embodied: list[EmbodiedCell] | None = None,
 ) -> Report:
     """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures).
 
     ``runs``: `wattledger run` records to add where the source has no energy of theirs (report/runs.py).
+    ``embodied``: the window's wl_embodied grams per hour and tag set.
     """
     zone = (opts.zone or cfg.carbon.zone).upper()
     wanted = opts.equal()
+    embodied = embodied or []
     if wanted:
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
+        embodied = [c for c in embodied if all(getattr(c, tag) == value for tag, value in wanted.items())]
     if runs is not None:
         cells = cells + not_in(run_cells(runs.records, since_ns, until_ns, wanted), cells)
     cells = shared_projects(cells, cfg.jobs.shared_projects)
+    embodied = shared_projects(embodied, cfg.jobs.shared_projects)
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
                                  configured_static=cfg.carbon.provider == "static")
@@ -120,7 +134,8 @@ def assemble(
         pue = PueSeries({}, opts.pue, "--pue")
     else:
         pue = pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value, constant_source="[pue] value")
-    report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin)
+    report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin,
+                   embodied=embodied)
     if runs is not None:
         report.runs_origin = str(runs.path)
     return report

@@ -15,11 +15,12 @@ import urllib.request
 from typing import Any
 
 from wattledger.config import Config
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import HOUR_NS
-from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
+from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Options, assemble, embodied_cell, energy_cell,
+                                        hour_window, measured_seconds)
 from wattledger.report.jobview import JobTicks, ticks_from_points
-from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError
 from wattledger.store.runs import Runs
 from wattledger.util.redact import redact_text, redact_url
 from wattledger.util.timeutil import hour_floor
@@ -105,6 +106,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
                           "host's ledger, not in InfluxDB; run the report on the node without --from-influx")
     zone = (opts.zone or cfg.carbon.zone).upper()
     cells = _energy_cells(client, since_ns, until_ns, _tag_filter(opts))
+    embodied = _embodied_cells(client, since_ns, until_ns, _tag_filter(opts))
     h0, h1 = hour_window(since_ns, until_ns)
     carbon = client.query(
         f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM "{WL_CARBON}" '
@@ -114,7 +116,7 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
     origin = f"InfluxDB {redact_url(client.url)} db {client.database}"
-    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin, runs)
+    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin, runs, embodied)
 
 
 def _tag_filter(opts: Options) -> str:
@@ -144,6 +146,28 @@ def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) ->
         ]
         start = stop
     return cells
+
+
+def _embodied_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) -> list[EmbodiedCell]:
+    """wl_embodied grams per hour and tag set, a week of hours per query (from its first point)."""
+    rows = _hourly(client, WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, where)
+    return [embodied_cell(int(r["time"]), r, float(r["embodied_g"])) for r in rows]
+
+
+def _hourly(client: InfluxQL, measurement: str, field: str, tags: tuple[str, ...], since_ns: int, until_ns: int,
+            where: str) -> list[dict[str, Any]]:
+    """SUM(field) per hour and tag set, a week of hours per query, from the measurement's first point on."""
+    first = client.query(f'SELECT first("{field}") FROM "{measurement}" WHERE time >= {since_ns} AND '
+                         f'time < {until_ns}{where}')
+    start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
+    rows: list[dict[str, Any]] = []
+    group = ", ".join(f'"{t}"' for t in tags)
+    while start < until_ns:
+        stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
+        rows += client.query(f'SELECT sum("{field}") AS "{field}" FROM "{measurement}" WHERE time >= {start} AND '
+                             f'time < {stop}{where} GROUP BY time(1h), {group} fill(none)')
+        start = stop
+    return [r for r in rows if r.get(field) is not None]
 
 
 def influx_measured_seconds(client: InfluxQL, report: Report, host: str | None = None) -> dict[int, float]:

@@ -62,6 +62,10 @@ def summary_lines(s: JobSummary, unit: str) -> list[str]:
         f"  energy (IT)      {energy_text(r.it_j, unit):<12} {parts}",
         f"  facility energy  {energy_text(r.facility_kwh * J_PER_KWH, unit):<12} (x PUE: {s.pue})",
         f"  CO2e             {mass_text(r.g_co2e):<12} at {g_per_kwh} ({s.intensity_source})",
+        *([f"  embodied CO2e    {mass_text(r.embodied_g):<12} the hardware's share: GPUs held, CPU share of the "
+           "rest (docs/embodied.md)",
+           f"  total CO2e       {mass_text(r.total_g):<12} {100 * r.embodied_g / r.total_g:.0f}% embodied"]
+          if r.embodied_g > 0 else []),
         f"  GPU-hours held   {s.gpu_hours:.4g}" if s.gpu_hours is not None else "  GPU-hours held   -",
         f"  share of host    {_share_text(s, unit)}",
     ]
@@ -86,7 +90,8 @@ def format_jobs(report: Report, summaries: Sequence[JobSummary], fmt: str, unit:
 def _csv(report: Report, summaries: Sequence[JobSummary]) -> str:
     comps = report.components
     fields = ["job", "user", "first", "last", "duration_s", "ticks", "it_kwh", *(f"{c}_kwh" for c in comps),
-              "facility_kwh", "g_co2e", "g_per_kwh", "intensity_source", "gpu_hours_held", "host_share",
+              "facility_kwh", "g_co2e", "embodied_g_co2e", "total_g_co2e", "g_per_kwh", "intensity_source",
+              "gpu_hours_held", "host_share",
               "unused_capacity_share", "estimated_kwh", "from_run_records_kwh"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -97,6 +102,7 @@ def _csv(report: Report, summaries: Sequence[JobSummary]) -> str:
                                                       "g_co2e", "g_per_kwh", "intensity_source", "gpu_hours_held",
                                                       "host_share")}
         row.update(it_kwh=s.row.it_kwh, facility_kwh=s.row.facility_kwh, estimated_kwh=s.row.estimated_kwh,
+                   embodied_g_co2e=s.row.embodied_g, total_g_co2e=s.row.total_g,
                    unused_capacity_share=s.unused_share, from_run_records_kwh=s.row.run_it_j / J_PER_KWH,
                    **{f"{c}_kwh": s.row.it_j_by_component.get(c, 0.0) / J_PER_KWH for c in comps})
         w.writerow({k: "" if v is None else plain(v) if isinstance(v, float) else v for k, v in row.items()})

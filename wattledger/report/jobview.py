@@ -133,6 +133,7 @@ class JobSummary:
             "energy_j": r.it_j, "energy_by_component_j": dict(sorted(r.it_j_by_component.items())),
             "facility_energy_j": r.facility_kwh * J_PER_KWH, "pue": self.pue,
             "co2e_g": r.g_co2e, "g_per_kwh": r.g_per_kwh, "intensity_source": self.intensity_source,
+            "embodied_co2e_g": r.embodied_g, "total_co2e_g": r.total_g,
             "gpu_hours_held": self.gpu_hours, "host_energy_j": t.host_j if t else None,
             "host_share": self.host_share, "unused_capacity_share": self.unused_share,
             "estimated_j": r.estimated_it_j, "estimate": r.estimated_it_j > 0,

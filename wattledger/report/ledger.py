@@ -8,8 +8,9 @@ and ``--account`` / ``--partition`` keep only the jobs Slurm put there.
 from __future__ import annotations
 
 from wattledger.config import Config
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, WL_PUE
-from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window, measured_seconds
+from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
+from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Cell, Options, assemble, embodied_cell, energy_cell,
+                                        hour_window, measured_seconds)
 from wattledger.report.jobview import JobTicks, ticks_from_rows
 from wattledger.report.model import EnergyCell, Report
 from wattledger.store.jobinfo import JobFilter, JobInfoStore, JobRecord
@@ -23,11 +24,13 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     h0, h1 = hour_window(since_ns, until_ns)
     sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal())
     cells = [energy_cell(int(r["time_ns"]), r, float(r["energy_j"])) for r in sums]
+    grams = ledger.hourly_sums(WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, opts.equal())
+    embodied = [embodied_cell(int(r["time_ns"]), r, float(r["embodied_g"])) for r in grams]
     records = scheduler_jobs(ledger, opts, since_ns, until_ns) if opts.by == "job" or opts.scheduler_filter else []
     if opts.scheduler_filter:
-        cells = only_jobs(cells, records)
+        cells, embodied = only_jobs(cells, records), only_jobs(embodied, records)
     report = assemble(cfg, opts, cells, ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1),
-                      since_ns, until_ns, f"ledger {ledger.path}", runs)
+                      since_ns, until_ns, f"ledger {ledger.path}", runs, embodied)
     if opts.by == "job":
         report.jobs = {r.key: r for r in records}
     return report
@@ -43,7 +46,7 @@ def scheduler_jobs(ledger: Ledger, opts: Options, since_ns: int, until_ns: int) 
         store.close()
 
 
-def only_jobs(cells: list[EnergyCell], records: list[JobRecord]) -> list[EnergyCell]:
+def only_jobs(cells: list[Cell], records: list[JobRecord]) -> list[Cell]:
     """The cells of these jobs only (by tag and user)."""
     keep = {r.key for r in records}
     return [c for c in cells if (c.job, c.user) in keep]

@@ -99,6 +99,28 @@ class EnergyCell:
 
 
 @dataclass(frozen=True)
+class EmbodiedCell:
+    """wl_embodied grams summed over one hour bucket for one tag set (docs/embodied.md).
+
+    Embodied carbon is already CO2e: no PUE and no grid intensity apply to it.
+    """
+
+    bucket_ns: int
+    job: str
+    user: str
+    project: str
+    phase: str
+    host: str
+    embodied_g: float
+    component: str = ""  # gpu, or host (CPU sockets, DRAM, storage and chassis)
+    shared: str = ""
+
+    @property
+    def owner(self) -> str:
+        return (self.shared or self.user) if self.project else ""
+
+
+@dataclass(frozen=True)
 class HourIntensity:
     g_per_kwh: float
     provider: str  # "static" for the fallback
@@ -164,10 +186,22 @@ class Row:
     estimate_sources: set[str] = field(default_factory=set)
     it_j_by_component: dict[str, float] = field(default_factory=dict)
     run_it_j: float = 0.0  # of it_j, from `wattledger run` records
+    embodied_g: float = 0.0  # the hardware's embodied carbon charged to the row (wl_embodied)
+    embodied_g_by_component: dict[str, float] = field(default_factory=dict)  # gpu, host
 
     @property
     def it_kwh(self) -> float:
         return self.it_j / J_PER_KWH
+
+    @property
+    def total_g(self) -> float:
+        """Operational (energy x PUE x intensity) plus embodied CO2e."""
+        return self.g_co2e + self.embodied_g
+
+    def add_embodied(self, grams: float, component: str) -> None:
+        self.embodied_g += grams
+        name = component or "other"
+        self.embodied_g_by_component[name] = self.embodied_g_by_component.get(name, 0.0) + grams
 
     @property
     def it_kwh_by_component(self) -> dict[str, float]:
@@ -223,6 +257,12 @@ class Report:
     intensity_by_hour: dict[int, HourIntensity]
     jobs: dict[tuple[str, ...], JobRecord] = field(default_factory=dict)  # by=job: Slurm's details per row key
     runs_origin: str = ""  # the runs file whose records are in the report, if any
+    embodied_categories: dict[str, float] = field(default_factory=dict)  # category -> embodied grams
+
+    @property
+    def has_embodied(self) -> bool:
+        """The window holds embodied carbon (a ledger of an agent with [embodied] on)."""
+        return bool(self.embodied_categories)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -289,8 +329,16 @@ class Report:
                                 "share": self.categories["idle"] / total if total > 0 else None,
                                 "what": "idle power no job used (_idle)"},
             "intensity": self._intensity_dict(),
+            "embodied": self._embodied_dict(),
             "notes": self.notes(),
         }
+
+    def _embodied_dict(self) -> dict[str, Any]:
+        total = sum(self.embodied_categories.values())
+        return {"g_co2e": total, "by_category": dict(self.embodied_categories),
+                "unused_capacity_g": self.embodied_categories.get("idle", 0.0),
+                "what": "the hardware's embodied (manufacture, transport) carbon, amortised over its lifetime and "
+                        "charged by occupancy (GPUs) and CPU share (CPU, DRAM, storage, chassis): docs/embodied.md"}
 
     def row_dict(self, r: Row) -> dict[str, Any]:
         """One row as plain data: its key columns, then its figures."""
@@ -303,7 +351,8 @@ class Report:
             it_kwh=r.it_kwh, it_kwh_by_component=r.it_kwh_by_component, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
             fallback_kwh=r.fallback_kwh, intensity_fallback=r.fallback_it_j > 0,
             intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
-            estimate=r.estimated_it_j > 0,
+            estimate=r.estimated_it_j > 0, embodied_g_co2e=r.embodied_g,
+            embodied_g_by_component=dict(sorted(r.embodied_g_by_component.items())), total_g_co2e=r.total_g,
         )
         if r.run_it_j > 0:
             d["from_run_records_kwh"] = r.run_it_j / J_PER_KWH
@@ -330,8 +379,9 @@ def build(
     since_ns: int,
     until_ns: int,
     origin: str,
+    embodied: Iterable[EmbodiedCell] = (),
 ) -> Report:
-    """The pure core: hourly cells x PUE_b x CI_b, grouped."""
+    """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are."""
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     cols = GROUPINGS[by]
@@ -355,12 +405,28 @@ def build(
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
         hours.add(c.bucket_ns)
     fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
-    ordered = sorted(rows.values(), key=lambda r: (-r.g_co2e, -r.it_j, r.key))
+    embodied_categories = _add_embodied(embodied, cols, rows, series, total)
+    ordered = sorted(rows.values(), key=lambda r: (-r.total_g, -r.it_j, r.key))
     return Report(
         since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours), fallback_hours,
         intensity.fallback if fallback_hours else None, intensity.configured_static, pue.describe(hours),
-        dict(series), ci_by_hour,
+        dict(series), ci_by_hour, embodied_categories=embodied_categories,
     )
+
+
+def _add_embodied(cells: Iterable[EmbodiedCell], cols: tuple[str, ...], rows: dict[tuple[str, ...], Row],
+                  series: dict[tuple[str, ...], dict[int, Row]], total: Row) -> dict[str, float]:
+    """Embodied grams into their rows (a row with embodied carbon only is a row too); per category."""
+    categories: dict[str, float] = {}
+    for c in cells:
+        if c.embodied_g == 0:
+            continue
+        key = tuple(getattr(c, k) for k in cols)
+        rows.setdefault(key, Row(key)).add_embodied(c.embodied_g, c.component)
+        series[key].setdefault(c.bucket_ns, Row(key)).add_embodied(c.embodied_g, c.component)
+        total.add_embodied(c.embodied_g, c.component)
+        categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.embodied_g
+    return categories
 
 
 def slurm_dict(record: JobRecord) -> dict[str, Any]:

@@ -76,6 +76,8 @@ def format_table(report: Report, idle_baselines: Sequence[PoolBaseline] = (), un
         lines.append("")
         lines.append(_host_energy_line(report))
         lines.append(_unused_line(report))
+        if report.has_embodied:
+            lines.append(embodied_line(report))
         lines.append(_intensity_line(report))
         lines += report.notes()
     return "\n".join(lines) + "\n" + _baselines_text(idle_baselines)
@@ -91,16 +93,31 @@ def _rows_table(report: Report, unit: str = "kWh") -> list[str]:
         return [num(r.it_j_by_component.get(c, 0.0) / per) for c in parts]
 
     slurm = _slurm_columns(report)
+    embodied = report.has_embodied
+
+    def carbon(r: Row) -> list[str]:
+        return [num(r.embodied_g), num(r.total_g)] if embodied else []
+
     header = [*cols, *slurm, f"IT {unit}", *(f"{c} {unit}" for c in parts), f"facility {unit}", "gCO2e", "g/kWh",
-              ""]
+              *(["embodied gCO2e", "total gCO2e"] if embodied else []), ""]
     body = [[*_labels(report, r.key), *_slurm_cells(report, r, slurm), num(r.it_j / per), *split(r),
-             num(r.facility_kwh * J_PER_KWH / per), num(r.g_co2e), num(r.g_per_kwh, 3), _marks(r)]
+             num(r.facility_kwh * J_PER_KWH / per), num(r.g_co2e), num(r.g_per_kwh, 3), *carbon(r), _marks(r)]
             for r in report.rows]
     t = report.total
     body.append(["TOTAL", *[""] * (len(cols) + len(slurm) - 1), num(t.it_j / per), *split(t),
                  num(t.facility_kwh * J_PER_KWH / per),
-                 num(t.g_co2e), num(t.g_per_kwh, 3), _marks(t)])
+                 num(t.g_co2e), num(t.g_per_kwh, 3), *carbon(t), _marks(t)])
     return _table(header, body, right_from=len(cols) + len(slurm))
+
+
+def embodied_line(report: Report) -> str:
+    """What the embodied column is, and how much of it no job used."""
+    total = sum(report.embodied_categories.values())
+    idle = report.embodied_categories.get("idle", 0.0)
+    share = f" ({100 * idle / total:.1f}%)" if total > 0 else ""
+    return (f"Embodied carbon: {num(total)} gCO2e, unused capacity (_idle) {num(idle)} g{share}: the hardware's "
+            "manufacture and transport (Boavizta), spread over its lifetime and charged by GPU occupancy and CPU "
+            "share; no PUE or grid intensity applies. total gCO2e = gCO2e + embodied (docs/embodied.md).")
 
 
 SLURM_COLUMNS = ("slurm id", "account", "partition", "start", "end")
@@ -186,11 +203,13 @@ def format_csv(report: Report) -> str:
     extra = ["category"] if report.by == "job" else []
     slurm = [f"slurm_{k}" for k in _SLURM_KEYS] if _slurm_columns(report) else []
     parts = [f"{c}_kwh" for c in report.components]
-    fields = [*report.columns, *extra, *slurm, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
-              "intensity_fallback", "intensity_source", "estimated_kwh", "estimate"]
+    fields = [*report.columns, *extra, *slurm, "it_kwh", *parts, "facility_kwh", "g_co2e", "embodied_g_co2e",
+              "total_g_co2e", "g_per_kwh", "fallback_kwh", "intensity_fallback", "intensity_source", "estimated_kwh",
+              "estimate"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for d in report.to_dict()["rows"]:
+        d.pop("embodied_g_by_component")
         by_component = d.pop("it_kwh_by_component")
         d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
         found = d.pop("slurm", None)
@@ -225,26 +244,33 @@ def _baseline_dict(b: PoolBaseline) -> dict[str, Any]:
 
 
 def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
+    """The life cycle as JSON, CSV or a table; with embodied carbon in the window, two more columns
+    (embodied and total gCO2e) in the CSV and the table."""
     d = lc.to_dict()
     if fmt == "json":
         return json.dumps(d, indent=2) + "\n"
-    rows = _lifecycle_rows(lc)
+    embodied = lc.report.has_embodied
+    rows = [r if embodied else r[:3] for r in _lifecycle_rows(lc)]
+    extra = ["embodied_g_co2e", "total_g_co2e"] if embodied else []
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["part", "facility_kwh", "g_co2e"])
-        for name, k, gg in rows:
-            w.writerow([_csv_value(" ".join(name.split())), _csv_value(k), _csv_value(gg)])
+        w.writerow(["part", "facility_kwh", "g_co2e", *extra])
+        for name, *figures in rows:
+            w.writerow([_csv_value(" ".join(str(name).split())), *(_csv_value(f) for f in figures)])
         return buf.getvalue()
+    header = ["", "facility kWh", "gCO2e", *(["embodied gCO2e", "total gCO2e"] if embodied else [])]
     lines = [
         f"Life cycle of project {lc.project} ({lc.owner or 'no owner'}), measured {d['since']} .. {d['until']}; zone {d['zone']}; "
         f"PUE {d['pue']}",
         "",
-        *_table(["", "facility kWh", "gCO2e"],
-                [[n, "unmeasured" if k is None else num(k, 6), "unmeasured" if gg is None else num(gg, 6)]
-                 for n, k, gg in rows], right_from=1),
+        *_table(header, [[name, *("unmeasured" if f is None else num(f, 6) for f in figures)]
+                         for name, *figures in rows], right_from=1),
     ]
     lines.append(basis_line(d["co2e_basis"]))
+    if embodied:
+        lines.append("Embodied: each part's share of the hardware's footprint (docs/embodied.md); I's is the "
+                     "inference phase's divided by --inferences-count.")
     if d["other_phases"]:
         lines.append("Other phases (not in the model): " + ", ".join(
             f"{p} {num(v['facility_kwh'])} kWh" for p, v in d["other_phases"].items()))
@@ -252,16 +278,24 @@ def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lifecycle_rows(lc: Lifecycle) -> list[tuple[str, float | None, float | None]]:
-    """(part, facility kWh, gCO2e) of CT, T, the measured inference, I and the projection; None if unmeasured."""
-    per = lc.per_inference()
+LifecycleRow = tuple[str, float | None, float | None, float | None, float | None]
+
+
+def _part(r: Row | None) -> tuple[float | None, float | None, float | None, float | None]:
+    return (r.facility_kwh, r.g_co2e, r.embodied_g, r.total_g) if r is not None else (None, None, None, None)
+
+
+def _lifecycle_rows(lc: Lifecycle) -> list[LifecycleRow]:
+    """(part, facility kWh, gCO2e, embodied gCO2e, total gCO2e) of CT, T, the measured inference, I and the
+    projection; None if unmeasured."""
+    per, per_embodied = lc.per_inference(), lc.per_inference_embodied()
     kwh, g = lc.projected()
+    embodied = lc.projected_embodied()
+    per_row = (per[0], per[1], per_embodied or 0.0, per[1] + (per_embodied or 0.0)) if per else (None,) * 4
     return [
-        ("CT  architecture search (phase search)", *((lc.ct.facility_kwh, lc.ct.g_co2e) if lc.ct else (None, None))),
-        ("T   training (phase train)", *((lc.t.facility_kwh, lc.t.g_co2e) if lc.t else (None, None))),
-        ("    inference measured (phase inference)",
-         *((lc.inference.facility_kwh, lc.inference.g_co2e) if lc.inference else (None, None))),
-        (f"I   per inference (/ {lc.inferences_count})" if lc.inferences_count else "I   per inference",
-         *(per if per else (None, None))),
-        (f"CT + T + e*I, e = {lc.expected_inferences:,}", kwh, g),
+        ("CT  architecture search (phase search)", *_part(lc.ct)),
+        ("T   training (phase train)", *_part(lc.t)),
+        ("    inference measured (phase inference)", *_part(lc.inference)),
+        (f"I   per inference (/ {lc.inferences_count})" if lc.inferences_count else "I   per inference", *per_row),
+        (f"CT + T + e*I, e = {lc.expected_inferences:,}", kwh, g, embodied, g + embodied),
     ]
