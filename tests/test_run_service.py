@@ -8,6 +8,7 @@ import math
 import os
 import pwd
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -48,6 +49,8 @@ def _ticks(path: Path) -> int:
     ledger = Ledger(path, readonly=True)
     try:
         return len(ledger.rows(WL_AGENT))
+    except sqlite3.OperationalError:  # the agent created the file but not yet its tables
+        return 0
     finally:
         ledger.close()
 
