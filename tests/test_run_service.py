@@ -8,6 +8,7 @@ import math
 import os
 import pwd
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,9 +46,13 @@ def service(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def _ticks(path: Path) -> int:
+    """The agent's ticks in its ledger; 0 while the file exists but its tables are not made yet."""
     ledger = Ledger(path, readonly=True)
     try:
         return len(ledger.rows(WL_AGENT))
+    except sqlite3.OperationalError as e:  # the agent created the file and has not committed its schema
+        assert "no such table" in str(e), e
+        return 0
     finally:
         ledger.close()
 
