@@ -1,12 +1,18 @@
-"""`wattledger run` on a machine without RAPL: non-zero energy, flagged as a model estimate."""
+"""`wattledger run` on a machine without RAPL: non-zero energy, flagged as a model estimate; its share of the
+hardware's embodied carbon beside the operational CO2e, in its output and its record."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from wattledger.agent.runner import Measured
+from wattledger.model.points import Point
 
 BUSY_3S = "import time\nt = time.time()\nwhile time.time() - t < 3: pass\n"
 # The same loop, writing the CPU time it got (on a loaded machine it may get less than 3 s).
@@ -131,6 +137,73 @@ def test_run_keeps_a_record_that_report_shows(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stderr
     line = next(x for x in rep.stdout.splitlines() if x.startswith("kept"))
     assert line.rstrip().endswith("ER") and "R = measured by `wattledger run`" in rep.stdout
+    # its embodied carbon too (issue 16): the record says how it was made, and report adds it to the row
+    assert rec["embodied_g"] > 0 and rec["total_co2e_g"] == rec["co2e_g"] + rec["embodied_g"]
+    assert math.isclose(sum(rec["embodied_by_part_g"].values()), rec["embodied_g"], rel_tol=1e-12)
+    assert rec["embodied_basis"]["table"].startswith("boaviztapi 2.5.0 (table ")
+    assert rec["embodied_basis"]["lifetime_years"] == 4.0 and rec["embodied_basis"]["unused"] == "idle"
+    rep = wl("report", "--config", "/dev/null", "--state-dir", str(tmp_path / "no-ledger"), "--runs-file", str(runs),
+             "--since", "1h", "--format", "json")
+    (row,) = [r for r in json.loads(rep.stdout)["rows"] if r["job"] == "kept"]
+    assert math.isclose(row["embodied_g_co2e"], rec["embodied_g"], rel_tol=1e-9)
+    assert math.isclose(row["total_g_co2e"], row["g_co2e"] + rec["embodied_g"], rel_tol=1e-9)
+
+
+CHASSIS_KG = 1000.0  # the host's only embodied figure in the test below: ~7.9 mg per second of the host
+
+
+def test_run_shows_its_share_of_the_embodied_carbon_and_the_total(tmp_path: Path) -> None:
+    """Operational, embodied and total CO2e (issue 16). A CPU job's share of the host's parts is the host's
+    accrual x its CPU seconds / the vCPU-seconds the host offered: ~ rate x cpu_s / ncpu."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[embodied]\ndevice_kg = { cpu = 0.0, dram = 0.0, storage = 0.0, chassis = %r }\n' % CHASSIS_KG)
+    r = wl("run", "--config", str(cfg), "--no-record", "--json", "-t", "share", "--", sys.executable, "-c",
+           BUSY_3S.replace("< 3", "< 1.5"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    parts = out["embodied_by_part_g"]
+    assert set(parts) == {"gpu", "cpu", "dram", "storage", "chassis"}
+    assert parts["gpu"] == parts["cpu"] == parts["dram"] == parts["storage"] == 0.0
+    rate_g_per_s = CHASSIS_KG * 1000 / (4 * 365.25 * 86400)
+    expected_g = rate_g_per_s * out["cpu_s"] / (os.cpu_count() or 1)
+    assert 0.6 * expected_g <= parts["chassis"] <= 1.1 * expected_g, (parts, expected_g, out["cpu_s"])
+    assert out["embodied_g"] == parts["chassis"] and out["total_co2e_g"] == out["co2e_g"] + out["embodied_g"]
+    text = wl("run", "--config", str(cfg), "--no-record", "-t", "share", "--", "true").stdout
+    embodied = next(line for line in text.splitlines() if line.startswith("  embodied CO2e "))
+    total = next(line for line in text.splitlines() if line.startswith("  total CO2e "))
+    assert " g   chassis " in embodied and "docs/embodied.md" in embodied and "operational + embodied" in total
+    cfg.write_text("[embodied]\nenabled = false\n")  # not charged: no figure, never 0 g
+    out = json.loads(wl("run", "--config", str(cfg), "--no-record", "--json", "-t", "off", "--", "true").stdout)
+    assert out["embodied_g"] is None and out["total_co2e_g"] is None and out["co2e_g"] > 0
+    text = wl("run", "--config", str(cfg), "--no-record", "-t", "off", "--", "true").stdout
+    assert "CO2e" in text and "embodied" not in text and "total CO2e" not in text
+
+
+def test_the_runs_figures_are_its_own_rows() -> None:
+    """summary() takes the job's wl_embodied rows alone, per part, and adds them to the operational CO2e."""
+    from wattledger.agent.runner import summary, summary_text
+
+    tags = {"host": "h", "project": "", "phase": ""}
+    node = Point("wl_node", {"host": "h", "component": "gpu", "device": "GPU-0", "source": "nvml"},
+                 {"energy_j": 7.2e6, "interval_s": 5.0}, 5)
+    job = Point("wl_job", {**tags, "job": "mine", "user": "u", "component": "gpu", "device": "GPU-0",
+                           "source": "nvml"}, {"energy_j": 3.6e6}, 5)
+    mine_gpu = Point("wl_embodied", {**tags, "job": "mine", "user": "u", "component": "gpu", "device": "GPU-0"},
+                     {"embodied_g": 2.0}, 5)
+    mine_host = Point("wl_embodied", {**tags, "job": "mine", "user": "u", "component": "host", "device": "host"},
+                      {"embodied_g": 0.75, "cpu_g": 0.05, "dram_g": 0.2, "storage_g": 0.1, "chassis_g": 0.4}, 5)
+    others = [Point("wl_embodied", {**tags, "job": j, "user": u, "component": "gpu", "device": "GPU-0"},
+                    {"embodied_g": 9.0}, 5) for j, u in (("_idle", ""), ("mine", "someone-else"), ("theirs", "u"))]
+    m = Measured(0, 5.0, [node, job, mine_gpu, mine_host, *others])
+    r = summary(m, job="mine", user="u", cmd=["x"], pue=1.5, g_per_kwh=100.0, intensity_source="static")
+    assert r["co2e_g"] == 150.0  # 1 kWh x 1.5 x 100 g/kWh
+    assert r["embodied_by_part_g"] == {"gpu": 2.0, "cpu": 0.05, "dram": 0.2, "storage": 0.1, "chassis": 0.4}
+    assert math.isclose(r["embodied_g"], 2.75) and math.isclose(r["total_co2e_g"], 152.75)
+    lines = summary_text(r).splitlines()
+    assert lines[4].startswith("  embodied CO2e 2.750 g   gpu 2.000 g  cpu 0.05000 g  dram 0.2000 g")
+    assert lines[5] == "  total CO2e    152.8 g   operational + embodied, 2% embodied"
+    assert summary(Measured(0, 5.0, [node, job]), job="mine", user="u", cmd=["x"], pue=1.5, g_per_kwh=100.0,
+                   intensity_source="static")["embodied_g"] is None  # no wl_embodied at all: not charged
 
 
 def test_the_default_runs_file_is_in_the_users_data_dir(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from wattledger.grafana import dashboards as dash
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
 from wattledger.report import InfluxQL, Options, from_influx, from_ledger
+from wattledger.report.model import Report
 
 pytestmark = pytest.mark.influx
 
@@ -94,3 +96,73 @@ def test_job_embodied_and_total_equal_report(influx_url: str, tmp_path: Path, so
         assert math.isclose(shown_embodied, row.embodied_g, rel_tol=1e-3), (user, shown_embodied, row.embodied_g)
         assert math.isclose(shown_total, row.total_g, rel_tol=1e-3), (user, shown_total, row.total_g)
         assert row.total_g > row.g_co2e
+
+
+# Every embodied panel of every dashboard, as test_dashboards_queries.test_panel_numbers selects it, and the
+# report of the same selection: the overview looks at host gpu1, the job page at train-a (all users and
+# hosts), the ledger page at everything.
+SELECTIONS: dict[str, tuple[dict[str, Any], Options]] = {
+    "wattledger-overview": ({}, Options(by="job", host="gpu1")),
+    "wattledger-job": ({"host": "$__all"}, Options(by="job", job="train-a")),
+    "wattledger-ledger": ({"host": "$__all"}, Options(by="job")),
+}
+EMBODIED_PANELS = [(d["uid"], p["title"]) for d in dash.all_dashboards().values() for p in dash.panels(d)
+                   if "mbodied" in p["title"] or p["title"] == "Total CO2e"]
+
+
+def shown(run: Any, title: str) -> dict[str, float]:
+    """What an embodied panel shows: one figure, or one per job, or one per hour (GPUs + the host's parts)."""
+    if title == "Embodied carbon":
+        return {"": float(run.rows()[0][dash.EMBODIED_G])}
+    if title == "Total CO2e":
+        return {"": run.reduced(dash.TOTAL_CO2E, "sum")}
+    if title == "Embodied carbon by job":
+        return {r["job"]: float(r[dash.EMBODIED_G]) for r in run.rows()}
+    assert title == "Embodied carbon per hour", title
+    per_hour = {str(r["time"]): float(r["gpu"]) for r in run.rows("A")}
+    for r in run.rows("B"):
+        per_hour[str(r["time"])] = per_hour.get(str(r["time"]), 0.0) + sum(
+            float(r[p]) for p in ("cpu", "dram", "storage", "chassis"))
+    return per_hour
+
+
+def reported(report: Report, title: str) -> dict[str, float]:
+    """The same figures from `wattledger report`: its TOTAL row, its rows by job, its rows per hour."""
+    out: dict[str, float] = {}
+    if title == "Embodied carbon":
+        return {"": report.total.embodied_g}
+    if title == "Total CO2e":
+        return {"": report.total.total_g}
+    if title == "Embodied carbon by job":
+        for row in report.rows:
+            out[row.key[0]] = out.get(row.key[0], 0.0) + row.embodied_g
+        return {job: g for job, g in out.items() if g > 0}
+    for hours in report.series.values():
+        for bucket_ns, row in hours.items():
+            out[str(bucket_ns // 1_000_000)] = out.get(str(bucket_ns // 1_000_000), 0.0) + row.embodied_g
+    return out
+
+
+@pytest.mark.parametrize("source", ["ledger", "influx"])
+def test_every_embodied_panel_equals_report(influx_url: str, tmp_path: Path, source: str) -> None:
+    """Each dashboard's embodied panels (overview, job, ledger pages) on the real influxd show what `report`
+    prints for the same selection, within 0.1% (issue 16)."""
+    since, until = RANGE.from_ms * 1_000_000, RANGE.to_ms * 1_000_000
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.append(POINTS)
+    dashboards = {d["uid"]: d for d in dash.all_dashboards().values()}
+    for uid, title in EMBODIED_PANELS:
+        selection, opts = SELECTIONS[uid]
+        report = (from_ledger(ledger, report_config(), since, until, opts) if source == "ledger" else
+                  from_influx(InfluxQL(influx_url, DB), report_config(), since, until, opts))
+        panel = next(p for p in dash.panels(dashboards[uid]) if p["title"] == title)
+        got, want = shown(run_panel(influx_url, dashboards[uid], panel, selection), title), reported(report, title)
+        assert set(got) >= set(want) and want, (uid, title, got, want)
+        for key, grams in got.items():
+            assert math.isclose(grams, want.get(key, 0.0), rel_tol=1e-3, abs_tol=1e-9), (uid, title, key, got, want)
+    ledger.close()
+    assert sorted(EMBODIED_PANELS) == [
+        ("wattledger-job", "Embodied carbon"), ("wattledger-job", "Embodied carbon per hour"),
+        ("wattledger-job", "Total CO2e"), ("wattledger-ledger", "Embodied carbon"),
+        ("wattledger-ledger", "Embodied carbon per hour"), ("wattledger-ledger", "Total CO2e"),
+        ("wattledger-overview", "Embodied carbon"), ("wattledger-overview", "Embodied carbon by job")]

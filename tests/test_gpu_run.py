@@ -24,7 +24,8 @@ from wattledger.cli.main import main
 
 def test_run_charges_the_gpu_energy_of_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[agent]\ngpus = "auto"\n[attribution]\nidle_power_w = { gpu = 60.0 }\n')
+    cfg.write_text('[agent]\ngpus = "auto"\n[attribution]\nidle_power_w = { gpu = 60.0 }\n'
+                   '[embodied]\ndevice_kg = { gpu = 1000.0 }\n')
     monkeypatch.setenv(MARKER, TOKEN)  # the command inherits it; this process's /proc environ does not change
     fake = LiveGpuNvml()
     busy = "import time\nt = time.time()\nwhile time.time() - t < 2.0: pass\n"
@@ -43,6 +44,12 @@ def test_run_charges_the_gpu_energy_of_its_command(monkeypatch: pytest.MonkeyPat
     assert 0.85 * fake.busy_energy_j <= gpu_j <= total_j + 1e-6
     assert out["energy_j"] == pytest.approx(sum(out["energy_by_component_j"].values()))
     assert out["source_by_component"]["gpu"] == "nvml"
+    # The GPU's embodied carbon while the command held it is the command's (occupancy; issue 16):
+    # 1,000 kg over 4 years, for the ticks it held the GPU (about the whole run).
+    gpu_g = out["embodied_by_part_g"]["gpu"]
+    held_g = 1000.0 * 1000 / (4 * 365.25 * 86400) * out["duration_s"]
+    assert 0.6 * held_g <= gpu_g <= 1.05 * held_g, (gpu_g, held_g)
+    assert out["total_co2e_g"] == out["co2e_g"] + out["embodied_g"] and out["embodied_g"] > gpu_g
 
 
 def test_run_text_says_which_parts_are_measured_and_which_estimated(

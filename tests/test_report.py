@@ -13,7 +13,7 @@ from wattledger import report as rp
 from wattledger.util.timeutil import HOUR_NS, parse_iso_ns
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE, Point
+from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_PUE, Point
 
 H0 = parse_iso_ns("2024-03-05T00:00:00Z")
 H1, H2, H3 = H0 + HOUR_NS, H0 + 2 * HOUR_NS, H0 + 3 * HOUR_NS
@@ -305,3 +305,63 @@ def test_each_row_splits_its_it_energy_by_component(ledger: Ledger) -> None:
     train = next(row for row in r.rows if row.key == ("train-a", "alice"))
     assert train.it_kwh_by_component == pytest.approx({"cpu": 1.5, "gpu": 2.5})
     assert rp.format_json(r).count('"it_kwh_by_component"') == len(r.rows) + 1
+
+
+def test_a_ledger_older_than_embodied_carbon_still_reports(tmp_path: Path) -> None:
+    """A ledger an agent older than issue 16 wrote has no wl_embodied table, and a read-only reader cannot
+    add one: the report is the energy's, with no embodied column (it used to stop on 'no such table')."""
+    import sqlite3
+
+    make_ledger(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    db.execute("DROP TABLE wl_embodied")
+    db.commit()
+    db.close()
+    old = Ledger(tmp_path / "ledger.sqlite3", readonly=True)
+    r = rp.from_ledger(old, make_cfg(), H0, H3, rp.Options(by="job"))
+    old.close()
+    rows = {row.key: row for row in r.rows}
+    assert rows[("train-a", "alice")].g_co2e == pytest.approx(EXPECTED_BY_JOB[("train-a", "alice")][2])
+    assert not r.has_embodied and "embodied" not in rp.format_table(r)
+
+
+def embodied(t: int, job_tag: str, grams: float, phase: str, component: str = "host") -> Point:
+    """A wl_embodied row of carol's gpt-mini (a GPU's grams, or the host's parts' with their split)."""
+    tags = {"host": "gpu01", "job": job_tag, "user": "carol", "project": "gpt-mini", "phase": phase,
+            "component": component, "device": "GPU-0" if component == "gpu" else "host"}
+    fields = {"embodied_g": grams} if component == "gpu" else {
+        "embodied_g": grams, "cpu_g": grams * 0.1, "dram_g": grams * 0.5, "storage_g": grams * 0.1,
+        "chassis_g": grams * 0.3}
+    return Point(WL_EMBODIED, tags, fields, t)
+
+
+def test_lifecycle_carries_embodied_carbon(tmp_path: Path) -> None:
+    """CT and T carry the embodied grams they were charged; I carries the inference phase's / --inferences-count,
+    and e inferences e times that (issue 16)."""
+    ledger = lifecycle_ledger(tmp_path)
+    ledger.append([embodied(H0 + 10 * MIN, "nas-1", 30.0, "search"),
+                   embodied(H1 + 10 * MIN, "train-1", 80.0, "train", "gpu"),
+                   embodied(H1 + 10 * MIN, "train-1", 20.0, "train"),
+                   embodied(H2 + 10 * MIN, "serve-1", 5.0, "inference", "gpu"),
+                   embodied(H2 + 20 * MIN, "eval-1", 1.0, "eval")])
+    r = rp.from_ledger(ledger, make_cfg(), H0, H3, rp.Options(by="phase", pue=1.2, project="gpt-mini"))
+    lc = rp.lifecycle(r, "gpt-mini", inferences_count=1000, expected_inferences=1_000_000)
+    assert lc.ct is not None and lc.t is not None and lc.inference is not None
+    assert (lc.ct.embodied_g, lc.t.embodied_g, lc.inference.embodied_g) == pytest.approx((30.0, 100.0, 5.0))
+    assert lc.t.embodied_g_by_component == pytest.approx({"gpu": 80.0, "host": 20.0})
+    assert lc.per_inference_embodied() == pytest.approx(0.005)
+    assert lc.projected_embodied() == pytest.approx(30 + 100 + 1_000_000 * 0.005)  # eval is not in CT + T + e*I
+    d = lc.to_dict()["lifecycle"]
+    assert d["g_co2e"] == pytest.approx(230_400) and d["embodied_g_co2e"] == pytest.approx(5_130)
+    assert d["total_g_co2e"] == pytest.approx(235_530)
+    text = rp.format_lifecycle(lc, "table")
+    assert "embodied gCO2e  total gCO2e" in text
+    (projection,) = [line for line in text.splitlines() if line.startswith("CT + T + e*I")]
+    assert projection.split()[-2:] == ["5,130", "235,530"]
+    rows = list(csv.reader(io.StringIO(rp.format_lifecycle(lc, "csv"))))
+    assert rows[0][-2:] == ["embodied_g_co2e", "total_g_co2e"]
+    assert [float(x) for x in rows[-1][-2:]] == pytest.approx([5_130, 235_530])
+    # and the report's rows: operational, embodied and their sum per phase
+    by_phase = {row.key[0]: row for row in r.rows}
+    assert by_phase["train"].total_g == pytest.approx(by_phase["train"].g_co2e + 100.0)
+    ledger.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE
+from wattledger.model.points import WL_AGENT, WL_EMBODIED, WL_JOB, WL_NODE
 from wattledger.store.ledger import Ledger
 
 BUSY = "import sys, time\nend = time.process_time() + float(sys.argv[1])\nwhile time.process_time() < end: pass\n"
@@ -46,10 +46,12 @@ def service(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 
 def _ticks(path: Path) -> int:
+    """The agent's ticks in its ledger; 0 while the file exists but its tables are not made yet."""
     ledger = Ledger(path, readonly=True)
     try:
         return len(ledger.rows(WL_AGENT))
-    except sqlite3.OperationalError:  # the agent created the file but not yet its tables
+    except sqlite3.OperationalError as e:  # the agent created the file and has not committed its schema
+        assert "no such table" in str(e), e
         return 0
     finally:
         ledger.close()
@@ -68,9 +70,14 @@ def test_run_takes_its_figures_from_the_service_ledger(service: tuple[Path, Path
     ledger = Ledger(ledger_path, readonly=True)
     user = pwd.getpwuid(os.getuid()).pw_name
     rows = [row for row in ledger.rows(WL_JOB) if row["job"] == tag and row["user"] == user]
+    embodied = [row for row in ledger.rows(WL_EMBODIED) if row["job"] == tag and row["user"] == user]
     ledger.close()
     assert rows, "the service charged nothing to the run's tag"
     assert math.isclose(out["energy_j"], math.fsum(float(row["energy_j"]) for row in rows), rel_tol=1e-9)
+    # and its embodied carbon is the service's wl_embodied rows for the tag (issue 16)
+    assert embodied and out["embodied_g"] > 0
+    assert math.isclose(out["embodied_g"], math.fsum(float(row["embodied_g"]) for row in embodied), rel_tol=1e-9)
+    assert math.isclose(out["total_co2e_g"], out["co2e_g"] + out["embodied_g"], rel_tol=1e-12)
     # the service saw the command's CPU (through the holder even when it was shorter than a tick)
     cpu_seen = math.fsum(float(row["driver_s"]) for row in rows if row["component"] == "cpu")
     assert cpu_seen >= 0.8 * cpu_s, (cpu_seen, out)

@@ -1,6 +1,12 @@
 """Regenerate docs/img/report-example.png (and print the matching table) from a synthetic ledger.
 
     .venv/bin/python docs/img/make_report_example.py
+    .venv/bin/python docs/img/make_report_example.py --state-dir /tmp/wl-example [--unused absorb]
+
+The second form only writes the ledger, as ``STATE_DIR/ledger.sqlite3``, for
+``wattledger report --state-dir STATE_DIR`` (docs/embodied.md's worked
+example); ``--unused absorb`` charges the embodied carbon no job used to the
+jobs of each tick (``[embodied] unused``) instead of ``_idle``.
 
 The ledger is SYNTHETIC but shaped like a real week-end on a 4-GPU server:
 two days at 5-minute ticks, an architecture search, two trainings, a model
@@ -13,11 +19,13 @@ Its embodied carbon (``wl_embodied``) is charged by the agent's own code
 for a host of 4 H100 SXM 80GB, 2 AMD EPYC 7R13, 512 GiB of DRAM, two 3.84 TB
 SSDs and a rack chassis: each GPU to the job holding it, the rest by CPU
 share (``HOST_CPU_S``: vCPU-seconds per second of each job). docs/embodied.md's
-worked example is this ledger; tests/test_embodied_docs.py checks it.
+worked example is this ledger; tests/test_embodied_docs.py runs the commands
+it shows on it and checks that their output is what the docs print.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import tempfile
@@ -30,12 +38,12 @@ from wattledger.carbon.embodied import host_footprint
 from wattledger.model.embodied import HostFootprint
 from wattledger.model.inventory import GIB, Disk, GpuInfo, HostInventory
 from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey, untagged
-from wattledger.model.policies import StaticPolicy
+from wattledger.model.policies import StaticPolicy, Unused
 from wattledger.model.units import HOUR_NS
 from wattledger.report.plot import plot
 from wattledger.util.timeutil import parse_iso_ns
 from wattledger.config import Config
-from wattledger.store.ledger import Ledger
+from wattledger.store.ledger import LEDGER_FILE, Ledger
 from wattledger.model.points import WL_CARBON, WL_JOB, WL_NODE, Point
 
 START = parse_iso_ns("2024-03-09T00:00:00Z")
@@ -57,12 +65,14 @@ VCPUS = 64
 HOST_CPU_S = {"run": 2.0, "notebook": 1.0, "system": 0.5, "agent": 0.01}  # vCPUs busy, per job kind
 
 
-def footprint() -> HostFootprint:
+def footprint(unused: Unused = Unused.IDLE) -> HostFootprint:
     """The synthetic host's devices, priced by the pinned table (as `wattledger doctor` would show them)."""
+    cfg = Config().embodied
+    cfg.unused = unused
     inv = HostInventory("AMD EPYC 7R13 48-Core Processor", 2, 512 * GIB,
                         (Disk("nvme0n1", 3_840_000_000_000, False), Disk("nvme1n1", 3_840_000_000_000, False)),
                         tuple(GpuInfo(gpu, "NVIDIA H100 80GB HBM3", 81_559 * 1024**2) for gpu in "0123"))
-    return host_footprint(Config().embodied, inv)
+    return host_footprint(cfg, inv)
 
 
 def embodied_tick(fp: HostFootprint, t: int, holders: dict[str, JobKey], cpu: dict[JobKey, float]) -> list[Point]:
@@ -78,10 +88,10 @@ def embodied_tick(fp: HostFootprint, t: int, holders: dict[str, JobKey], cpu: di
     return embodied_points("gpu01", charge_tick(uses, fp.unused), t)
 
 
-def points() -> list[Point]:
+def points(unused: Unused = Unused.IDLE) -> list[Point]:
     out: list[Point] = []
     host = "gpu01"
-    fp = footprint()
+    fp = footprint(unused)
     for tick in range(HOURS * 3600 // TICK_S):
         t = START + (tick + 1) * TICK_S * 10**9
         hour = tick * TICK_S / 3600
@@ -126,21 +136,52 @@ def points() -> list[Point]:
     return out
 
 
-def main() -> int:
-    out_png = Path(__file__).with_name("report-example.png")
+def write_ledger(state_dir: Path, unused: Unused = Unused.IDLE) -> Path:
+    """The synthetic ledger as ``state_dir/ledger.sqlite3`` (a ledger there is replaced)."""
+    path = Path(state_dir) / LEDGER_FILE
+    for old in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        old.unlink(missing_ok=True)
+    ledger = Ledger(path)
+    ledger.append(points(unused))
+    ledger.close()
+    return path
+
+
+def example_config() -> Config:
+    """The config the example is reported with: zone DE, intensities from Electricity Maps (wl_carbon)."""
     cfg = Config()
     cfg.carbon.zone = "DE"
     cfg.carbon.provider = "electricitymaps"
+    return cfg
+
+
+def tables(ledger: Ledger, out_png: Path | None = None) -> tuple[str, str]:
+    """The report by job (drawn to ``out_png``) and tinynet's life cycle, as docs/carbon.md shows them."""
+    cfg = example_config()
+    r = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS)
+    r.origin = "synthetic ledger"
+    if out_png is not None:
+        plot(r, str(out_png))
+    lc = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS, rp.Options(by="phase", project="tinynet"))
+    lc.origin = "synthetic ledger"
+    return rp.format_table(r), rp.format_lifecycle(rp.lifecycle(lc, "tinynet", 250_000, 50_000_000), "table")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--state-dir", type=Path, help="only write the ledger, as STATE_DIR/ledger.sqlite3")
+    ap.add_argument("--unused", choices=[u.value for u in Unused], default=Unused.IDLE.value,
+                    help="[embodied] unused: where the embodied carbon no job used goes")
+    args = ap.parse_args(argv)
+    if args.state_dir is not None:
+        print(f"wrote {write_ledger(args.state_dir, Unused(args.unused))}", file=sys.stderr)
+        return 0
+    out_png = Path(__file__).with_name("report-example.png")
     with tempfile.TemporaryDirectory() as d:
         ledger = Ledger(Path(d) / "ledger.sqlite3")
         ledger.append(points())
-        r = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS)
-        r.origin = "synthetic ledger"
-        sys.stdout.write(rp.format_table(r))
-        plot(r, str(out_png))
-        lc = rp.from_ledger(ledger, cfg, START, START + HOURS * HOUR_NS, rp.Options(by="phase", project="tinynet"))
-        lc.origin = "synthetic ledger"
-        sys.stdout.write("\n" + rp.format_lifecycle(rp.lifecycle(lc, "tinynet", 250_000, 50_000_000), "table"))
+        by_job, life_cycle = tables(ledger, out_png)
+        sys.stdout.write(by_job + "\n" + life_cycle)
         ledger.close()
     print(f"\nwrote {out_png}", file=sys.stderr)
     return 0

@@ -16,7 +16,8 @@ one per job for the host's parts (component and device ``host``) with
 ``embodied_g`` and its ``cpu_g``, ``dram_g``, ``storage_g`` and
 ``chassis_g`` (one row, not four: the parts share one driver, and each row
 is an InfluxDB series per job). Σ jobs + ``_idle`` of each field = the
-accrual, per tick.
+accrual, per tick. ``job_embodied_g`` reads one job's grams back per part
+(``wattledger run``).
 """
 
 from __future__ import annotations
@@ -102,3 +103,27 @@ def embodied_points(host: str, charges: Mapping[DeviceKey, Mapping[JobKey, float
     return [Point(WL_EMBODIED, {"host": host, "job": job.tag, "user": job.user, "project": job.project,
                                 "phase": job.phase, "component": component, "device": device}, fields, wall_ns)
             for (job, component, device), fields in sorted(rows.items())]
+
+
+PARTS = (GPU, *HOST_PARTS)  # gpu, cpu, dram, storage, chassis: what a job's grams are split into
+
+
+def job_embodied_g(points: Sequence[Point], tag: str, user: str) -> dict[str, float] | None:
+    """The grams charged to one job in these points per part (gpu, cpu, dram, storage, chassis).
+
+    None when the points hold no ``wl_embodied`` row at all (embodied carbon is not charged:
+    ``[embodied] enabled = false``), so that "not charged" never reads as 0 g.
+    """
+    out: dict[str, float] | None = None
+    for p in points:
+        if p.measurement != WL_EMBODIED:
+            continue
+        out = out if out is not None else {part: 0.0 for part in PARTS}
+        if p.tags.get("job") != tag or p.tags.get("user") != user:
+            continue
+        if p.tags.get("component") == GPU:
+            out[GPU] += float(p.fields.get("embodied_g", 0.0))
+        else:
+            for part in HOST_PARTS:
+                out[part] += float(p.fields.get(f"{part}_g", 0.0))
+    return out

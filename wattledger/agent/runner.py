@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wattledger.agent.embodied import job_embodied_g
 from wattledger.agent.loop import Agent, TickResult, sum_job_energy
 from wattledger.agent.service import Held, Service, start_held, wait_for_tick
 from wattledger.carbon.footprint import co2e_g
@@ -254,9 +255,11 @@ def diluted_j(points: Sequence[Point], tag: str, user: str, ncpu: int) -> float:
 
 def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float, g_per_kwh: float,
             intensity_source: str, cpu_tick_s: float = 0.01, ncpu: int | None = None) -> dict[str, Any]:
-    """The run's figures: energy per component, facility energy, CO2e, and where each came from.
+    """The run's figures: energy per component, facility energy, CO2e (operational, embodied and their
+    total), and where each came from.
 
-    With no energy source at all the energy figures are None: never 0 J as if it were measured.
+    With no energy source at all the energy figures are None: never 0 J as if it were measured; with no
+    embodied carbon charged (``[embodied] enabled = false``) the embodied figures are None.
     """
     by_component = sum_job_energy(m.points, job, user)
     energy_j = math.fsum(by_component.values())
@@ -265,6 +268,7 @@ def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float,
     measured = bool(names)
     below = resolution_bounds_j(m.points, job, user, cpu_tick_s) if measured else {}
     diluted = diluted_j(m.points, job, user, ncpu or os.cpu_count() or 1)
+    co2e = co2e_g(energy_j, pue, g_per_kwh) if measured else None
     return {
         "job": job, "user": user, "command": list(cmd), "exit_code": m.exit_code,
         "duration_s": round(m.duration_s, 3), "cpu_s": m.cpu_s, "start_ns": m.start_ns, "end_ns": m.end_ns,
@@ -276,7 +280,8 @@ def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float,
         "facility_energy_j": energy_j * pue if measured else None,
         "carbon_g_per_kwh": g_per_kwh,
         "carbon_source": intensity_source,
-        "co2e_g": co2e_g(energy_j, pue, g_per_kwh) if measured else None,
+        "co2e_g": co2e,
+        **embodied_figures(co2e, job_embodied_g(m.points, job, user)),
         "source": ",".join(names) or "none",
         "source_by_component": {c: ",".join(sorted(s)) for c, s in sorted(sources.items())},
         "estimated": ESTIMATED in names,
@@ -284,10 +289,30 @@ def summary(m: Measured, *, job: str, user: str, cmd: Sequence[str], pue: float,
     }
 
 
+def embodied_figures(co2e_g: float | None, by_part_g: dict[str, float] | None) -> dict[str, Any]:
+    """The run's share of the hardware's embodied carbon (grams per part: gpu, cpu, dram, storage,
+    chassis), and the total CO2e: operational + embodied (None where either is not known)."""
+    embodied_g = math.fsum(by_part_g.values()) if by_part_g is not None else None
+    total_g = co2e_g + embodied_g if co2e_g is not None and embodied_g is not None else None
+    return {"embodied_g": embodied_g, "embodied_by_part_g": by_part_g, "total_co2e_g": total_g}
+
+
 def _component_text(r: dict[str, Any], unit: str) -> str:
     parts = [f"{c} {energy_text(v, unit)}" for c, v in sorted(r["energy_by_component_j"].items()) if v > 0]
     parts += [f"{c} < {energy_text(b, unit)}" for c, b in sorted(r["below_resolution_j"].items())]
     return "  ".join(parts)
+
+
+def _embodied_lines(r: dict[str, Any]) -> list[str]:
+    """The run's embodied CO2e and the total, when embodied carbon is charged here."""
+    embodied_g, total_g = r.get("embodied_g"), r.get("total_co2e_g")
+    if embodied_g is None or total_g is None:
+        return []
+    parts = "  ".join(f"{part} {mass_text(g)}" for part, g in (r.get("embodied_by_part_g") or {}).items() if g > 0)
+    share = f", {100 * embodied_g / total_g:.0f}% embodied" if total_g > 0 else ""
+    return [f"  embodied CO2e {mass_text(embodied_g)}   {parts + '  ' if parts else ''}(the hardware's share: "
+            "docs/embodied.md)",
+            f"  total CO2e    {mass_text(total_g)}   operational + embodied{share}"]
 
 
 def summary_text(r: dict[str, Any], unit: str = "auto") -> str:
@@ -306,6 +331,7 @@ def summary_text(r: dict[str, Any], unit: str = "auto") -> str:
         f"  energy        {energy}   {_component_text(r, unit)}",
         f"  x PUE {r['pue']:<6}  {energy_text(r['facility_energy_j'], unit)}",
         f"  CO2e          {mass_text(r['co2e_g'])} at {r['carbon_g_per_kwh']} g/kWh ({r['carbon_source']})",
+        *_embodied_lines(r),
     ]
     by_component = r["source_by_component"]
     measured = sorted(c for c, src in by_component.items() if ESTIMATED not in src.split(","))

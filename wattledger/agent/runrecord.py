@@ -3,7 +3,8 @@
 ``wattledger run`` appends ``run_record(...)`` to the per-user runs file
 (store/runs.py), so a figure read months later still says on what hardware,
 from which counters (RAPL, NVML or the model estimate), with which versions,
-idle policy and carbon intensity it was made.
+idle policy and carbon intensity it was made, and on which embodied-carbon
+table, lifetime and policy its share of the hardware was charged.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def run_record(result: Mapping[str, Any], cfg: Config, *, project: str, phase: s
     """One line of the runs file: the run's figures, the machine, the versions, the policy and intensity."""
     keep = ("job", "user", "command", "exit_code", "duration_s", "cpu_s", "start_ns", "end_ns", "energy_j",
             "energy_by_component_j", "below_resolution_j", "pue", "facility_energy_j", "carbon_g_per_kwh",
-            "carbon_source", "co2e_g", "source", "source_by_component", "estimated")
+            "carbon_source", "co2e_g", "embodied_g", "embodied_by_part_g", "total_co2e_g", "source",
+            "source_by_component", "estimated")
     record = {k: result.get(k) for k in keep}
     a = cfg.attribution
     record.update(
@@ -76,5 +78,16 @@ def run_record(result: Mapping[str, Any], cfg: Config, *, project: str, phase: s
         static_policy={"cpu": str(a.cpu_static_policy), "dram": str(a.dram_static_policy),
                        "gpu": str(a.gpu_static_policy)},
         carbon_zone=cfg.carbon.zone,
+        embodied_basis=embodied_basis(cfg) if result.get("embodied_g") is not None else None,
     )
     return record
+
+
+def embodied_basis(cfg: Config) -> dict[str, Any]:
+    """How the run's embodied figure was made: the table's version, the figures' basis, lifetime, policy."""
+    from wattledger.carbon.embodied import load_table
+
+    e, table = cfg.embodied, load_table()
+    return {"table": f"boaviztapi {table.version} (table {table.generated})",
+            "figures": f"archetype {e.archetype}" if e.archetype else "detected hardware",
+            "device_kg": dict(e.device_kg), "lifetime_years": e.lifetime_years, "unused": str(e.unused)}

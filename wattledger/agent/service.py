@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wattledger.model.points import SCHEMA, WL_AGENT, WL_JOB, WL_NODE, Point
+from wattledger.model.points import SCHEMA, WL_AGENT, WL_EMBODIED, WL_JOB, WL_NODE, Point
 from wattledger.model.units import NS_PER_S
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
@@ -149,7 +149,8 @@ def wait_for_tick(service: Service, after_ns: int, timeout_s: float) -> int | No
 
 
 def service_points(service: Service, tag: str, user: str, since_ns: int, until_ns: int) -> list[Point]:
-    """The service's wl_job rows of (tag, user) and the wl_node rows of the same ticks, in (since, until]."""
+    """The service's wl_job and wl_embodied rows of (tag, user) and the wl_node rows of the same ticks,
+    in (since, until]."""
     ledger = Ledger(service.path, readonly=True)
     try:
         jobs = [r for r in ledger.rows(WL_JOB, since_ns=since_ns + 1, until_ns=until_ns + 1)
@@ -157,9 +158,22 @@ def service_points(service: Service, tag: str, user: str, since_ns: int, until_n
         ticks = {int(r["time_ns"]) for r in jobs}
         nodes = [r for r in ledger.rows(WL_NODE, since_ns=since_ns + 1, until_ns=until_ns + 1)
                  if int(r["time_ns"]) in ticks]
+        embodied = [r for r in _embodied_rows(ledger, since_ns + 1, until_ns + 1)
+                    if r["job"] == tag and r["user"] == user]
     finally:
         ledger.close()
-    return [_point(WL_NODE, r) for r in nodes] + [_point(WL_JOB, r) for r in jobs]
+    return [_point(WL_NODE, r) for r in nodes] + [_point(WL_JOB, r) for r in jobs] + \
+        [_point(WL_EMBODIED, r) for r in embodied]
+
+
+def _embodied_rows(ledger: Ledger, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
+    """wl_embodied rows in [since, until); none from a service older than embodied carbon (no such table)."""
+    try:
+        return ledger.rows(WL_EMBODIED, since_ns=since_ns, until_ns=until_ns)
+    except sqlite3.OperationalError as e:
+        if f"no such table: {WL_EMBODIED}" not in str(e):
+            raise
+        return []
 
 
 def _point(measurement: str, row: dict[str, Any]) -> Point:

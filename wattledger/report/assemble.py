@@ -20,7 +20,7 @@ from wattledger.config import Config
 from wattledger.model.jobs import project_owner
 from wattledger.model.units import HOUR_NS
 from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError, build, intensity_series
-from wattledger.report.runs import not_in, run_cells
+from wattledger.report.runs import not_in, run_cells, run_embodied_cells
 from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
 
@@ -122,6 +122,7 @@ def assemble(
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
         embodied = [c for c in embodied if all(getattr(c, tag) == value for tag, value in wanted.items())]
     if runs is not None:
+        embodied = embodied + not_in(run_embodied_cells(runs.records, since_ns, until_ns, wanted), cells)
         cells = cells + not_in(run_cells(runs.records, since_ns, until_ns, wanted), cells)
     cells = shared_projects(cells, cfg.jobs.shared_projects)
     embodied = shared_projects(embodied, cfg.jobs.shared_projects)

@@ -7,12 +7,14 @@ and ``--account`` / ``--partition`` keep only the jobs Slurm put there.
 
 from __future__ import annotations
 
+import sqlite3
+
 from wattledger.config import Config
 from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Cell, Options, assemble, embodied_cell, energy_cell,
                                         hour_window, measured_seconds)
 from wattledger.report.jobview import JobTicks, ticks_from_rows
-from wattledger.report.model import EnergyCell, Report
+from wattledger.report.model import EmbodiedCell, EnergyCell, Report
 from wattledger.store.jobinfo import JobFilter, JobInfoStore, JobRecord
 from wattledger.store.ledger import Ledger
 from wattledger.store.runs import Runs
@@ -24,8 +26,7 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     h0, h1 = hour_window(since_ns, until_ns)
     sums = ledger.hourly_sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal())
     cells = [energy_cell(int(r["time_ns"]), r, float(r["energy_j"])) for r in sums]
-    grams = ledger.hourly_sums(WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, opts.equal())
-    embodied = [embodied_cell(int(r["time_ns"]), r, float(r["embodied_g"])) for r in grams]
+    embodied = embodied_cells(ledger, since_ns, until_ns, opts)
     records = scheduler_jobs(ledger, opts, since_ns, until_ns) if opts.by == "job" or opts.scheduler_filter else []
     if opts.scheduler_filter:
         cells, embodied = only_jobs(cells, records), only_jobs(embodied, records)
@@ -34,6 +35,18 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     if opts.by == "job":
         report.jobs = {r.key: r for r in records}
     return report
+
+
+def embodied_cells(ledger: Ledger, since_ns: int, until_ns: int, opts: Options) -> list[EmbodiedCell]:
+    """wl_embodied grams per hour and tag set; none from a ledger an agent older than embodied carbon
+    wrote and no newer one has opened yet (read-only, it has no wl_embodied table)."""
+    try:
+        grams = ledger.hourly_sums(WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, opts.equal())
+    except sqlite3.OperationalError as e:
+        if f"no such table: {WL_EMBODIED}" not in str(e):
+            raise
+        return []
+    return [embodied_cell(int(r["time_ns"]), r, float(r["embodied_g"])) for r in grams]
 
 
 def scheduler_jobs(ledger: Ledger, opts: Options, since_ns: int, until_ns: int) -> list[JobRecord]:

@@ -6,6 +6,9 @@ figure. ``run_cells`` spreads each component's energy over the UTC hours the
 run spanned, in proportion to the time it spent in each (a run is charged
 the intensity and PUE of its hours, as ledger energy is), and marks the
 cells ``record="run"`` so the report can say where they came from.
+``run_embodied_cells`` spreads the run's embodied grams the same way, as
+``wl_embodied`` holds them: the GPUs' (component ``gpu``) and the host's
+parts' (component ``host``).
 
 Records whose figures came from the service's ledger (``figures_from`` is
 not ``run``) are already in that ledger: they are skipped. So is a run
@@ -16,13 +19,15 @@ the service measured the same job, its ledger is the one truth.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from wattledger.model.embodied import GPU, HOST_DEVICE
 from wattledger.model.units import HOUR_NS
-from wattledger.report.model import EnergyCell
+from wattledger.report.model import EmbodiedCell, EnergyCell
 from wattledger.util.timeutil import hour_floor
 
 RUN = "run"
+Cell = TypeVar("Cell", EnergyCell, EmbodiedCell)
 
 
 def _hours(start_ns: int, end_ns: int) -> list[tuple[int, float]]:
@@ -66,7 +71,27 @@ def run_cells(records: Iterable[Mapping[str, Any]], since_ns: int, until_ns: int
     return cells
 
 
-def not_in(cells: Sequence[EnergyCell], measured: Sequence[EnergyCell]) -> list[EnergyCell]:
+def run_embodied_cells(records: Iterable[Mapping[str, Any]], since_ns: int, until_ns: int,
+                       equal: Mapping[str, str] | None = None) -> list[EmbodiedCell]:
+    """The embodied grams of the records ``run_cells`` takes, over the same hours: the GPUs' as component
+    ``gpu``, the CPU sockets', DRAM's, storage's and chassis' as ``host`` (records made before embodied
+    carbon, or with it off, have none)."""
+    cells: list[EmbodiedCell] = []
+    for r in records:
+        parts = r.get("embodied_by_part_g") or {}
+        if not parts or not _wanted(r, equal or {}, since_ns, until_ns):
+            continue
+        grams = {GPU: float(parts.get(GPU, 0.0)),
+                 HOST_DEVICE: sum(float(g) for part, g in parts.items() if part != GPU)}
+        host = (r.get("machine") or {}).get("host") or ""
+        for bucket, fraction in _hours(int(r.get("start_ns") or 0), int(r["end_ns"])):
+            cells += [EmbodiedCell(bucket, str(r["job"]), str(r.get("user") or ""), str(r.get("project") or ""),
+                                   str(r.get("phase") or ""), host, g * fraction, component)
+                      for component, g in grams.items() if g > 0]
+    return cells
+
+
+def not_in(cells: Sequence[Cell], measured: Sequence[EnergyCell]) -> list[Cell]:
     """Run cells for a (job, user, hour) the source has no energy for (its own figures win)."""
     have = {(c.job, c.user, c.bucket_ns) for c in measured}
     return [c for c in cells if (c.job, c.user, c.bucket_ns) not in have]
