@@ -23,6 +23,7 @@ from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
 from wattledger.config import Config, Estimate, Gpus
 from wattledger.model.readings import ProbeResult
+from wattledger.store.compact import Compactor, Retention
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -123,6 +124,7 @@ def build_agent(
         host or cfg.agent.host or socket.gethostname(), clock,
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+        compactor=Compactor(ledger, retention(cfg)),
     )
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
@@ -130,6 +132,12 @@ def build_agent(
         agent.reporter.problem(("no-energy",), "no energy source: nothing will be measured (see `wattledger doctor`)",
                                logging.ERROR)
     return agent
+
+
+def retention(cfg: Config) -> Retention:
+    """[ledger] retention in the compactor's terms (seconds)."""
+    day_s = 86400.0
+    return Retention(cfg.ledger.raw_days * day_s, cfg.ledger.minutes_days * day_s, cfg.ledger.hours_days * day_s)
 
 
 def _carbon_sync(cfg: Config, ledger: Ledger, clock: Clock) -> Any:

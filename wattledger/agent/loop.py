@@ -11,7 +11,8 @@ One tick, top to bottom (``Agent.tick``):
    pure ABC split (``accounting.attribution``) give ``wl_node`` and
    ``wl_job`` points.
 4. **commit** (``Agent.commit``): the ledger (one transaction), the local
-   sinks (stdout), delivery of spooled points to a remote sink, carbon sync.
+   sinks (stdout), delivery of spooled points to a remote sink, carbon sync,
+   then one bounded piece of the ledger's compaction (``store.compact``).
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
@@ -41,6 +42,7 @@ from wattledger.model.gpu import GpuSample
 from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
+from wattledger.store.compact import Compactor
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 from wattledger.util.logonce import LogOnce
@@ -98,6 +100,7 @@ class Agent:
     deliverer: Deliverer | None = None  # spooled points to a remote sink
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
+    compactor: Compactor | None = None  # the ledger's rollups and retention, a bounded piece per tick
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -199,6 +202,8 @@ class Agent:
                 self._write_local(sink, result.points)
         if self.deliverer is not None:
             self.deliverer.step()
+        if self.compactor is not None and result.points:
+            self.compactor.step(max(p.time_ns for p in result.points))  # the tick's time is "now"
         if self.on_tick is not None:
             self.on_tick(result)
 

@@ -18,6 +18,7 @@ from wattledger.carbon.base import CarbonProviderError
 from wattledger.util.timeutil import BadTime, iso, parse_when
 from wattledger.cli.options import Finite, config_option, load_config, state_dir_option
 from wattledger.config import Config, ConfigError, Overrides, resolve_sink_kind
+from wattledger.store.errors import StorageError
 
 if TYPE_CHECKING:
     from wattledger.report.model import PoolBaseline
@@ -53,6 +54,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
                                    "or --from-influx")
     try:
         return Ledger(path, spool=_remote(cfg) and write, spool_max_rows=cfg.spool.max_rows, readonly=not write)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
     except (OSError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot open the ledger {path}: {e}") from None
 
@@ -116,7 +119,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         else:
             ledger = _open_ledger(cfg, write=False)
             try:
-                result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts)
+                result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts, hourly=plot_path is not None)
             finally:
                 ledger.close()
         if lifecycle:
@@ -128,7 +131,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         if plot_path:
             plot(result, plot_path)
             click.echo(f"plot written to {plot_path}", err=True)
-    except rp.ReportError as e:
+    except (rp.ReportError, StorageError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -166,7 +169,7 @@ def carbon_sync(config_path: str | None, state_dir: str | None, since: str | Non
     ledger = _open_ledger(cfg, write=True)
     try:
         result = sync(cfg, ledger, since_ns=since_ns, until_ns=until_ns, now_ns=now_ns)
-    except CarbonProviderError as e:
+    except (CarbonProviderError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         ledger.close()

@@ -11,6 +11,7 @@ from wattledger.config import Overrides
 from wattledger.model.points import WL_JOB, WL_NODE
 from wattledger.model.units import NS_PER_S
 from wattledger.report.top import latest_tick, render
+from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
 
@@ -26,9 +27,16 @@ def top(config_path: str | None, state_dir: str | None, interval_s: float, once:
     path = cfg.state_dir / LEDGER_FILE
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: start `wattledger agent` (or pass --state-dir)")
-    ledger = Ledger(path, readonly=True)
+    try:
+        _loop(Ledger(path, readonly=True), cfg.agent.interval_s, interval_s, once)
+    except StorageError as e:  # a damaged or unreadable ledger: one line, no traceback
+        raise click.ClickException(str(e)) from None
+
+
+def _loop(ledger: Ledger, agent_interval_s: float, interval_s: float, once: bool) -> None:
+    path = ledger.path
     while True:
-        since = time.time_ns() - int(max(60.0, 3 * cfg.agent.interval_s) * NS_PER_S)
+        since = time.time_ns() - int(max(60.0, 3 * agent_interval_s) * NS_PER_S)
         nodes = ledger.rows(WL_NODE, since_ns=since)
         t, jobs, host_w = latest_tick(ledger.rows(WL_JOB, since_ns=since), nodes)
         comps = sorted({str(r["component"]) for r in nodes})

@@ -17,7 +17,7 @@ from wattledger.carbon import fallback_intensity
 from wattledger.carbon.pue import PueSeries, pue_series
 from wattledger.config import Config
 from wattledger.model.units import HOUR_NS
-from wattledger.report.model import EnergyCell, Report, ReportError, build, intensity_series
+from wattledger.report.model import EnergyCell, IntensitySeries, Report, ReportError, build, intensity_series
 from wattledger.util.timeutil import hour_floor
 
 CELL_TAGS = ("job", "user", "project", "phase", "host", "source", "component")
@@ -61,19 +61,30 @@ def assemble(
     since_ns: int,
     until_ns: int,
     origin: str,
+    hours: Iterable[int] | None = None,
 ) -> Report:
-    """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures)."""
-    zone = (opts.zone or cfg.carbon.zone).upper()
+    """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures).
+
+    ``hours``: the hours with energy, when a cell may stand for several hours of one intensity and PUE.
+    """
     wanted = opts.equal()
     if wanted:
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
+    intensity, pue = factors(cfg, opts, carbon_rows, pue_rows)
+    return build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin,
+                 hours=hours)
+
+
+def factors(cfg: Config, opts: Options, carbon_rows: Iterable[Mapping[str, Any]],
+            pue_rows: Iterable[Mapping[str, Any]]) -> tuple[IntensitySeries, PueSeries]:
+    """The intensity and PUE per hour that apply: from the rows, the config, or ``opts``' overrides."""
+    zone = (opts.zone or cfg.carbon.zone).upper()
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
                                  configured_static=cfg.carbon.provider == "static")
     if opts.pue is not None:
         if opts.pue < 1.0:
             raise ReportError(f"--pue must be >= 1.0 (facility energy >= IT energy), got {opts.pue}")
-        pue = PueSeries({}, opts.pue, "--pue")
-    else:
-        pue = pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value, constant_source="[pue] value")
-    return build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin)
+        return intensity, PueSeries({}, opts.pue, "--pue")
+    return intensity, pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value,
+                                 constant_source="[pue] value")

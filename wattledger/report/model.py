@@ -296,8 +296,14 @@ def build(
     since_ns: int,
     until_ns: int,
     origin: str,
+    hours: Iterable[int] | None = None,
 ) -> Report:
-    """The pure core: hourly cells x PUE_b x CI_b, grouped."""
+    """The pure core: hourly cells x PUE_b x CI_b, grouped.
+
+    ``hours``: the hours that had energy, when given: a cell then may stand for
+    several hours that share one intensity and PUE (the ledger's long reads),
+    its ``bucket_ns`` being one of them. None: each cell is its hour.
+    """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     cols = GROUPINGS[by]
@@ -305,7 +311,7 @@ def build(
     series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
     total = Row(("TOTAL",))
     categories = {c: 0.0 for c in CATEGORIES}
-    hours: set[int] = set()
+    hours_seen: set[int] = set()
     ci_by_hour: dict[int, HourIntensity] = {}
     for c in cells:
         if c.energy_j == 0:
@@ -319,12 +325,17 @@ def build(
         series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
         total.add(c.energy_j, p, ci, c.source, c.component)
         categories[category(c.job)] += c.energy_j
-        hours.add(c.bucket_ns)
-    fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
+        hours_seen.add(c.bucket_ns)
+    if hours is not None:
+        hours_seen = set(hours)
+        for b in hours_seen - ci_by_hour.keys():
+            ci_by_hour[b] = intensity.at(b)
+    fallback_hours = sorted(b for b in hours_seen if ci_by_hour[b].fallback)
     ordered = sorted(rows.values(), key=lambda r: (-r.g_co2e, -r.it_j, r.key))
     return Report(
-        since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours), fallback_hours,
-        intensity.fallback if fallback_hours else None, intensity.configured_static, pue.describe(hours),
+        since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours_seen),
+        fallback_hours, intensity.fallback if fallback_hours else None, intensity.configured_static,
+        pue.describe(hours_seen),
         dict(series), ci_by_hour,
     )
 
