@@ -174,7 +174,8 @@ class Compactor:
             excess = free - max(self.reserve_pages, pages // 100)
             if excess <= 0:
                 return Step("idle")
-            db.execute(f"PRAGMA incremental_vacuum({min(excess, VACUUM_PAGES)})").fetchall()
+            # executescript steps the pragma to the end (execute() would free a single page).
+            db.executescript(f"PRAGMA incremental_vacuum({min(excess, VACUUM_PAGES)});")
             return Step("vacuum", min(excess, VACUUM_PAGES))
 
     def catch_up(self, now_ns: int, max_steps: int = 1_000_000) -> int:
