@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +77,18 @@ class StorageError(RuntimeError):
                          f"{_ADVICE[fault].replace('FILE', str(path))}")
 
 
+def disk_full(path: Path, below_bytes: int = 1 << 20) -> bool:
+    """Is the file system that holds ``path`` (nearly) out of space? SQLite says "disk I/O error" when it
+    cannot even grow its shared-memory file; this tells the admin what it really is."""
+    for p in (path, *path.parents):
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize < below_bytes
+    return False
+
+
 @contextmanager
 def storage_errors(path: Path, action: str) -> Iterator[None]:
     """Turn sqlite3 and OS errors inside the block into one StorageError."""
@@ -84,5 +97,8 @@ def storage_errors(path: Path, action: str) -> Iterator[None]:
     except StorageError:
         raise
     except (sqlite3.Error, OSError) as e:
-        raise StorageError(classify(e), path, action, str(e).strip().splitlines()[0] if str(e) else
+        fault = classify(e)
+        if fault is Fault.IO and disk_full(path):
+            fault = Fault.FULL
+        raise StorageError(fault, path, action, str(e).strip().splitlines()[0] if str(e) else
                            type(e).__name__) from e

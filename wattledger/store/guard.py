@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,9 +48,30 @@ class GuardedLedger(Ledger):
         try:
             super().__init__(path, spool=spool, spool_max_rows=spool_max_rows)
         except StorageError as e:
-            if e.fault is not Fault.CORRUPT:
+            if e.fault is Fault.CORRUPT:
+                self._replace(e)
+            elif e.fault in (Fault.FULL, Fault.IO, Fault.BUSY):
+                self._db = None  # type: ignore[assignment]  # opened at the first write that can (_ensure_open)
+                self._once.problem(("write", e.fault), f"{e}. Meanwhile ticks are measured and held in memory",
+                                   logging.ERROR)
+            else:
                 raise
-            self._replace(e)
+
+    def _ensure_open(self) -> None:
+        if getattr(self, "_db", None) is None:
+            self._open()
+
+    @contextmanager
+    def _tx(self, action: str = "write") -> Iterator[sqlite3.Connection]:
+        self._ensure_open()
+        with super()._tx(action) as db:
+            yield db
+
+    @contextmanager
+    def _read(self, action: str = "read") -> Iterator[sqlite3.Connection]:
+        self._ensure_open()
+        with super()._read(action) as db:
+            yield db
 
     # -- faults ----------------------------------------------------------------------------------
     def on_fault(self, e: StorageError) -> None:
@@ -58,9 +80,9 @@ class GuardedLedger(Ledger):
             try:
                 self._replace(e)
             except StorageError as again:
-                self._once.problem(("fault", again.fault), str(again), logging.ERROR)
+                self._once.problem(("write", again.fault), str(again), logging.ERROR)
             return
-        self._once.problem(("fault", e.fault), str(e), logging.ERROR)
+        self._once.problem(("write", e.fault), str(e), logging.ERROR)  # the same line the tick writer says
 
     def _replace(self, e: StorageError) -> None:
         with self._lock:
@@ -144,9 +166,25 @@ class GuardedLedger(Ledger):
             self._once.cleared("buffer-full")
             log.error("ledger: %d tick(s), %d point(s) could not be kept while it was not writable; they are "
                       "lost and counted (lost_points in `wattledger doctor`)", lost[1], lost[0])
-        self._once.cleared_where(lambda k: isinstance(k, tuple) and k[0] in ("write", "fault"),
+        self._once.cleared_where(lambda k: isinstance(k, tuple) and k[0] == "write",
                                  "ledger %s writable again; wrote %d tick(s) held in memory", self.path, written,
                                  level=logging.WARNING)
+
+    def close(self) -> None:
+        """Close; ticks still held in memory (the ledger stayed unwritable to the end) are lost: say so."""
+        with self._lock:
+            if self._held:
+                self._flush()
+            if self._held:
+                self._lost[0] += self._held_points
+                self._lost[1] += len(self._held)
+                log.error("ledger %s: %d tick(s), %d point(s) held in memory could not be written before the "
+                          "agent stopped; they are lost", self.path, self._lost[1], self._lost[0])
+                self._held.clear()
+                self._held_points = 0
+                self._recovered(0)
+            if getattr(self, "_db", None) is not None:
+                super().close()
 
     @property
     def held_points(self) -> int:

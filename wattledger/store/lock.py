@@ -69,15 +69,20 @@ class StateDirLock:
             pid = _pid(fd)
             os.close(fd)
             raise StateDirBusy(self.state_dir, pid) from None
-        os.fchmod(fd, FILE_MODE)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            os.fchmod(fd, FILE_MODE)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only the PID shown to others is missing
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # no PID left behind for doctor to find
-            os.close(self._fd)  # closing drops the lock; the file stays (a stale file is harmless)
+            try:
+                os.ftruncate(self._fd, 0)  # no PID left behind for doctor to find
+            finally:
+                os.close(self._fd)  # closing drops the lock; the file stays (a stale file is harmless)
             self._fd = None
 
     def __enter__(self) -> "StateDirLock":

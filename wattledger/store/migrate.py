@@ -57,10 +57,14 @@ def prepare(db: sqlite3.Connection, path: Path) -> None:
             db.execute(stmt)
         schema.add_missing_columns(db)
         for m in schema.series_measurements():
-            for stmt in schema.view_ddl(m):
-                db.execute(stmt)
-        db.execute("INSERT INTO meta (key, value) VALUES ('layout', ?) ON CONFLICT(key) DO UPDATE SET "
-                   "value = excluded.value", (schema.LAYOUT,))
+            drop, create = schema.view_ddl(m)
+            found = db.execute("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?", (m,)).fetchone()
+            if found is None or found[0] != create:
+                db.execute(drop)
+                db.execute(create)
+        # Nothing is written when all is current, so an existing ledger opens on a full disk.
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('layout', ?)", (schema.LAYOUT,))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'layout' AND value != ?", (schema.LAYOUT, schema.LAYOUT))
         # The outbox size is kept in meta (COUNT(*) costs ~6 ms per 100k rows: a tick's worth of
         # CPU during a long outage). Counted once here for a ledger that has no figure yet.
         db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'outbox_rows', COUNT(*) FROM outbox")
