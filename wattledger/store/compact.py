@@ -55,7 +55,14 @@ class Step:
     seconds: float = 0.0
 
 
-Task = tuple[str, str, int, int, int]  # (kind, measurement or table, level index or -1, lo, hi)
+@dataclass(frozen=True)
+class Task:
+    """One transaction's work: ``work`` names it (and its chunk size); pieces are (measurement or table,
+    time column, lo, hi); ``level`` is the index of the level folded into, or -1 for a prune."""
+
+    work: str
+    pieces: list[tuple[str, str, int, int]]
+    level: int
 
 
 class Compactor:
@@ -73,22 +80,29 @@ class Compactor:
         self.steps = 0
 
     # -- what is due -----------------------------------------------------------------------------
-    def _fold_task(self, db: sqlite3.Connection, m: str) -> Task | None:
+    def _fold_task(self, db: sqlite3.Connection) -> Task | None:
+        """The next fold: the same range of every series measurement, so Σ jobs = node holds in every
+        bucket at every moment (they are folded in one transaction)."""
         for i, level in enumerate(LEVELS):
-            table = level_table(m, level)
-            if i == 0:
-                (newest,) = db.execute(f"SELECT MAX(time_ns) FROM {raw_table(m)}").fetchone()
-                (oldest,) = db.execute(f"SELECT MIN(time_ns) FROM {raw_table(m)}").fetchone()
-                hi = level.floor(newest) if newest is not None else 0
-            else:
-                src = level_table(m, LEVELS[i - 1])
-                hi = level.floor(rollup.folded(db, src))
-                (oldest,) = db.execute(f"SELECT MIN(bucket_ns) FROM {src}").fetchone()
-            lo = rollup.folded(db, table)
-            if oldest is not None and lo < level.floor(oldest):
-                lo = level.floor(oldest)
+            marks, starts, ends = {}, [], []
+            for m in series_measurements():
+                if i == 0:
+                    # Two queries: SQLite reads MIN or MAX alone off the index, both together by a full scan.
+                    (newest,) = db.execute(f"SELECT MAX(time_ns) FROM {raw_table(m)}").fetchone()
+                    (oldest,) = db.execute(f"SELECT MIN(time_ns) FROM {raw_table(m)}").fetchone()
+                    ends.append(level.floor(newest) if newest is not None else 0)
+                else:
+                    src = level_table(m, LEVELS[i - 1])
+                    (oldest,) = db.execute(f"SELECT MIN(bucket_ns) FROM {src}").fetchone()
+                    ends.append(level.floor(rollup.folded(db, src)))
+                marks[m] = rollup.folded(db, level_table(m, level))
+                starts.append(max(marks[m], level.floor(oldest)) if oldest is not None else marks[m])
+            hi = max(ends) if i == 0 else min(ends)  # raw: every tick before the newest minute is complete
+            lo = min(starts)
             if lo < hi:
-                return ("fold", m, i, lo, self._chunk_end(f"fold {table}", level, lo, hi))
+                end = self._chunk_end(f"fold {level.name}", level, lo, hi)
+                return Task(f"fold {level.name}", [(m, "", max(lo, marks[m]) if marks[m] < end else end, end)
+                                                   for m in series_measurements()], i)
         return None
 
     def _prune_cutoffs(self, db: sqlite3.Connection, m: str, now_ns: int) -> list[tuple[str, str, Level, int]]:
@@ -98,19 +112,28 @@ class Compactor:
         hours_cut = DAY.floor(min(mark[DAY], now_ns - int(r.hours_s * NS_PER_S)))
         return [
             (raw_table(m), "time_ns", MINUTE, MINUTE.floor(min(mark[MINUTE], now_ns - int(r.raw_s * NS_PER_S)))),
-            (level_table(m, MINUTE), "bucket_ns", HOUR, HOUR.floor(min(mark[HOUR], now_ns - int(r.minutes_s * NS_PER_S)))),
+            (level_table(m, MINUTE), "bucket_ns", HOUR,
+             HOUR.floor(min(mark[HOUR], now_ns - int(r.minutes_s * NS_PER_S)))),
             (level_table(m, HOUR), "bucket_ns", DAY, hours_cut),
             (level_table(m, DAY), "bucket_ns", DAY, hours_cut),
         ]
 
     def _prune_task(self, db: sqlite3.Connection, now_ns: int) -> Task | None:
-        targets = [c for m in series_measurements() for c in self._prune_cutoffs(db, m, now_ns)]
-        targets.append((WL_AGENT, "time_ns", MINUTE, now_ns - int(self.retention.raw_s * NS_PER_S)))
-        for table, col, level, cutoff in targets:
-            (oldest,) = db.execute(f"SELECT MIN({col}) FROM {table}").fetchone()
-            if oldest is not None and oldest < cutoff:
-                hi = self._chunk_end(f"prune {table}", level, oldest, cutoff)
-                return ("prune", table, -1 if col == "time_ns" else 0, oldest, hi)
+        """The next prune: one resolution of every series measurement (same range, one transaction), or
+        wl_agent's rows past the raw retention."""
+        per_m = [self._prune_cutoffs(db, m, now_ns) for m in series_measurements()]
+        kinds = [[targets[k] for targets in per_m] for k in range(4)]
+        kinds.append([(WL_AGENT, "time_ns", MINUTE, now_ns - int(self.retention.raw_s * NS_PER_S))])
+        for k, group in enumerate(kinds):
+            due = []
+            for table, col, level, cutoff in group:
+                (oldest,) = db.execute(f"SELECT MIN({col}) FROM {table}").fetchone()
+                if oldest is not None and oldest < cutoff:
+                    due.append((table, col, level, int(oldest), cutoff))
+            if due:
+                key = f"prune {'raw' if k == 0 else group[0][0]}"
+                end = self._chunk_end(key, due[0][2], min(d[3] for d in due), min(d[4] for d in due))
+                return Task(key, [(table, col, oldest, end) for table, col, _, oldest, _ in due if oldest < end], -1)
         return None
 
     def _chunk_end(self, key: str, level: Level, lo: int, hi: int) -> int:
@@ -141,19 +164,19 @@ class Compactor:
 
     def _one(self, now_ns: int) -> Step:
         with self.ledger._tx("compact") as db:
-            task = next((t for t in (self._fold_task(db, m) for m in series_measurements()) if t), None)
-            task = task or self._prune_task(db, now_ns)
+            task = self._fold_task(db) or self._prune_task(db, now_ns)
             if task is not None:
                 return self._run(db, task)
         return self._vacuum()
 
     def _run(self, db: sqlite3.Connection, task: Task) -> Step:
-        kind, name, index, lo, hi = task
-        if kind == "fold":
-            level = LEVELS[index]
-            return Step(f"fold {level_table(name, level)}", rollup.fold(db, name, level, lo, hi))
-        col = "time_ns" if index == -1 else "bucket_ns"
-        return Step(f"prune {name}", rollup.prune(db, name, col, lo, hi))
+        rows = 0
+        for name, col, lo, hi in task.pieces:
+            if task.level >= 0:
+                rows += rollup.fold(db, name, LEVELS[task.level], lo, hi) if lo < hi else 0
+            else:
+                rows += rollup.prune(db, name, col, lo, hi)
+        return Step(task.work, rows)
 
     def _adapt(self, done: Step) -> None:
         """Grow a chunk while pieces are quick, shrink it when one took longer than the budget."""

@@ -43,14 +43,16 @@ def move_aside(path: Path, now_s: float | None = None) -> Path:
 
 
 def _ids(db: sqlite3.Connection) -> tuple[int, int] | None:
-    for sql in ("SELECT MIN(id), MAX(id) FROM outbox", "SELECT 0, seq FROM sqlite_sequence WHERE name = 'outbox'"):
+    bounds = []
+    for sql in ("SELECT MIN(id) FROM outbox", "SELECT MAX(id) FROM outbox",
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"):  # MIN and MAX apart: each off the index
         try:
             row = db.execute(sql).fetchone()
         except sqlite3.DatabaseError:
-            continue
-        if row and row[1] is not None:
-            return int(row[0] or 0), int(row[1])
-    return None
+            row = None
+        bounds.append(None if row is None or row[0] is None else int(row[0]))
+    last = bounds[1] if bounds[1] is not None else bounds[2]
+    return None if last is None else (bounds[0] or 0, last)
 
 
 def read_outbox(path: Path) -> Iterator[tuple[int | None, list[Point]]]:
