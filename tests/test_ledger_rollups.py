@@ -239,6 +239,13 @@ def test_the_job_summary_is_kept_as_ticks_are_written(tmp_path: Path) -> None:
     assert gpu["held_s"] == pytest.approx(2 + 2 + 2)  # GPU-seconds: two GPUs the first tick, one the second
     assert gpu["peak_w"] == pytest.approx(250.0)  # 500 J over 2 s on GPU-a (second tick)
     assert rows[("train", "cpu")]["energy_j"] == pytest.approx(20.0)
+    from wattledger import report as rp
+    from wattledger.config import Config
+
+    life = rp.from_ledger(ledger, Config(), T0 + NS_PER_S, T0 + HOUR_NS).to_dict()["lifetimes"]
+    train = next(x for x in life if x["job"] == "train")  # the window starts after its first tick: whole life
+    assert (train["first_seen"], train["last_seen"]) == ("2024-03-05T00:00:00Z", "2024-03-05T00:00:02Z")
+    assert train["gpu_seconds_held"] == pytest.approx(6.0) and train["peak_w"]["gpu"] == pytest.approx(250.0)
 
 
 def make_hours(ledger: Ledger, hours: int, start: int = T0, step_s: int = 30) -> None:

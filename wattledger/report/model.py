@@ -214,6 +214,9 @@ class Report:
     pue: str  # how PUE was obtained
     series: dict[tuple[str, ...], dict[int, Row]]  # per row key, per hour (for plots)
     intensity_by_hour: dict[int, HourIntensity]
+    # --by job from the ledger: each job's whole life from its summary (first and last seen, GPU-seconds
+    # held, peak power per component), whatever the window; JSON only.
+    lifetimes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -260,6 +263,7 @@ class Report:
             },
             "intensity": self._intensity_dict(),
             "notes": self.notes(),
+            **({"lifetimes": self.lifetimes} if self.lifetimes else {}),
         }
 
     def row_dict(self, r: Row) -> dict[str, Any]:
