@@ -115,8 +115,8 @@ def test_quantized_jobs_add_up_to_their_pool_exactly(energies: list[float], shar
         jobs = [x for x in q if x.point.measurement == WL_JOB and x.point.tags["device"] == device]
         if jobs:
             assert sum(x.micro["energy_j"] or 0 for x in jobs) == node[0].micro["energy_j"]
-            assert math.fsum(x.point.fields["energy_j"] for x in jobs) == pytest.approx(
-                node[0].point.fields["energy_j"], rel=1e-12, abs=1e-6)
+            assert math.fsum(x.as_point().fields["energy_j"] for x in jobs) == pytest.approx(
+                node[0].as_point().fields["energy_j"], rel=1e-12, abs=1e-6)
 
 
 spans = st.builds(lambda d, h, m, r: (d, h, m, r), st.integers(0, 3), st.integers(0, 30), st.integers(0, 300),

@@ -120,7 +120,7 @@ class Ledger:
         with self._tx() as db:
             write_points(db, self._ids, items)
             if self.spool:
-                spool.put(db, [q.point for q in items])
+                spool.put(db, [q.as_point() for q in items])
                 dropped = spool.enforce_bound(db, self.spool_max_rows)
         if dropped is not None:
             self._overflow.dropped(dropped)

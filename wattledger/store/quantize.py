@@ -18,18 +18,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
 
-from wattledger.model.points import WL_JOB, WL_NODE, Point
+from wattledger.model.points import SCHEMA, WL_JOB, WL_NODE, Point
 from wattledger.store.schema import CONSERVED, MICRO, POOL_TAGS, additive
 
 
-@dataclass(frozen=True)
 class Quantized:
-    """A point with its additive fields as floats of whole micro-units, and those integers."""
+    """A point, its SCHEMA tags in order (``tags``), and its additive fields in micro-units (``micro``:
+    None for a value that is not finite). ``as_point`` is the point with those values as floats."""
 
-    point: Point
-    micro: dict[str, int | None]  # additive field -> micro-units (None: not given or not finite)
+    __slots__ = ("point", "tags", "micro")
+
+    def __init__(self, point: Point, tags: tuple[str, ...], micro: dict[str, int | None]) -> None:
+        self.point, self.tags, self.micro = point, tags, micro
+
+    def as_point(self) -> Point:
+        if not self.micro:
+            return self.point
+        fields = dict(self.point.fields)
+        for f, v in self.micro.items():
+            if v is not None:
+                fields[f] = v / MICRO
+        return Point(self.point.measurement, self.point.tags, fields, self.point.time_ns)
 
 
 def to_micro(value: float | None) -> int | None:
@@ -54,51 +66,54 @@ def apportion(target: int, shares: Sequence[float]) -> list[int] | None:
     return floors
 
 
-def _pool(p: Point) -> tuple[object, ...]:
-    return (p.time_ns, *(p.tags.get(t, "") for t in POOL_TAGS))
+def pool_index(measurement: str) -> tuple[int, ...]:
+    """Where the pool's tags (POOL_TAGS) sit in a measurement's SCHEMA tags."""
+    return _spec(measurement)[2]
 
 
-def _conserved(points: Sequence[Point], micro: list[dict[str, int | None]]) -> None:
+@lru_cache(maxsize=None)
+def _spec(measurement: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    tags = SCHEMA[measurement][0] if measurement in SCHEMA else ()
+    pool = tuple(tags.index(t) for t in POOL_TAGS) if all(t in tags for t in POOL_TAGS) else ()
+    return tags, additive(measurement), pool
+
+
+def _conserve(items: Sequence[Quantized]) -> None:
     """Per tick and pool, make the jobs' CONSERVED micro-units add up to the node's."""
-    node_of: dict[tuple[object, ...], int] = {}
-    jobs_of: dict[tuple[object, ...], list[int]] = {}
-    for i, p in enumerate(points):
-        if p.measurement == WL_NODE and micro[i].get(CONSERVED) is not None:
-            node_of[_pool(p)] = i
-        elif p.measurement == WL_JOB and p.fields.get(CONSERVED) is not None and micro[i].get(CONSERVED) is not None:
-            jobs_of.setdefault(_pool(p), []).append(i)
-    for pool, jobs in jobs_of.items():
-        node = node_of.get(pool)
-        if node is None:
+    nodes: dict[tuple[object, ...], int] = {}
+    jobs: dict[tuple[object, ...], list[Quantized]] = {}
+    for q in items:
+        m = q.point.measurement
+        if (m != WL_NODE and m != WL_JOB) or q.micro.get(CONSERVED) is None:
             continue
-        target = micro[node][CONSERVED]
-        assert target is not None
-        shares = [float(points[i].fields[CONSERVED]) * MICRO for i in jobs]
-        parts = apportion(target, shares)
+        key: tuple[object, ...] = (q.point.time_ns, itemgetter(*_spec(m)[2])(q.tags))
+        if m == WL_NODE:
+            nodes[key] = q.micro[CONSERVED]  # type: ignore[assignment]
+        else:
+            jobs.setdefault(key, []).append(q)
+    for pool, group in jobs.items():
+        target = nodes.get(pool)
+        if target is None:
+            continue
+        parts = apportion(target, [float(q.point.fields[CONSERVED]) * MICRO for q in group])
         if parts is not None:
-            for i, part in zip(jobs, parts):
-                micro[i][CONSERVED] = part
+            for q, part in zip(group, parts):
+                q.micro[CONSERVED] = part
 
 
 def quantize(points: Sequence[Point]) -> list[Quantized]:
     """The points with additive fields in whole micro-units, jobs apportioned to their pool's energy."""
-    micro = [{f: to_micro(_number(p.fields.get(f))) for f in additive(p.measurement) if f in p.fields}
-             for p in points]
-    _conserved(points, micro)
     out = []
-    for p, m in zip(points, micro):
-        if not m:
-            out.append(Quantized(p, m))
-            continue
-        fields = dict(p.fields)
-        for f, v in m.items():
+    isfinite = math.isfinite
+    for p in points:
+        names, fields_add, _ = _spec(p.measurement)
+        tags = p.tags
+        fields = p.fields
+        micro: dict[str, int | None] = {}
+        for f in fields_add:
+            v = fields.get(f)
             if v is not None:
-                fields[f] = v / MICRO
-        out.append(Quantized(Point(p.measurement, p.tags, fields, p.time_ns), m))
+                micro[f] = round(v * MICRO) if isfinite(v) else None
+        out.append(Quantized(p, tuple([tags.get(t) or "" for t in names]), micro))
+    _conserve(out)
     return out
-
-
-def _number(value: object) -> float | None:
-    if value is None:
-        return None
-    return float(value)  # type: ignore[arg-type]

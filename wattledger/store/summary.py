@@ -12,10 +12,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
-from wattledger.model.points import WL_JOB, WL_NODE
-from wattledger.store.quantize import Quantized
-from wattledger.store.schema import MICRO, POOL_TAGS, SUMMARY, SUMMARY_KEY, additive, micro_cols
+from wattledger.model.points import SCHEMA, WL_JOB, WL_NODE
+from wattledger.store.quantize import Quantized, pool_index
+from wattledger.store.schema import MICRO, SUMMARY, SUMMARY_KEY, additive, micro_cols
 
 
 @dataclass
@@ -28,31 +29,40 @@ class _Acc:
     power_w: dict[int, float] = field(default_factory=dict)  # per tick
 
 
-def _pool(q: Quantized) -> tuple[object, ...]:
-    return (q.point.time_ns, *(q.point.tags.get(t, "") for t in POOL_TAGS))
+_KEY_OF = itemgetter(*(SCHEMA[WL_JOB][0].index(t) for t in SUMMARY_KEY))  # wl_job tags -> the summary key
+
+
+def _intervals(items: Sequence[Quantized]) -> dict[tuple[object, ...], int | None]:
+    """(time, pool tags) -> the pool's interval in µs, from the wl_node points."""
+    pool_of = itemgetter(*pool_index(WL_NODE))
+    return {(q.point.time_ns, pool_of(q.tags)): q.micro.get("interval_s")
+            for q in items if q.point.measurement == WL_NODE}
 
 
 def _accumulate(items: Sequence[Quantized]) -> dict[tuple[str, ...], _Acc]:
-    interval_us = {_pool(q): q.micro.get("interval_s") for q in items if q.point.measurement == WL_NODE}
+    interval_us = _intervals(items)
+    pool_of, fields = itemgetter(*pool_index(WL_JOB)), additive(WL_JOB)
     acc: dict[tuple[str, ...], _Acc] = {}
     for q in items:
-        p = q.point
-        if p.measurement != WL_JOB:
+        if q.point.measurement != WL_JOB:
             continue
-        key = tuple(p.tags.get(t, "") for t in SUMMARY_KEY)
-        a = acc.setdefault(key, _Acc(p.time_ns, p.time_ns))
-        a.first_ns, a.last_ns = min(a.first_ns, p.time_ns), max(a.last_ns, p.time_ns)
-        a.times.add(p.time_ns)
-        for f in additive(WL_JOB):
-            v = q.micro.get(f)
+        t, tags, micro = q.point.time_ns, q.tags, q.micro
+        key = _KEY_OF(tags)
+        a = acc.get(key)
+        if a is None:
+            a = acc[key] = _Acc(t, t)
+        a.first_ns, a.last_ns = min(a.first_ns, t), max(a.last_ns, t)
+        a.times.add(t)
+        for f in fields:
+            v = micro.get(f)
             if v is not None:
                 a.sums[f] = (a.sums.get(f) or 0) + v
-        held = interval_us.get(_pool(q))
-        energy = q.micro.get("energy_j")
+        held = interval_us.get((t, pool_of(tags)))
+        energy = micro.get("energy_j")
         if held:
             a.held_us += held
             if energy is not None:
-                a.power_w[p.time_ns] = a.power_w.get(p.time_ns, 0.0) + energy / held
+                a.power_w[t] = a.power_w.get(t, 0.0) + energy / held
     return acc
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from wattledger.model.points import ADDITIVE, SCHEMA, WL_CARBON, WL_PUE, Point
 from wattledger.store import rollup, summary
@@ -28,13 +28,13 @@ class SeriesIds:
     def clear(self) -> None:
         self._ids.clear()
 
-    def get(self, db: sqlite3.Connection, m: str, tags: Mapping[str, str], create: bool = True) -> int | None:
-        names = SCHEMA[m][0]
-        key = tuple(str(tags.get(t, "") or "") for t in names)
+    def get(self, db: sqlite3.Connection, m: str, key: tuple[str, ...], create: bool = True) -> int | None:
+        """The id of the series with these tag values (SCHEMA order), made when new and ``create``."""
         cache = self._ids.setdefault(m, {})
         found = cache.get(key)
         if found is not None:
             return found
+        names = SCHEMA[m][0]
         where = " AND ".join(f"{t} = ?" for t in names)
         row = db.execute(f"SELECT id FROM {series_table(m)} WHERE {where}", key).fetchone()
         if row is None and create:
@@ -63,11 +63,12 @@ def series_insert_sql(m: str) -> str:
 def _write_series(db: sqlite3.Connection, ids: SeriesIds, m: str, items: Sequence[Quantized]) -> None:
     rows, late = [], []
     mark = rollup.folded(db, level_table(m, LEVELS[0]))
+    fields, plain = additive(m), plain_fields(m)
     for q in items:
         p = q.point
-        sid = ids.get(db, m, p.tags)
-        values = [q.micro.get(f) for f in additive(m)]
-        rows.append([p.time_ns, sid, *values, *(p.fields.get(f) for f in plain_fields(m))])
+        sid = ids.get(db, m, q.tags)
+        values = [q.micro.get(f) for f in fields]
+        rows.append([p.time_ns, sid, *values, *[p.fields.get(f) for f in plain]])
         if p.time_ns < mark:
             late.append((p.time_ns, int(sid or 0), values))
     db.executemany(series_insert_sql(m), rows)
