@@ -19,7 +19,7 @@ from typing import Any
 
 from wattledger.config import Config
 from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
-from wattledger.model.units import HOUR_NS, J_PER_KWH
+from wattledger.model.units import J_PER_KWH
 from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, factors, hour_window
 from wattledger.report.model import Report
 from wattledger.store.ledger import Ledger
@@ -32,12 +32,12 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     h0, h1 = hour_window(since_ns, until_ns)
     carbon, pue_rows = ledger.rows(WL_CARBON, h0, h1), ledger.rows(WL_PUE, h0, h1)
     intensity, pue = factors(cfg, opts, carbon, pue_rows)
-    classes: dict[int, Hashable] = {}
-    for hour in range(h0, h1, HOUR_NS):
-        found = intensity.by_hour.get(hour)  # None: the static figure, the same for every such hour
-        classes[hour] = hour if hourly else (found, pue.at(hour))
-    sums = ledger.sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal(),
-                       lambda h: classes.get(h, h))
+
+    def hour_class(hour: int) -> Hashable:
+        """Hours with the same intensity (None: the static figure) and PUE are charged alike."""
+        return hour if hourly else (intensity.by_hour.get(hour), pue.at(hour))
+
+    sums = ledger.sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal(), hour_class)
     cells = [energy_cell(bucket, dict(zip(CELL_TAGS, values)), energy_j) for bucket, values, energy_j in sums.cells]
     plan = sums.plan
     since, until = (plan.since_ns, plan.until_ns) if plan is not None and plan.segments else (since_ns, until_ns)
