@@ -143,7 +143,7 @@ class Compactor:
     # -- doing it --------------------------------------------------------------------------------
     def step(self, now_ns: int) -> Step:
         """At most one piece of work (see the module doc); cheap when nothing is due."""
-        if now_ns < self._due_ns:
+        if 0 <= self._due_ns - now_ns <= MINUTE_NS:  # more than that ahead: the clock was set back, look now
             return Step("idle")
         started, cpu0 = self._clock(), time.process_time()
         try:
