@@ -70,6 +70,10 @@ def prepare(db: sqlite3.Connection, path: Path) -> None:
         db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'outbox_rows', COUNT(*) FROM outbox")
     old = _old_tables(db)
     if old:
+        rows = sum(int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in old)
+        log.warning("ledger %s: moving %d rows to the new layout; about %.0f minute(s) at ~50,000 rows a second, "
+                    "before the agent's first tick (interrupted, it resumes where it stopped)", path, rows,
+                    rows / 50_000 / 60)
         _move(db, old, path)
 
 
