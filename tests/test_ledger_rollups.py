@@ -317,3 +317,13 @@ def test_compaction_gives_space_back(tmp_path: Path) -> None:
     free, pages = db.execute("PRAGMA freelist_count").fetchone()[0], db.execute("PRAGMA page_count").fetchone()[0]
     assert free <= 8 and path.stat().st_size == pages * 4096
     assert path.stat().st_size < before / 3
+
+
+def test_compaction_never_touches_undelivered_outbox_rows(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite3", spool=True, spool_max_rows=10**9)
+    make_hours(ledger, 6, step_s=60)
+    waiting = ledger.spool_counts()["spooled"]
+    Compactor(ledger, Retention(raw_s=3600.0, minutes_s=3600.0)).catch_up(T0 + 6 * HOUR_NS)
+    assert ledger.raw_kept_ns() >= T0 + 4 * HOUR_NS  # raw ticks older than an hour are gone ...
+    assert ledger.spool_counts()["spooled"] == waiting == len(ledger.pending(10**6).ids)  # ... their points wait
+    assert min(p.time_ns for p in ledger.pending(10).points) < T0 + HOUR_NS
