@@ -24,10 +24,10 @@ from wattledger.model.readings import ProbeResult
 @influx_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per source.")
 def doctor(config_path: str | None, state_dir: str | None, sysfs_root: str | None, procfs_root: str | None,
-           influx_url: str | None,
-           influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
+           influx_url: str | None, influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
            influx_token: str | None, as_json: bool) -> None:
-    """Say what can be measured here, what cannot, and what to do about it."""
+    """Say what can be measured here, what cannot, and what to do about it; and how the local ledger is
+    (size, retention, how far back it goes, its expected size, losses, damaged files moved aside)."""
     cfg = load_config(config_path, with_influx(Overrides(state_dir=state_dir, sysfs_root=sysfs_root,
                                                          procfs_root=procfs_root),
                                                influx_url, influx_database, influx_bucket, influx_org,
