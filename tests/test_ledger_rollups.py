@@ -360,3 +360,16 @@ def test_compaction_never_touches_undelivered_outbox_rows(tmp_path: Path) -> Non
     assert ledger.raw_kept_ns() >= T0 + 4 * HOUR_NS  # raw ticks older than an hour are gone ...
     assert ledger.spool_counts()["spooled"] == waiting == len(ledger.pending(10**6).ids)  # ... their points wait
     assert min(p.time_ns for p in ledger.pending(10).points) < T0 + HOUR_NS
+
+
+def test_a_measurement_without_rows_does_not_hold_compaction_back(tmp_path: Path) -> None:
+    """wl_embodied stays empty with [embodied] off: its watermark must not make the others fold from 1970
+    a chunk at a time (that took ~1,900 steps, a tick each, before the fix)."""
+    ledger = Ledger(tmp_path / "l.sqlite3")
+    for i in range(240):
+        ledger.append([p for p in tick(T0 + i * 30 * NS_PER_S, [10.0, 20.0, 30.0], [[1, 1, 0, 0]] * 3, 30.0)
+                       if p.measurement != WL_EMBODIED])
+    steps = Compactor(ledger).catch_up(T0 + 3 * HOUR_NS)
+    assert steps < 20
+    assert ledger.get_meta("folded:wl_job_1h") == ledger.get_meta("folded:wl_embodied_1h") == str(T0 + HOUR_NS)
+    conserved(ledger.connection())

@@ -82,7 +82,8 @@ class Compactor:
     # -- what is due -----------------------------------------------------------------------------
     def _fold_task(self, db: sqlite3.Connection) -> Task | None:
         """The next fold: the same range of every series measurement, so Σ jobs = node holds in every
-        bucket at every moment (they are folded in one transaction)."""
+        bucket at every moment (they are folded in one transaction). A measurement with nothing to fold
+        (no rows: wl_embodied with [embodied] off) does not hold the others back; its mark moves with them."""
         for i, level in enumerate(LEVELS):
             marks, starts, ends = {}, [], []
             for m in series_measurements():
@@ -96,9 +97,10 @@ class Compactor:
                     (oldest,) = db.execute(f"SELECT MIN(bucket_ns) FROM {src}").fetchone()
                     ends.append(level.floor(rollup.folded(db, src)))
                 marks[m] = rollup.folded(db, level_table(m, level))
-                starts.append(max(marks[m], level.floor(oldest)) if oldest is not None else marks[m])
+                if oldest is not None:
+                    starts.append(max(marks[m], level.floor(oldest)))
             hi = max(ends) if i == 0 else min(ends)  # raw: every tick before the newest minute is complete
-            lo = min(starts)
+            lo = min(starts, default=hi)
             if lo < hi:
                 end = self._chunk_end(f"fold {level.name}", level, lo, hi)
                 return Task(f"fold {level.name}", [(m, "", max(lo, marks[m]) if marks[m] < end else end, end)
