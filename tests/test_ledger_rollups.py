@@ -275,6 +275,11 @@ def test_the_job_summary_is_kept_as_ticks_are_written(tmp_path: Path) -> None:
     train = next(x for x in life if x["job"] == "train")  # the window starts after its first tick: whole life
     assert (train["first_seen"], train["last_seen"]) == ("2024-03-05T00:00:00Z", "2024-03-05T00:00:02Z")
     assert train["gpu_seconds_held"] == pytest.approx(6.0) and train["peak_w"]["gpu"] == pytest.approx(250.0)
+    # The embodied carbon has a summary of its own, per component (gpu, host), and the life carries it.
+    grams = {r["component"]: r for r in ledger.job_summary({"job": "train"}, WL_EMBODIED)}
+    assert grams["gpu"]["ticks"] == 2 and grams["gpu"]["embodied_g"] == pytest.approx(4.56e-3 * 2 * (1 + 0.5 + 1))
+    assert grams["host"]["embodied_g"] == pytest.approx(4.56e-3 * 2 / 5 * 2)
+    assert train["embodied_g_co2e"] == pytest.approx(grams["gpu"]["embodied_g"] + grams["host"]["embodied_g"])
 
 
 def make_hours(ledger: Ledger, hours: int, start: int = T0, step_s: int = 30) -> None:
