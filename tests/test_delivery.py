@@ -350,13 +350,15 @@ def test_spool_counts_stay_exact_when_the_bound_drops_rows_in_flight(tmp_path: P
     """The outbox size is kept in meta (no COUNT(*) per tick); rows dropped mid-delivery are not 'delivered'."""
     led = Ledger(tmp_path / "l.sqlite3", spool=True, spool_max_rows=10)
     t = FakeTime()
-    led.append([pt(i) for i in range(8)])
+    for i in range(0, 8, 2):  # ticks of two points: the bound drops whole ticks (issue 17, item 7)
+        led.append([pt(i), pt(i + 1)])
     in_flight = led.pending(8)
 
     def outbox_rows() -> int:
         return int(led._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
-    led.append([pt(i) for i in range(8, 14)])  # 14 > 10: the 4 oldest are dropped, counted
+    for i in range(8, 14, 2):
+        led.append([pt(i), pt(i + 1)])  # 14 > 10: the 4 oldest (two ticks) are dropped, counted
     assert led.spool_counts()["spooled"] == outbox_rows() == 10
     assert led.spool_counts()["dropped"] == 4
     led.mark_delivered(in_flight.ids)  # 4 of these 8 ids were already dropped

@@ -127,7 +127,7 @@ def partial_ledger(state: Path) -> tuple[rp.Report, dict[int, float]]:
                    Point(WL_JOB, {**node, "job": "train", "user": "ada"}, {"energy_j": 6000.0}, t)]
     ledger = Ledger.in_state_dir(state)
     ledger.append(points)
-    report = rp.from_ledger(ledger, make_cfg(), H0, H3)
+    report = rp.from_ledger(ledger, make_cfg(), H0, H3, hourly=True)  # per hour, as report --plot reads it
     measured = rp.ledger_measured_seconds(ledger, report)
     ledger.close()
     return report, measured
@@ -176,3 +176,17 @@ def test_a_window_that_starts_mid_hour_draws_that_hour_as_its_part(tmp_path: Pat
 def test_without_measured_seconds_every_hour_is_whole(tmp_path: Path) -> None:
     report, _ = partial_ledger(tmp_path / "state")
     assert all(b.partial_s is None and b.width_h == FULL_BAR_H for b in hour_bars(report, {}))
+
+
+def test_a_report_read_by_intensity_class_refuses_to_be_drawn(tmp_path: Path) -> None:
+    """A ledger report's cells stand for several hours of one intensity: exact figures, but no per-hour series.
+    Drawing it would put every hour's energy in one bar, so it fails loud and says how to read it."""
+    partial_ledger(tmp_path / "state")
+    from wattledger.store.ledger import Ledger
+
+    ledger = Ledger.in_state_dir(tmp_path / "state")
+    report = rp.from_ledger(ledger, make_cfg(), H0, H3)
+    ledger.close()
+    assert not report.per_hour and report.hours == [H0, H1, H2]
+    with pytest.raises(rp.ReportError, match="hourly=True"):
+        draw(report)

@@ -188,15 +188,13 @@ def charged_j(state: Path, job: str | None = None) -> float:
     return math.fsum(float(r["energy_j"]) for r in rows if job is None or r["job"] == job)
 
 
-def test_a_crash_between_saving_the_counters_and_the_commit_charges_the_tick_once(tmp_path: Path) -> None:
+def test_a_tick_measured_but_never_committed_is_charged_once(tmp_path: Path) -> None:
+    """The readings go into the ledger in the tick's own transaction: a tick read and then lost with the
+    agent (killed before its commit) leaves the previous tick's readings, so its energy is in the gap."""
     now = [T0]
     a, _ = make(tmp_path, now)
     ticks(a, now, 5)  # reads at T0 .. T0+4 s, committed
-    lost = a.tick()  # read at T0+5 s ...
-    assert a.counters is not None
-    from wattledger.agent.restart import checkpoint
-
-    checkpoint(a.counters, a.cpu_pools, a.gpu_pools, a.sources.energy, lost.wall_ns)  # ... saved, then killed
+    a.tick()  # read at T0+5 s, then killed before the commit
     now[0] += 10 * SEC
     b, _ = make(tmp_path, now)
     ticks(b, now, 3)  # reads at T0+15 .. T0+17 s
@@ -204,16 +202,46 @@ def test_a_crash_between_saving_the_counters_and_the_commit_charges_the_tick_onc
     assert charged_j(tmp_path, UNOBSERVED) == pytest.approx(11 * 50.0)  # T0+4 (committed) .. T0+15
 
 
+def test_ticks_held_through_a_full_disk_and_lost_with_the_agent_are_charged_once(tmp_path: Path) -> None:
+    """Ticks that a full disk kept in memory (store/guard.py) die with the agent; the readings the ledger
+    holds are its newest committed tick's, so every one of the held ticks' joules is in the gap."""
+    from wattledger.store.errors import Fault, StorageError
+    from wattledger.store.guard import GuardedLedger
+
+    now = [T0]
+    cfg = Config()
+    cfg.agent.gpus = Gpus.NEVER
+    ledger = GuardedLedger(tmp_path / "ledger.sqlite3")
+    a = build_agent(cfg, ledger, energy=[Counter()], procs=Procs(),
+                    clock=FakeClock(lambda: now[0]), host="h", carbon_sync=False)
+    ticks(a, now, 4)  # reads at T0 .. T0+3 s, committed
+    full = StorageError(Fault.FULL, ledger.path, "write", "database or disk is full")
+    real_write = Ledger.write
+    Ledger.write = lambda *args, **kw: (_ for _ in ()).throw(full)  # type: ignore[method-assign]
+    try:
+        ticks(a, now, 3)  # T0+4 .. T0+6 s: measured, held in memory
+        assert ledger.held_points > 0
+    finally:
+        Ledger.write = real_write  # type: ignore[method-assign]
+    # killed here: the held ticks are lost with it
+    now[0] += 10 * SEC
+    b, _ = make(tmp_path, now)
+    ticks(b, now, 3)  # reads at T0+17 .. T0+19 s
+    assert charged_j(tmp_path) == pytest.approx(19 * 50.0)
+    assert charged_j(tmp_path, UNOBSERVED) == pytest.approx(14 * 50.0)  # T0+3 (committed) .. T0+17
+
+
 def test_a_reboot_starts_fresh_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     now = [T0]
     a, _ = make(tmp_path, now)
     ticks(a, now, 3)
-    saved = tmp_path / "counters.json"
-    data = json.loads(saved.read_text())
+    ledger = Ledger.in_state_dir(tmp_path)
+    data = json.loads(ledger.get_meta("counters") or "{}")
     assert data["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert data["clock"] == "CLOCK_MONOTONIC"
     data["boot_id"] = "00000000-0000-0000-0000-000000000000"  # as if the machine had rebooted
-    saved.write_text(json.dumps(data))
+    ledger.set_meta("counters", json.dumps(data))
+    ledger.close()
     now[0] += 30 * SEC
     caplog.set_level(logging.INFO, logger="wattledger")
     b, points = make(tmp_path, now)

@@ -96,3 +96,24 @@ def test_a_stale_service_ledger_is_said_and_not_used(tmp_path: Path) -> None:
     r = wl("run", "--config", str(cfg), "--no-record", "--json", "-t", "alone", "--", "true")
     assert r.returncode == 0, r.stderr
     assert "measuring here instead" in r.stderr and json.loads(r.stdout)["figures_from"] == "run"
+
+
+def test_a_run_older_than_the_services_raw_ticks_keeps_its_own_figures(tmp_path: Path) -> None:
+    """Compaction folds raw ticks older than [ledger] raw_days into rollups: the service's rows of a run
+    that started before them are gone, so service_points says so (None) instead of giving a part."""
+    from tests.test_ledger_rollups import T0, tick
+    from wattledger.agent.service import Service, service_points
+    from wattledger.model.units import HOUR_NS, NS_PER_S
+    from wattledger.store.compact import Compactor, Retention
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    for i in range(3 * 60):
+        ledger.append(tick(T0 + i * 60 * NS_PER_S, [10.0, 20.0, 30.0], [[1, 1, 0, 0]] * 3, interval_s=60.0))
+    Compactor(ledger, Retention(raw_s=3600.0, minutes_s=7200.0)).catch_up(T0 + 3 * HOUR_NS)
+    kept = ledger.raw_kept_ns()
+    ledger.close()
+    assert kept > T0
+    svc = Service(tmp_path / "ledger.sqlite3", 60.0, T0 + 3 * HOUR_NS)
+    assert service_points(svc, "train", "alice", T0 + 10 * NS_PER_S, T0 + 3 * HOUR_NS) is None
+    recent = service_points(svc, "train", "alice", kept, T0 + 3 * HOUR_NS)
+    assert recent and {p.tags["job"] for p in recent if p.measurement == WL_JOB} == {"train"}

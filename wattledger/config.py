@@ -381,6 +381,17 @@ class SpoolSection:
 
 
 @dataclass
+class LedgerSection:
+    """The local ledger's retention (docs/storage.md): raw ticks, then minutes, then hours (and days)."""
+
+    raw_days: float = _number(3.0, 0.05, 3650.0, "days")
+    minutes_days: float = _number(35.0, 0.05, 36500.0, "days, at least raw_days")
+    hours_days: float = _number(800.0, 1.0, 36500.0, "days, at least minutes_days")
+    # Points held in memory while the ledger cannot be written (disk full); beyond, the oldest are dropped.
+    buffer_points: int = _number(50_000, 0, 10_000_000, "points", whole=True)
+
+
+@dataclass
 class CarbonSection:
     zone: str = _text("WORLD")
     provider: str = _text("static")  # static | electricitymaps | watttime | ukci | csv
@@ -452,6 +463,7 @@ class Config:
     estimate: EstimateSection = field(default_factory=EstimateSection)
     sink: SinkSection = field(default_factory=SinkSection)
     spool: SpoolSection = field(default_factory=SpoolSection)
+    ledger: LedgerSection = field(default_factory=LedgerSection)
     carbon: CarbonSection = field(default_factory=CarbonSection)
     pue: PueSection = field(default_factory=PueSection)
     slurm: SlurmSection = field(default_factory=SlurmSection)
@@ -572,6 +584,10 @@ def validate(cfg: Config) -> None:
     """Check (and normalise: strings to enums) every value, wherever it came from; then the cross-key rules."""
     for section in SECTIONS:
         check_section(getattr(cfg, section))
+    led = cfg.ledger
+    if not led.raw_days <= led.minutes_days <= led.hours_days:
+        raise ConfigError(f"[ledger] retention must not grow finer with age: raw_days ({led.raw_days:g}) <= "
+                          f"minutes_days ({led.minutes_days:g}) <= hours_days ({led.hours_days:g})")
     e = cfg.estimate
     if e.cpu_max_w_per_vcpu < e.cpu_idle_w_per_vcpu:
         raise ConfigError(f"[estimate] cpu_max_w_per_vcpu ({e.cpu_max_w_per_vcpu:g}) must be at least "

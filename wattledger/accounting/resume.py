@@ -1,4 +1,4 @@
-"""Bridging a restart of the agent: each counter's last reading, kept in the state dir (issue 17, item 4).
+"""Bridging a restart of the agent: each counter's last reading, kept in the ledger (issue 17, item 4).
 
 The energy counters are cumulative (RAPL since boot, NVML since the driver
 loaded, the model's integral over /proc/stat's busy time since boot), so a
@@ -19,13 +19,13 @@ the running agent's intervals use. A gap that spans a suspend has an
 ``interval_s`` without the sleep (its ``power_w`` reads high); its energy is
 the counter's, exact.
 
-**Only what was committed.** The file holds two snapshots, written atomically
-(temp file + rename) just before each tick's points go to the ledger: the
-readings of that tick (``pending``, with the tick's timestamp) and those of the
-tick before (``committed``). After a crash, ``pending`` is the base only if
-the ledger holds that tick's ``wl_node`` rows; otherwise the tick was lost
-with the crash and ``committed`` is the base, so its energy is charged once,
-in the gap, never twice and never not at all.
+**Only what was committed.** The readings a tick's energy was measured up to
+are written in the same ledger transaction as the tick's points (``meta``
+key ``counters``; agent/restart.py), so the ledger holds exactly the
+readings of its newest tick: after a kill -9, a full disk (ticks held in
+memory and lost with the agent) or a crash at any point, the next agent's
+first delta starts where the ledger's energy stops, and the gap is charged
+once, never twice and never not at all.
 
 **What is not bridged.** A wrapping counter (RAPL) stopped for longer than
 0.9 x its wrap period at the highest power it was seen drawing could have
@@ -39,20 +39,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from wattledger.accounting.counters import CounterKey, SavedReading
-from wattledger.util.logonce import LogOnce
 
 log = logging.getLogger("wattledger.resume")
 
-COUNTERS_FILE = "counters.json"
 BOOT_ID = Path("sys/kernel/random/boot_id")  # under the procfs root
-_FORMAT = 1
+_FORMAT = 2  # 1: counters.json beside the ledger, with a pending and a committed snapshot
 
 
 @runtime_checkable
@@ -74,15 +71,6 @@ class Snapshot:
     cpu: tuple[SavedReading, ...] = ()
     gpu: tuple[SavedReading, ...] = ()
     readers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    def merged_with(self, later: Snapshot) -> Snapshot:
-        """This snapshot, plus the counters and readers that only ``later`` knows (first read in it)."""
-        def add(mine: tuple[SavedReading, ...], theirs: tuple[SavedReading, ...]) -> tuple[SavedReading, ...]:
-            known = {r.key for r in mine}
-            return mine + tuple(r for r in theirs if r.key not in known)
-
-        readers = {**later.readers, **self.readers}
-        return Snapshot(self.tick_ns, add(self.cpu, later.cpu), add(self.gpu, later.gpu), readers)
 
 
 def read_boot_id(procfs_root: Path | str) -> str | None:
@@ -120,58 +108,36 @@ def snapshot_from(d: Mapping[str, Any]) -> Snapshot:
                     {str(k): {str(n): float(x) for n, x in v.items()} for k, v in d.get("readers", {}).items()})
 
 
-@dataclass
-class Saved:
-    """What the file holds."""
-
-    boot_id: str
-    committed: Snapshot | None
-    pending: Snapshot | None
-
-
 class CounterStore:
-    """``counters.json`` in the state dir: written before every commit, read once at start."""
+    """The counters' readings as the ledger keeps them (a JSON text in ``meta``), stamped with the boot id."""
 
-    def __init__(self, state_dir: Path | None, boot_id: str | None) -> None:
-        self.path = None if state_dir is None else Path(state_dir) / COUNTERS_FILE
+    def __init__(self, boot_id: str | None) -> None:
         self.boot_id = boot_id
-        self._pending: Snapshot | None = None
-        self._once = LogOnce(log)
 
-    def load(self) -> Saved | None:
-        """The saved state, or None (no file, unreadable, another format: logged)."""
-        if self.path is None:
+    def encode(self, snapshot: Snapshot) -> str | None:
+        """The text to commit with the tick (None when the boot id is unknown: nothing can be bridged)."""
+        if self.boot_id is None:
+            return None
+        return json.dumps({"format": _FORMAT, "boot_id": self.boot_id, "clock": "CLOCK_MONOTONIC",
+                           "snapshot": snapshot_json(snapshot)}, sort_keys=True)
+
+    def decode(self, text: str | None) -> Snapshot | None:
+        """The committed readings to resume from, or None (none saved, unreadable, another boot: logged)."""
+        if text is None:
             return None
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(text)
             if data.get("format") != _FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {_FORMAT}")
-            return Saved(str(data["boot_id"]),
-                         None if data.get("committed") is None else snapshot_from(data["committed"]),
-                         None if data.get("pending") is None else snapshot_from(data["pending"]))
-        except FileNotFoundError:
+            boot_id, snapshot = str(data["boot_id"]), snapshot_from(data["snapshot"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("ignoring the counters' saved readings (%s): counting starts fresh, the time since the "
+                        "last run is not charged", e)
             return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring %s (%s): counting starts fresh, the time since the last run is not charged",
-                        self.path, e)
+        if self.boot_id is None or boot_id != self.boot_id:
+            why = ("the boot id cannot be read" if self.boot_id is None
+                   else "the machine rebooted since the agent last ran (boot id changed)")
+            log.info("counters start fresh: %s; the energy between the last tick before that and now is not known",
+                     why)
             return None
-
-    def save(self, snapshot: Snapshot, committed: Snapshot | None = None) -> bool:
-        """Write ``snapshot`` as pending, the previous pending (or ``committed``) as committed; atomically."""
-        previous = committed if committed is not None else self._pending
-        self._pending = snapshot
-        if self.path is None or self.boot_id is None:
-            return False
-        data = {"format": _FORMAT, "boot_id": self.boot_id, "clock": "CLOCK_MONOTONIC",
-                "committed": None if previous is None else snapshot_json(previous), "pending": snapshot_json(snapshot)}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(data, sort_keys=True))
-            os.replace(tmp, self.path)
-        except OSError as e:
-            self._once.problem("save", "cannot save the counters' last readings to %s: %s; after a restart the "
-                               "time the agent was down will not be charged (make the state dir writable)",
-                               logging.WARNING, self.path, e)
-            return False
-        self._once.cleared("save")
-        return True
+        return snapshot

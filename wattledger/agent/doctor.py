@@ -3,8 +3,10 @@
 Each check returns ``ProbeResult`` rows, in the order the command prints
 them: energy sources (RAPL or the model), processes, cgroups, the sink,
 GPUs, then each pool's idle baseline and where it comes from, the users over
-the tag cap, then the host's embodied footprint: each device's kgCO2e, its
-range and its source. Each thing is
+the tag cap, the host's embodied footprint (each device's kgCO2e, its
+range and its source), then the local ledger (retention, size, how far back
+it goes, its expected size, losses, damaged files moved aside, the agent
+holding it). Each thing is
 said once: the collectors' own first-probe logs are DEBUG, the rows are the
 report. A fix that is a setting is worded for the way the command was
 configured (``config_file``: the file in use; None: the environment).
@@ -24,6 +26,10 @@ from wattledger.config import Config, SinkKind, configured_idle_w, how_to_set
 from wattledger.model.embodied import G_PER_KG, SECONDS_PER_YEAR, Footprint, HostFootprint
 from wattledger.model.inventory import GpuInfo
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.store.errors import StorageError
+from wattledger.store.ledger import LEDGER_FILE, Ledger
+from wattledger.store.lock import holder
+from wattledger.store.sizing import steady_bytes
 from wattledger.util.clock import SYSTEM_CLOCK
 from wattledger.util.timeutil import iso
 
@@ -31,7 +37,8 @@ from wattledger.util.timeutil import iso
 def doctor_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     gpus, gpu_info = gpu_rows_and_info(cfg, config_file)
     return [*energy_rows(cfg, config_file), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg),
-            *gpus, *idle_rows(cfg, config_file), *tag_rows(cfg), *embodied_rows(cfg, gpu_info, config_file)]
+            *gpus, *idle_rows(cfg, config_file), *tag_rows(cfg), *embodied_rows(cfg, gpu_info, config_file),
+            *ledger_rows(cfg)]
 
 
 def measuring(rows: list[ProbeResult]) -> bool:
@@ -151,6 +158,56 @@ def idle_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]
     return rows
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _when(t_ns: int | None) -> str:
+    return "none" if t_ns is None else iso(t_ns)
+
+
+def ledger_rows(cfg: Config) -> list[ProbeResult]:
+    """The local ledger: its retention, size, oldest tick and rollups, expected size; what went wrong."""
+    path, led = cfg.state_dir / LEDGER_FILE, cfg.ledger
+    keep = (f"keeps raw ticks {led.raw_days:g} d, minutes {led.minutes_days:g} d, hours and days "
+            f"{led.hours_days:g} d ([ledger])")
+    pid = holder(cfg.state_dir)
+    rows = [ProbeResult("agent", SourceState.FOUND, f"agent PID {pid} holds {cfg.state_dir}" if pid else
+                        f"no agent holds {cfg.state_dir} now")]
+    if not path.exists():
+        return rows + [ProbeResult("ledger", SourceState.MISSING, f"no ledger yet at {path}; {keep}",
+                                   "start the agent (it creates the ledger), or pass --state-dir DIR")]
+    try:
+        ledger = Ledger(path, readonly=True)
+        try:
+            st = ledger.stats()
+        finally:
+            ledger.close()
+    except StorageError as e:
+        return rows + [ProbeResult("ledger", SourceState.ERROR, str(e))]
+    o = st.oldest_ns
+    rows += [ProbeResult("ledger", SourceState.FOUND, f"{path}: {_size(st.size_bytes)}; {keep}"),
+             ProbeResult("ledger", SourceState.FOUND, f"oldest raw tick {_when(o.get('raw'))}; oldest rollups: "
+                         f"minute {_when(o.get('1m'))}, hour {_when(o.get('1h'))}, day {_when(o.get('1d'))}")]
+    if st.tick_s:
+        steady = steady_bytes(st.rows_per_tick, st.tick_s, st.series, led.raw_days, led.minutes_days, led.hours_days)
+        rows.append(ProbeResult("ledger", SourceState.FOUND, f"expected size at steady state ~{_size(steady)} at "
+                                f"this host's rate ({st.rows_per_tick:.0f} rows a tick every {st.tick_s:.3g} s, "
+                                f"{st.series} series)"))
+    if st.lost_points:
+        rows.append(ProbeResult("ledger", SourceState.ERROR, f"{st.lost_points} point(s) ({st.lost_ticks} ticks) "
+                                "were measured but could not be written (disk full or I/O errors); they are lost",
+                                "keep free space on the state directory's file system (the agent's log says when "
+                                "it happened)"))
+    for moved in sorted(p for p in cfg.state_dir.glob(f"{LEDGER_FILE}.corrupt-*") if not p.name.endswith("-wal")):
+        rows.append(ProbeResult("ledger", SourceState.ERROR, f"a damaged ledger was moved aside: {moved}",
+                                f"recover what it held: sqlite3 {moved} .recover | sqlite3 recovered.sqlite3; "
+                                "then delete it"))
+    return rows
 def tag_rows(cfg: Config) -> list[ProbeResult]:
     """Users over today's cap on distinct tag sets, from the agent's saved budget (none saved today: no row)."""
     cap = cfg.jobs.max_tags_per_user_day

@@ -31,6 +31,7 @@ from wattledger.collectors.rapl import RaplCollector
 from wattledger.config import Config, ConfigError, Estimate, Gpus, how_to_set
 from wattledger.model.embodied import HostFootprint
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.store.compact import Compactor, Retention
 from wattledger.store.jobinfo import JobInfoStore
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
@@ -138,7 +139,7 @@ def build_agent(
     ``config_file``: the config file in use (None: defaults and environment), for the fixes' wording.
     ``absent_level``: the level of a source this machine does not have (``absent``); ``run`` passes
     DEBUG (its figures say ESTIMATE). Sources that are there but cannot be read are warnings.
-    ``bridge``: save the counters before each commit and charge a restart's gap to
+    ``bridge``: commit the counters' readings with each tick and charge a restart's gap to
     ``_unobserved`` (accounting/resume.py); off where the ledger is temporary.
     ``exporter``: make the Prometheus endpoint when ``[prometheus] listen`` is set (the service;
     the caller starts it: ``agent.exporter.start()``).
@@ -155,12 +156,13 @@ def build_agent(
         host or cfg.agent.host or socket.gethostname(), clock,
         local_sinks=[StdoutSink(out)] if out is not None else [], deliverer=deliverer,
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
+        compactor=Compactor(ledger, retention(cfg)),
         tags=TagGuard.load(ledger.path.parent, cfg.jobs.max_tags_per_user_day),
-        counters=CounterStore(ledger.path.parent, read_boot_id(cfg.agent.procfs_root)) if bridge else None,
+        counters=CounterStore(read_boot_id(cfg.agent.procfs_root)) if bridge else None,
         jobinfo=JobInfoStore(ledger.path),
     )
     if agent.counters is not None:
-        restore(agent.counters, ledger, agent.host, agent.cpu_pools, agent.gpu_pools, energy)
+        restore(agent.counters, ledger, agent.cpu_pools, agent.gpu_pools, energy)
     if cfg.embodied.enabled:
         _charge_embodied(agent, cfg, gpu, absent_level)
     if exporter and cfg.prometheus.listen:
@@ -199,6 +201,12 @@ def host_embodied(cfg: Config, gpu: GpuReader | None) -> tuple[HostFootprint, tu
         return host_footprint(cfg.embodied, inv), inv.problems
     except UnknownArchetype as e:
         raise ConfigError(str(e)) from None
+
+
+def retention(cfg: Config) -> Retention:
+    """[ledger] retention in the compactor's terms (seconds)."""
+    day_s = 86400.0
+    return Retention(cfg.ledger.raw_days * day_s, cfg.ledger.minutes_days * day_s, cfg.ledger.hours_days * day_s)
 
 
 def _carbon_sync(cfg: Config, ledger: Ledger, clock: Clock) -> Any:

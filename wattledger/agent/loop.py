@@ -11,10 +11,11 @@ One tick, top to bottom (``Agent.tick``):
    pure ABC split (``accounting.attribution``) give ``wl_node`` and
    ``wl_job`` points; the tag guard (``accounting.tags``) folds a user's tag
    sets over the daily cap into that user's ``_overflow``.
-4. **commit** (``Agent.commit``): the counters' readings (``agent.restart``,
-   so that a restart can charge its gap to ``_unobserved``), the ledger (one
-   transaction), the local sinks (stdout), delivery of spooled points to a
-   remote sink, carbon sync.
+4. **commit** (``Agent.commit``): the ledger (one transaction: the points
+   and the counters' readings they were measured up to, so that a restart
+   can charge its gap to ``_unobserved``: ``agent.restart``), the local sinks
+   (stdout), delivery of spooled points to a remote sink, carbon sync, then
+   one bounded piece of the ledger's compaction (``store.compact``).
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
@@ -47,6 +48,7 @@ from wattledger.model.gpu import GpuSample
 from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
+from wattledger.store.compact import Compactor
 from wattledger.store.jobinfo import settle_requested_ns
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
@@ -111,8 +113,9 @@ class Agent:
     deliverer: Deliverer | None = None  # spooled points to a remote sink
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
+    compactor: Compactor | None = None  # the ledger's rollups and retention, a bounded piece per tick
     tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
-    counters: CounterStore | None = None  # the counters' last readings, saved to bridge a restart
+    counters: CounterStore | None = None  # the counters' readings, committed with each tick to bridge a restart
     jobinfo: JobInfoStore | None = None  # Slurm jobs' details beside the ledger (store.jobinfo)
     exporter: Exporter | None = None  # the Prometheus endpoint ([prometheus] listen)
     embodied: EmbodiedCharger | None = None  # the hardware's embodied carbon per tick ([embodied])
@@ -245,9 +248,10 @@ class Agent:
         return Point(WL_AGENT, {"host": self.host}, fields, wall_ns)
 
     def commit(self, result: TickResult) -> None:
-        if self.counters is not None:  # first the readings, then the tick that used them (accounting/resume.py)
-            checkpoint(self.counters, self.cpu_pools, self.gpu_pools, self.sources.energy, result.wall_ns)
-        self.ledger.append(result.points)
+        # The readings the tick was measured up to, committed with it (agent/restart.py).
+        state = None if self.counters is None else checkpoint(self.counters, self.cpu_pools, self.gpu_pools,
+                                                               self.sources.energy, result.wall_ns)
+        result.points = self.ledger.append(result.points, state)  # as stored: every output shows the ledger's figures
         if self.jobinfo is not None and result.slurm:
             self._record_jobs(self.jobinfo, result)
         if self.exporter is not None:
@@ -259,6 +263,8 @@ class Agent:
                 self._write_local(sink, result.points)
         if self.deliverer is not None:
             self.deliverer.step()
+        if self.compactor is not None and result.points:
+            self.compactor.step(max(p.time_ns for p in result.points))  # the tick's time is "now"
         if self.on_tick is not None:
             self.on_tick(result)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from wattledger.model.points import SCHEMA, WL_AGENT, WL_EMBODIED, WL_JOB, WL_NODE, Point
 from wattledger.model.units import NS_PER_S
+from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
 RECENT_S = 600.0  # how far back to look for the service's newest tick
@@ -74,12 +75,12 @@ def find_service(state_dir: Path, now_ns: int) -> tuple[Service | None, str]:
         if not path.exists():
             return None, ""
         ledger = Ledger(path, readonly=True)
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, sqlite3.Error, StorageError) as e:
         return None, (f"the service's ledger {path} is not readable by you ({e}): measuring here instead "
                       "(ask for the service's group to read it)")
     try:
         nodes = ledger.rows(WL_NODE, since_ns=now_ns - int(RECENT_S * NS_PER_S))
-    except sqlite3.Error as e:
+    except (sqlite3.Error, StorageError) as e:
         return None, f"the service's ledger {path} cannot be read ({e}): measuring here instead"
     finally:
         ledger.close()
@@ -148,32 +149,25 @@ def wait_for_tick(service: Service, after_ns: int, timeout_s: float) -> int | No
         time.sleep(0.2)
 
 
-def service_points(service: Service, tag: str, user: str, since_ns: int, until_ns: int) -> list[Point]:
-    """The service's wl_job and wl_embodied rows of (tag, user) and the wl_node rows of the same ticks,
-    in (since, until]."""
+def service_points(service: Service, tag: str, user: str, since_ns: int, until_ns: int) -> list[Point] | None:
+    """The service's wl_job and wl_embodied rows of (tag, user) and the wl_node rows of the same ticks, in
+    (since, until]; None when the service's ledger no longer keeps every tick of that span (a run longer
+    than its ``[ledger] raw_days``: compaction folded the oldest into rollups)."""
     ledger = Ledger(service.path, readonly=True)
     try:
+        if ledger.raw_kept_ns() > since_ns + 1:
+            return None
         jobs = [r for r in ledger.rows(WL_JOB, since_ns=since_ns + 1, until_ns=until_ns + 1)
                 if r["job"] == tag and r["user"] == user]
         ticks = {int(r["time_ns"]) for r in jobs}
         nodes = [r for r in ledger.rows(WL_NODE, since_ns=since_ns + 1, until_ns=until_ns + 1)
                  if int(r["time_ns"]) in ticks]
-        embodied = [r for r in _embodied_rows(ledger, since_ns + 1, until_ns + 1)
+        embodied = [r for r in ledger.rows(WL_EMBODIED, since_ns=since_ns + 1, until_ns=until_ns + 1)
                     if r["job"] == tag and r["user"] == user]
     finally:
         ledger.close()
     return [_point(WL_NODE, r) for r in nodes] + [_point(WL_JOB, r) for r in jobs] + \
         [_point(WL_EMBODIED, r) for r in embodied]
-
-
-def _embodied_rows(ledger: Ledger, since_ns: int, until_ns: int) -> list[dict[str, Any]]:
-    """wl_embodied rows in [since, until); none from a service older than embodied carbon (no such table)."""
-    try:
-        return ledger.rows(WL_EMBODIED, since_ns=since_ns, until_ns=until_ns)
-    except sqlite3.OperationalError as e:
-        if f"no such table: {WL_EMBODIED}" not in str(e):
-            raise
-        return []
 
 
 def _point(measurement: str, row: dict[str, Any]) -> Point:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -10,12 +11,16 @@ import click
 
 from wattledger.agent.delivery import Deliverer
 from wattledger.agent.factory import build_agent, make_deliverer
+from wattledger.agent.loop import Agent
 from wattledger.cli.options import (
     check_zone, config_file, config_option, influx_options, load_config, procfs_option, sink_kind,
     state_dir_option, sysfs_option, with_influx,
 )
 from wattledger.config import Config, ConfigError, Overrides, SinkKind
-from wattledger.store.ledger import Ledger
+from wattledger.store.errors import StorageError
+from wattledger.store.guard import GuardedLedger
+from wattledger.store.ledger import LEDGER_FILE, Ledger
+from wattledger.store.lock import StateDirBusy, StateDirLock
 
 log = logging.getLogger("wattledger")
 
@@ -54,24 +59,50 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
         influx_url, influx_database, influx_bucket, influx_org, influx_token))
     cfg.sink.kind = sink_kind(cfg)  # url + database means v1, url + bucket/token v2: one rule, config.py's
     check_zone(cfg)
-    remote = cfg.sink.kind.remote
-    try:
-        ledger = Ledger.in_state_dir(cfg.state_dir, spool=remote, spool_max_rows=cfg.spool.max_rows)
-    except OSError as e:
-        raise click.ClickException(f"cannot open the ledger in {cfg.state_dir}: {e}; pass --state-dir DIR "
-                                   "or create it writable for this user")
-    a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
-                    deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path), exporter=True)
-    if a.exporter is not None:
-        from wattledger.agent.exporter import ExporterError
-
+    os.umask(0o027)  # state files 0640 and directories 0750 whatever the caller's umask (as the unit's UMask)
+    with _state_dir_lock(cfg) as _held:
+        ledger = _open_ledger(cfg)
+        a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
+                        deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path), exporter=True)
+        _start_exporter(a)
+        signal.signal(signal.SIGTERM, lambda *_: a.stop())
+        signal.signal(signal.SIGINT, lambda *_: a.stop())
+        log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)
         try:
-            a.exporter.start()
-        except ExporterError as e:
-            raise click.ClickException(str(e)) from None
-    signal.signal(signal.SIGTERM, lambda *_: a.stop())
-    signal.signal(signal.SIGINT, lambda *_: a.stop())
-    log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)
-    made = a.run(ticks=ticks)
-    log.info("agent: stopped after %d ticks", made)
-    ledger.close()
+            made = a.run(ticks=ticks)
+        finally:
+            ledger.close()
+        log.info("agent: stopped after %d ticks", made)
+
+
+def _start_exporter(a: Agent) -> None:
+    """The Prometheus endpoint, when [prometheus] listen is set."""
+    if a.exporter is None:
+        return
+    from wattledger.agent.exporter import ExporterError
+
+    try:
+        a.exporter.start()
+    except ExporterError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _state_dir_lock(cfg: Config) -> StateDirLock:
+    """This agent's hold on the state directory: a second agent there is refused, naming the first's PID."""
+    lock = StateDirLock(cfg.state_dir)
+    try:
+        lock.acquire()
+    except StateDirBusy as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot use the state directory {cfg.state_dir}: {e.strerror or e}; make it "
+                                   "writable by this user (systemd: StateDirectory=) or pass --state-dir DIR") from None
+    return lock
+
+
+def _open_ledger(cfg: Config) -> GuardedLedger:
+    try:
+        return GuardedLedger(cfg.state_dir / LEDGER_FILE, spool=cfg.sink.kind.remote,
+                             spool_max_rows=cfg.spool.max_rows, buffer_points=cfg.ledger.buffer_points)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None

@@ -9,7 +9,8 @@ import click
 
 from wattledger.agent.doctor import doctor_rows, measuring
 from wattledger.cli.options import (
-    check_zone, config_file, config_option, influx_options, load_config, procfs_option, sysfs_option, with_influx,
+    check_zone, config_file, config_option, influx_options, load_config, procfs_option, state_dir_option,
+    sysfs_option, with_influx,
 )
 from wattledger.config import Overrides
 from wattledger.model.readings import ProbeResult
@@ -18,15 +19,18 @@ from wattledger.util.redact import redact_text
 
 @click.command()
 @config_option
+@state_dir_option
 @sysfs_option
 @procfs_option
 @influx_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per source.")
-def doctor(config_path: str | None, sysfs_root: str | None, procfs_root: str | None, influx_url: str | None,
-           influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
+def doctor(config_path: str | None, state_dir: str | None, sysfs_root: str | None, procfs_root: str | None,
+           influx_url: str | None, influx_database: str | None, influx_bucket: str | None, influx_org: str | None,
            influx_token: str | None, as_json: bool) -> None:
-    """Say what can be measured here, what cannot, and what to do about it."""
-    cfg = load_config(config_path, with_influx(Overrides(sysfs_root=sysfs_root, procfs_root=procfs_root),
+    """Say what can be measured here, what cannot, and what to do about it; and how the local ledger is
+    (size, retention, how far back it goes, its expected size, losses, damaged files moved aside)."""
+    cfg = load_config(config_path, with_influx(Overrides(state_dir=state_dir, sysfs_root=sysfs_root,
+                                                         procfs_root=procfs_root),
                                                influx_url, influx_database, influx_bucket, influx_org,
                                                influx_token))
     check_zone(cfg)

@@ -18,6 +18,7 @@ from wattledger.cli.agent import agent
 from wattledger.cli.dashboards import dashboards
 from wattledger.cli.doctor import doctor
 from wattledger.cli.report import carbon, report
+from wattledger.cli.resend import resend
 from wattledger.cli.run import run
 from wattledger.cli.slurm import slurm
 from wattledger.cli.top import top
@@ -59,7 +60,7 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-for command in (agent, doctor, run, report, top, carbon, dashboards, slurm):
+for command in (agent, doctor, run, report, top, carbon, dashboards, slurm, resend):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

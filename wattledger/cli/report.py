@@ -19,6 +19,7 @@ from wattledger.carbon.base import CarbonProviderError
 from wattledger.util.timeutil import BadTime, iso, parse_when
 from wattledger.cli.options import Finite, config_option, load_config, state_dir_option
 from wattledger.config import Config, ConfigError, Overrides, resolve_sink_kind
+from wattledger.store.errors import StorageError
 from wattledger.util.energyfmt import UNIT_CHOICES
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
                                    "or --from-influx")
     try:
         return Ledger(path, spool=_remote(cfg) and write, spool_max_rows=cfg.spool.max_rows, readonly=not write)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
     except (OSError, sqlite3.Error) as e:
         raise click.ClickException(f"cannot open the ledger {path}: {e}") from None
 
@@ -144,7 +147,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         if plot_path:
             plot(read.report, plot_path, measured_s=read.measured_s)
             click.echo(f"plot written to {plot_path}", err=True)
-    except rp.ReportError as e:
+    except (rp.ReportError, StorageError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -218,7 +221,7 @@ def _read(cfg: Config, opts: Options, since_ns: int, until_ns: int, from_influx:
         return _Read(from_runs(cfg, opts, runs, since_ns, until_ns), [], {})
     ledger = _open_ledger(cfg, write=False)
     try:
-        result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts, runs)
+        result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts, runs, hourly=plot)
         return _Read(result, job_ticks(ledger, since_ns, until_ns, opts),
                      rp.ledger_measured_seconds(ledger, result, opts.host) if plot else {})
     finally:
@@ -269,7 +272,7 @@ def carbon_sync(config_path: str | None, state_dir: str | None, since: str | Non
             result = sync(cfg, ledger, since_ns=since_ns, until_ns=until_ns, now_ns=now_ns, provider=provider)
         finally:
             ledger.close()
-    except CarbonProviderError as e:
+    except (CarbonProviderError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     span = (f"{iso(result.first_ns)} .. {iso(result.last_ns)}" if result.first_ns is not None
             and result.last_ns is not None else "none in the window")

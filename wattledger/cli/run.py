@@ -104,7 +104,12 @@ def _figures_from(measured: Measured, service: Service | None, job: JobKey) -> s
         _say(f"the service wrote no tick within {2 * service.interval_s + 5:.3g} s of the exit: "
              "the figures were measured here")
         return "run"
-    measured.points = service_points(service, job.tag, job.user, measured.start_ns, measured.service_tick_ns)
+    points = service_points(service, job.tag, job.user, measured.start_ns, measured.service_tick_ns)
+    if points is None:
+        _say(f"the service's ledger {service.path} no longer keeps every tick since the command started "
+             "([ledger] raw_days): the figures were measured here")
+        return "run"
+    measured.points = points
     return f"service ledger {service.path}"
 
 

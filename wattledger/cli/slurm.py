@@ -25,12 +25,16 @@ def slurm() -> None:
 
 
 def _ledger(cfg: Config) -> Any:
+    from wattledger.store.errors import StorageError
     from wattledger.store.ledger import LEDGER_FILE, Ledger
 
     path = cfg.state_dir / LEDGER_FILE
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: is the agent running here? (--state-dir DIR)")
-    return Ledger(path, readonly=True)
+    try:
+        return Ledger(path, readonly=True)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @slurm.command("epilog")
@@ -85,9 +89,11 @@ def summary(job_id: str, config_path: str | None, state_dir: str | None, as_json
                                  param_hint="JOB_ID")
     cfg = load_config(config_path, Overrides(state_dir=state_dir))
     ledger = _ledger(cfg)
+    from wattledger.store.errors import StorageError
+
     try:
         found = summarise(ledger, cfg, job_id, time.time_ns())
-    except ReportError as e:
+    except (ReportError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         ledger.close()

@@ -12,6 +12,7 @@ from wattledger.config import Overrides
 from wattledger.model.points import WL_JOB, WL_NODE
 from wattledger.model.units import NS_PER_S
 from wattledger.report.top import latest_tick, render, tick_interval_s
+from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
 
@@ -31,9 +32,15 @@ def top(config_path: str | None, state_dir: str | None, interval_s: float, once:
     path = cfg.state_dir / LEDGER_FILE
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: start `wattledger agent` (or pass --state-dir)")
-    ledger = Ledger(path, readonly=True)
+    try:
+        _loop(Ledger(path, readonly=True), max(60.0, 3 * cfg.agent.interval_s), interval_s, once)
+    except StorageError as e:  # a damaged or unreadable ledger: one line, no traceback
+        raise click.ClickException(str(e)) from None
+
+
+def _loop(ledger: Ledger, window_s: float, interval_s: float, once: bool) -> None:
     while True:
-        text = _view(ledger, path, max(60.0, 3 * cfg.agent.interval_s))
+        text = _view(ledger, ledger.path, window_s)
         if once:
             click.echo(text)
             return

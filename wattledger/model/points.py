@@ -48,6 +48,17 @@ SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
+# The fields of each measurement that add up over time: a sum over ticks means
+# something (joules, seconds), so the ledger's rollups keep their sums, exactly
+# (store/schema.py), and derive rates such as power at read time. A field added
+# to SCHEMA and named here rolls up with no other code. Fields not named (power,
+# idle power, intensities, the agent's gauges) are kept only with the raw ticks.
+ADDITIVE: dict[str, tuple[str, ...]] = {
+    WL_NODE: ("energy_j", "interval_s"),
+    WL_JOB: ("energy_j", "dynamic_j", "static_j", "driver_s"),
+    WL_EMBODIED: ("embodied_g", "cpu_g", "dram_g", "storage_g", "chassis_g"),
+}
+
 
 @dataclass(frozen=True)
 class Point:

@@ -19,7 +19,8 @@ from wattledger.carbon.pue import PueSeries, pue_series
 from wattledger.config import Config
 from wattledger.model.jobs import project_owner
 from wattledger.model.units import HOUR_NS
-from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError, build, intensity_series
+from wattledger.report.model import (EmbodiedCell, EnergyCell, IntensitySeries, Report, ReportError, build,
+                                     intensity_series)
 from wattledger.report.runs import not_in, run_cells, run_embodied_cells
 from wattledger.store.runs import Runs
 from wattledger.util.timeutil import hour_floor
@@ -109,37 +110,49 @@ def assemble(
     origin: str,
     runs: Runs | None = None,
     embodied: list[EmbodiedCell] | None = None,
+    *,
+    hours: Iterable[int] | None = None,
+    measured: set[tuple[str, str, int]] | None = None,
 ) -> Report:
     """The report of these cells, with CI and PUE from the rows (or the config's and ``opts``' figures).
 
     ``runs``: `wattledger run` records to add where the source has no energy of theirs (report/runs.py).
     ``embodied``: the window's wl_embodied grams per hour and tag set.
+    ``hours``: the hours with energy, when a cell may stand for several hours of one intensity and PUE
+    (the ledger's long reads); ``measured``: then the (job, user, hour) the source has energy for,
+    which run records must not repeat (None: the cells' own hours say it).
     """
-    zone = (opts.zone or cfg.carbon.zone).upper()
     wanted = opts.equal()
     embodied = embodied or []
     if wanted:
         cells = [c for c in cells if all(getattr(c, tag) == value for tag, value in wanted.items())]
         embodied = [c for c in embodied if all(getattr(c, tag) == value for tag, value in wanted.items())]
     if runs is not None:
-        embodied = embodied + not_in(run_embodied_cells(runs.records, since_ns, until_ns, wanted), cells)
-        cells = cells + not_in(run_cells(runs.records, since_ns, until_ns, wanted), cells)
+        embodied = embodied + not_in(run_embodied_cells(runs.records, since_ns, until_ns, wanted), cells, measured)
+        cells = cells + not_in(run_cells(runs.records, since_ns, until_ns, wanted), cells, measured)
     cells = shared_projects(cells, cfg.jobs.shared_projects)
     embodied = shared_projects(embodied, cfg.jobs.shared_projects)
+    intensity, pue = factors(cfg, opts, carbon_rows, pue_rows)
+    report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin,
+                   embodied=embodied, hours=hours)
+    if runs is not None:
+        report.runs_origin = str(runs.path)
+    return report
+
+
+def factors(cfg: Config, opts: Options, carbon_rows: Iterable[Mapping[str, Any]],
+            pue_rows: Iterable[Mapping[str, Any]]) -> tuple[IntensitySeries, PueSeries]:
+    """The intensity and PUE per hour that apply: from the rows, the config, or ``opts``' overrides."""
+    zone = (opts.zone or cfg.carbon.zone).upper()
     intensity = intensity_series(carbon_rows, zone, prefer_provider=cfg.carbon.provider,
                                  fallback_fn=lambda: fallback_intensity(cfg.carbon, zone),
                                  configured_static=cfg.carbon.provider == "static")
     if opts.pue is not None:
         if opts.pue < 1.0:
             raise ReportError(f"--pue must be >= 1.0 (facility energy >= IT energy), got {opts.pue}")
-        pue = PueSeries({}, opts.pue, "--pue")
-    else:
-        pue = pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value, constant_source="[pue] value")
-    report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin,
-                   embodied=embodied)
-    if runs is not None:
-        report.runs_origin = str(runs.path)
-    return report
+        return intensity, PueSeries({}, opts.pue, "--pue")
+    return intensity, pue_series(pue_rows, site=cfg.pue.site, constant=cfg.pue.value,
+                                 constant_source="[pue] value")
 
 
 def from_runs(cfg: Config, opts: Options, runs: Runs, since_ns: int, until_ns: int) -> Report:

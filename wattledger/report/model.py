@@ -258,6 +258,12 @@ class Report:
     jobs: dict[tuple[str, ...], JobRecord] = field(default_factory=dict)  # by=job: Slurm's details per row key
     runs_origin: str = ""  # the runs file whose records are in the report, if any
     embodied_categories: dict[str, float] = field(default_factory=dict)  # category -> embodied grams
+    # --by job from the ledger: each job's whole life from its summary (first and last seen, GPU-seconds
+    # held, peak power per component, embodied carbon), whatever the window; JSON only.
+    lifetimes: list[dict[str, Any]] = field(default_factory=list)
+    # False when cells stood for several hours of one intensity and PUE (the ledger's long reads): the
+    # figures are exact, but ``series`` is not per hour and cannot be plotted.
+    per_hour: bool = True
 
     @property
     def has_embodied(self) -> bool:
@@ -331,6 +337,7 @@ class Report:
             "intensity": self._intensity_dict(),
             "embodied": self._embodied_dict(),
             "notes": self.notes(),
+            **({"lifetimes": self.lifetimes} if self.lifetimes else {}),
         }
 
     def _embodied_dict(self) -> dict[str, Any]:
@@ -380,8 +387,15 @@ def build(
     until_ns: int,
     origin: str,
     embodied: Iterable[EmbodiedCell] = (),
+    hours: Iterable[int] | None = None,
 ) -> Report:
-    """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are."""
+    """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are.
+
+    ``hours``: the hours that had energy, when given: a cell then may stand for
+    several hours that share one intensity and PUE (the ledger's long reads),
+    its ``bucket_ns`` being one of them. None: each cell is its hour. Run
+    record cells (``record``) are always one hour each.
+    """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     cols = GROUPINGS[by]
@@ -389,7 +403,7 @@ def build(
     series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
     total = Row(("TOTAL",))
     categories = {c: 0.0 for c in ALWAYS_SHOWN}
-    hours: set[int] = set()
+    hours_seen: set[int] = set()
     ci_by_hour: dict[int, HourIntensity] = {}
     for c in cells:
         if c.energy_j == 0:
@@ -403,14 +417,19 @@ def build(
         series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.add(c.energy_j, p, ci, c.source, c.component, c.record)
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
-        hours.add(c.bucket_ns)
-    fallback_hours = sorted(b for b in hours if ci_by_hour[b].fallback)
+        if hours is None or c.record:
+            hours_seen.add(c.bucket_ns)
+    if hours is not None:
+        hours_seen |= set(hours)
+        for b in hours_seen - ci_by_hour.keys():
+            ci_by_hour[b] = intensity.at(b)
+    fallback_hours = sorted(b for b in hours_seen if ci_by_hour[b].fallback)
     embodied_categories = _add_embodied(embodied, cols, rows, series, total)
     ordered = sorted(rows.values(), key=lambda r: (-r.total_g, -r.it_j, r.key))
     return Report(
-        since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours), fallback_hours,
-        intensity.fallback if fallback_hours else None, intensity.configured_static, pue.describe(hours),
-        dict(series), ci_by_hour, embodied_categories=embodied_categories,
+        since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours_seen),
+        fallback_hours, intensity.fallback if fallback_hours else None, intensity.configured_static,
+        pue.describe(hours_seen), dict(series), ci_by_hour, embodied_categories=embodied_categories,
     )
 
 

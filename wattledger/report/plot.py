@@ -71,6 +71,9 @@ def plot(report: Report, path: str, *, top: int = 5, measured_s: dict[int, float
 
 def draw(report: Report, *, top: int = 5, measured_s: dict[int, float] | None = None) -> Any:
     """The figure ``plot`` saves (its first axes: energy, second: CO2e); the caller closes it."""
+    if not report.per_hour:
+        raise ReportError("this report sums hours of one intensity together (the ledger's long reads): read it "
+                          "per hour to draw it (report.from_ledger(..., hourly=True), as report --plot does)")
     plt, date_formatter = _pyplot()
     if not report.hours:
         raise ReportError("nothing to plot: no wl_job energy in this window")

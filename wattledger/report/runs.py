@@ -91,7 +91,12 @@ def run_embodied_cells(records: Iterable[Mapping[str, Any]], since_ns: int, unti
     return cells
 
 
-def not_in(cells: Sequence[Cell], measured: Sequence[EnergyCell]) -> list[Cell]:
-    """Run cells for a (job, user, hour) the source has no energy for (its own figures win)."""
-    have = {(c.job, c.user, c.bucket_ns) for c in measured}
+def not_in(cells: Sequence[Cell], measured: Sequence[EnergyCell],
+           hours: set[tuple[str, str, int]] | None = None) -> list[Cell]:
+    """Run cells for a (job, user, hour) the source has no energy for (its own figures win).
+
+    ``hours``: the (job, user, hour) the source has energy for, when its cells are not one per hour
+    (the ledger's long reads); None: the ``measured`` cells' own hours.
+    """
+    have = hours if hours is not None else {(c.job, c.user, c.bucket_ns) for c in measured}
     return [c for c in cells if (c.job, c.user, c.bucket_ns) not in have]

@@ -10,6 +10,9 @@ The table lives in the ledger's SQLite file (``job_info``), opened through a
 connection of its own: the agent writes it after each tick's ledger
 transaction (``record``), readers (``report``, the Slurm Epilog) open it read
 only. A ledger made before this table existed simply has no scheduler jobs.
+The writer opens the file at its first record (a full disk at start does not
+stop the agent) and opens it again when the ledger file was replaced (a
+damaged ledger moved aside: store/guard.py), so it never writes to the old one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from wattledger.model.jobs import JobKey
 from wattledger.model.slurm import SCHEDULER, SlurmJob
+from wattledger.store.files import connect_readonly, connect_writable
 
 # The Slurm Epilog asks the agent to settle a job that ended (read every process once, so
 # CPU a cold or zombie process of the job used is charged before the job is summed) by
@@ -129,21 +133,35 @@ class JobInfoStore:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self._db: sqlite3.Connection | None = None
+        self._inode: int | None = None
         if self.readonly:
-            # As store.ledger does: with no -wal file no writer is running, and a read-only
-            # connection could not create the -shm: open the file as immutable then.
-            immutable = "" if Path(f"{self.path}-wal").exists() else "&immutable=1"
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro{immutable}", uri=True, timeout=30,
-                                       isolation_level=None, check_same_thread=False)
-            return
-        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # as the ledger: durable at checkpoints, no fsync a tick
-        self._db.execute(DDL)
-        self._db.execute(INDEX)
+            self._db = connect_readonly(self.path)
+
+    def _writable(self) -> sqlite3.Connection:
+        """The writer's connection: opened at first use, and again when the ledger file was replaced."""
+        try:
+            inode: int | None = os.stat(self.path).st_ino
+        except OSError:
+            inode = None
+        if self._db is None or inode != self._inode:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            db = connect_writable(self.path)  # the ledger's own way: 0640, WAL, no fsync a tick
+            try:
+                db.execute(DDL)
+                db.execute(INDEX)
+            except BaseException:
+                db.close()
+                raise
+            self._db, self._inode = db, os.stat(self.path).st_ino
+        return self._db
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def record(self, host: str, wall_ns: int, jobs: Mapping[JobKey, SlurmJob]) -> None:
         """The jobs with a live process at the tick stamped ``wall_ns``: new rows, or seen again."""
@@ -152,13 +170,15 @@ class JobInfoStore:
         rows = [(host, key.tag, key.user, SCHEDULER, j.job_id, j.array_job_id, j.array_task_id, j.name, j.account,
                  j.partition, ",".join(j.gpus), wall_ns, wall_ns) for key, j in sorted(jobs.items())]
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._writable()
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(_UPSERT, rows)
+                db.executemany(_UPSERT, rows)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def records(self, which: JobFilter = JobFilter()) -> list[JobRecord]:
         """The jobs that match, oldest first (none when the ledger has no ``job_info`` table yet)."""
@@ -166,7 +186,9 @@ class JobInfoStore:
         sql = f"SELECT {', '.join(_COLS)} FROM {TABLE}{where} ORDER BY first_ns, host, job, user"
         try:
             with self._lock:
-                rows = self._db.execute(sql, args).fetchall()
+                db = self._db if self.readonly else self._writable()
+                assert db is not None
+                rows = db.execute(sql, args).fetchall()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
                 return []

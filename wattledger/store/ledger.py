@@ -1,52 +1,52 @@
 """The local SQLite ledger (WAL, in the state dir): the embedded store and the spool.
 
 Every point the agent makes is written here first, in one transaction per
-tick, into one table per measurement (same names as in InfluxDB). When a
-remote sink is configured the same transaction also puts the point in the
-``outbox``; a row leaves the outbox only after a sink accepted it (2xx), so a
+tick (``append``). Additive fields become integers (micro-units) with the jobs
+of each pool apportioned to the pool's energy (store/quantize.py), so every
+sum the ledger gives is exact and conserved. ``wl_node`` and ``wl_job`` rows
+are kept compactly (store/schema.py) and rolled up into minutes, hours and
+days by the agent's compaction (store/compact.py), which also prunes raw
+ticks past their retention; reads take the coarsest resolution that covers
+a range exactly (store/sums.py). The per-job summary is updated in the same
+transaction as each tick (store/summary.py).
+
+When a remote sink is configured the same transaction also puts the points
+in the ``outbox``; a row leaves it only after a sink accepted it (2xx), so a
 crash or an outage loses nothing. The outbox is bounded (``spool_max_rows``):
-when full, the oldest undelivered rows are dropped and counted.
+when full, the oldest whole ticks are dropped, counted and logged once per
+episode (store/spool.py).
+
+Every failure comes out as a ``StorageError`` (store/errors.py): one line
+that says what failed and what to do. The agent's own ledger, which keeps
+going through a full disk or a damaged file, is ``store/guard.py``'s.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wattledger.model.points import SCHEMA, WL_CARBON, WL_PUE, Batch, Point
+from wattledger.model.points import ADDITIVE, SCHEMA, WL_JOB, Batch, Point
+from wattledger.store import migrate, rollup, schema, spool, summary
+from wattledger.store.errors import Fault, StorageError, storage_errors
+from wattledger.store.files import connect_readonly, connect_writable
+from wattledger.store.quantize import Quantized, quantize
+from wattledger.store.schema import additive, raw_table, series_table
+from wattledger.store.sizing import Stats, stats
+from wattledger.store.sums import HourClass, Sums, Totals, class_sums, series_totals
+from wattledger.store.write import REPLACE_KEYS, SeriesIds, write_points
 
 LEDGER_FILE = "ledger.sqlite3"
+__all__ = ["LEDGER_FILE", "REPLACE_KEYS", "Ledger", "StorageError"]
 
-# Series that hold one value per (key tags, time): a newer point replaces the stored
-# one, exactly as a same-tags same-time point does in InfluxDB: a re-synced or
-# corrected intensity replaces the old figure of the same kind, and a corrected
-# PUE replaces the old one. ``kind`` is a tag, so a forecast and the later actual
-# for one hour are two rows here as in InfluxDB; readers prefer the actual
-# (docs/design-notes.md), and a late forecast can never replace an actual.
-REPLACE_KEYS: dict[str, tuple[str, ...]] = {WL_CARBON: ("zone", "provider", "kind"), WL_PUE: ("site",)}
-
-
-def _ddl() -> list[str]:
-    stmts = []
-    for measurement, (tags, fields) in SCHEMA.items():
-        cols = ", ".join([f"{t} TEXT NOT NULL DEFAULT ''" for t in tags] + [f"{f} REAL" for f in fields])
-        stmts.append(f"CREATE TABLE IF NOT EXISTS {measurement} (time_ns INTEGER NOT NULL, {cols})")
-        stmts.append(f"CREATE INDEX IF NOT EXISTS {measurement}_time ON {measurement}(time_ns)")
-    stmts += [
-        """CREATE TABLE IF NOT EXISTS outbox (
-             id INTEGER PRIMARY KEY AUTOINCREMENT,
-             measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL, time_ns INTEGER NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS rejected (
-             id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL,
-             time_ns INTEGER NOT NULL, reason TEXT NOT NULL, rejected_ns INTEGER NOT NULL)""",
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ]
-    return stmts
+log = logging.getLogger("wattledger.ledger")
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 
 class Ledger:
@@ -55,107 +55,99 @@ class Ledger:
         self.path = Path(path)
         self.spool = spool
         self.spool_max_rows = spool_max_rows
-        self._lock = threading.Lock()
-        if readonly:
-            # For readers (report, top) who may not write the state dir: members of the
-            # service's group reading /var/lib/wattledger. No schema, no PRAGMA writes.
-            # While the agent runs, the -wal and -shm files exist and a read-only
-            # connection uses them. When it stopped cleanly they are gone, and a
-            # read-only connection could not create the -shm: with no -wal there is
-            # no writer, so the file is opened as immutable.
-            immutable = "" if Path(f"{self.path}-wal").exists() else "&immutable=1"
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro{immutable}", uri=True, timeout=30,
-                                       isolation_level=None, check_same_thread=False)
-            self._db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._tx() as db:
-            for stmt in _ddl():
-                db.execute(stmt)
-            # The outbox size is kept in meta (COUNT(*) costs ~6 ms per 100k rows: a tick's worth
-            # of CPU during a long outage). Counted once here for a ledger that has no figure yet.
-            db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'outbox_rows', COUNT(*) FROM outbox")
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._ids = SeriesIds()
+        self._overflow = _overflow_log(self.path, spool_max_rows)
+        self._open()
+
+    def _open(self) -> None:
+        with storage_errors(self.path, "open"):
+            self._db = self._connect()
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path, **kw: object) -> "Ledger":
-        return cls(Path(state_dir) / LEDGER_FILE, **kw)  # type: ignore[arg-type]
+    def in_state_dir(cls, state_dir: Path, **kw: Any) -> "Ledger":
+        return cls(Path(state_dir) / LEDGER_FILE, **kw)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            db = connect_readonly(self.path)
+            if schema.is_layout_1(db):
+                db.close()
+                raise StorageError(Fault.OTHER, self.path, "read",
+                                   "written by an older wattledger; start the agent once to upgrade its layout")
+            return db
+        db = connect_writable(self.path)
+        try:
+            migrate.prepare(db, self.path)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def on_fault(self, e: StorageError) -> None:
+        """What a failed store operation (compaction, say) means here: for a plain ledger, an error."""
+        raise e
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    def _tx(self, action: str = "write") -> Iterator[sqlite3.Connection]:
+        with self._lock, storage_errors(self.path, action):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._ids.clear()  # ids made in this transaction are gone with it
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self, action: str = "read") -> Iterator[sqlite3.Connection]:
+        with self._lock, storage_errors(self.path, action):
+            yield self._db
 
     # -- writing ---------------------------------------------------------
-    def append(self, points: Sequence[Point]) -> None:
-        """Store one tick's points (and spool them when a remote sink is on)."""
-        if not points:
+    def append(self, points: Sequence[Point], state: Mapping[str, str] | None = None) -> list[Point]:
+        """Store one tick's points (and spool them, as one tick, when a remote sink is on); the points as
+        stored, their additive fields quantized (store/quantize.py): what every other output of the tick
+        (stdout, Prometheus) must show, so that all of them equal the ledger.
+
+        ``state``: meta keys to set in the same transaction (the counters' readings that the tick's
+        energy was measured up to: agent/restart.py), so the ledger never holds a tick without them
+        nor them without the tick.
+        """
+        items = quantize(points)
+        stored = [q.as_point() for q in items]
+        self.write(items, stored, state)
+        return stored
+
+    def write(self, items: Sequence[Quantized], stored: Sequence[Point], state: Mapping[str, str] | None) -> None:
+        """``append``'s transaction: the quantized ``items``, ``stored`` (the same as points) to the spool."""
+        if not items and not state:
             return
+        dropped = None
         with self._tx() as db:
-            by_measurement: dict[str, list[Point]] = {}
-            for p in points:
-                by_measurement.setdefault(p.measurement, []).append(p)
-            for measurement, pts in by_measurement.items():
-                tags, fields = SCHEMA[measurement]
-                key = REPLACE_KEYS.get(measurement)
-                if key:
-                    latest = {(p.time_ns, *(p.tags.get(k, "") for k in key)): p for p in pts}
-                    pts = list(latest.values())
-                    where = " AND ".join(["time_ns = ?"] + [f"{k} = ?" for k in key])
-                    db.executemany(f"DELETE FROM {measurement} WHERE {where}", list(latest))
-                cols = ("time_ns",) + tags + fields
-                sql = f"INSERT INTO {measurement} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-                db.executemany(
-                    sql,
-                    [
-                        (p.time_ns, *(p.tags.get(t, "") for t in tags), *(p.fields.get(f) for f in fields))
-                        for p in pts
-                    ],
-                )
-            if self.spool:
-                db.executemany(
-                    "INSERT INTO outbox (measurement, tags, fields, time_ns) VALUES (?, ?, ?, ?)",
-                    [
-                        (p.measurement, json.dumps(dict(p.tags), sort_keys=True), json.dumps(dict(p.fields)), p.time_ns)
-                        for p in points
-                    ],
-                )
-                self._bump(db, "outbox_rows", len(points))
-                self._enforce_bound(db)
-
-    def _enforce_bound(self, db: sqlite3.Connection) -> None:
-        (count,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'outbox_rows'").fetchone()
-        excess = count - self.spool_max_rows
-        if excess > 0:
-            gone = db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
-            ).rowcount
-            self._bump(db, "dropped", gone)
-            self._bump(db, "outbox_rows", -gone)
-
-    def _bump(self, db: sqlite3.Connection, key: str, n: int) -> None:
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
-            (key, str(n), n),
-        )
+            write_points(db, self._ids, items)
+            if state:
+                db.executemany(_SET_META, list(state.items()))
+            if self.spool and items:
+                spool.put(db, stored)
+                dropped = spool.enforce_bound(db, self.spool_max_rows)
+        if dropped is not None:
+            self._overflow.dropped(dropped)
+        elif self.spool:
+            self._overflow.calm()
 
     # -- the spool -------------------------------------------------------
     def pending(self, limit: int = 5000) -> Batch:
         """The oldest undelivered points, with their outbox ids."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as db:
+            rows = db.execute(
                 "SELECT id, measurement, tags, fields, time_ns FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
         batch = Batch()
@@ -171,8 +163,8 @@ class Ledger:
         with self._tx() as db:
             # Count what left the outbox: an id the bound dropped meanwhile is not "delivered".
             gone = db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
-            self._bump(db, "delivered", gone)
-            self._bump(db, "outbox_rows", -gone)
+            spool.bump(db, "delivered", gone)
+            spool.bump(db, "outbox_rows", -gone)
 
     def set_aside(self, ids: Iterable[int], reason: str, now_ns: int) -> None:
         """Move rows a server refused for good (HTTP 400) out of the way, kept for inspection."""
@@ -186,13 +178,12 @@ class Ledger:
                 [(reason, now_ns, i) for i in ids],
             )
             gone = db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
-            self._bump(db, "rejected", gone)
-            self._bump(db, "outbox_rows", -gone)
+            spool.bump(db, "rejected", gone)
+            spool.bump(db, "outbox_rows", -gone)
 
     def spool_counts(self) -> dict[str, int]:
         """spooled (waiting now), and the lifetime delivered / dropped / rejected counts."""
-        with self._lock:
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        meta = self.meta()
         return {
             "spooled": int(meta.get("outbox_rows", 0)),
             "delivered": int(meta.get("delivered", 0)),
@@ -200,39 +191,62 @@ class Ledger:
             "rejected": int(meta.get("rejected", 0)),
         }
 
-    # -- small key/value state (idle baselines, cursors) -------------------
+    # -- small key/value state (idle baselines, cursors, counters) -------
+    def meta(self) -> dict[str, str]:
+        with self._read() as db:
+            return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta").fetchall()}
+
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            db.execute(_SET_META, (key, value))
+
+    def add_meta(self, key: str, n: int) -> None:
+        """Add ``n`` to an integer counter in meta."""
+        with self._tx() as db:
+            spool.bump(db, key, n)
 
     # -- reading ---------------------------------------------------------
     def rows(
         self, measurement: str, since_ns: int | None = None, until_ns: int | None = None
     ) -> list[dict[str, Any]]:
-        """Rows of one measurement in [since, until), as dicts with ``time_ns`` (SQLite values: int, float, str, None)."""
+        """Raw rows of one measurement in [since, until), as dicts with ``time_ns`` and every tag and field
+        (SQLite values: int, float, str, None; additive fields in their units, e.g. joules)."""
         tags, fields = SCHEMA[measurement]
-        cols = ("time_ns",) + tags + fields
         where, args = [], []
         if since_ns is not None:
-            where.append("time_ns >= ?")
+            where.append("r.time_ns >= ?")
             args.append(since_ns)
         if until_ns is not None:
-            where.append("time_ns < ?")
+            where.append("r.time_ns < ?")
             args.append(until_ns)
-        sql = f"SELECT {', '.join(cols)} FROM {measurement}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time_ns"
-        with self._lock:
-            return [dict(zip(cols, r)) for r in self._db.execute(sql, args).fetchall()]
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        if measurement in ADDITIVE:
+            sel = [f"s.{t}" for t in tags] + [f"r.{schema.int_col(f)}" if f in additive(measurement) else f"r.{f}"
+                                              for f in fields]
+            sql = (f"SELECT r.time_ns, {', '.join(sel)} FROM {raw_table(measurement)} r JOIN "
+                   f"{series_table(measurement)} s ON s.id = r.series{cond} ORDER BY r.time_ns, r.series")
+        else:
+            sql = f"SELECT time_ns, {', '.join(tags + fields)} FROM {measurement} r{cond} ORDER BY time_ns"
+        cols = ("time_ns",) + tags + fields
+        per_unit = {i + 1 + len(tags): schema.scale(f) for i, f in enumerate(fields) if f in additive(measurement)}
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [dict(zip(cols, (v / per_unit[i] if i in per_unit and v is not None else v for i, v in enumerate(r))))
+                for r in rows]
+
+    def sums(self, measurement: str, field: str, group_tags: Sequence[str], since_ns: int, until_ns: int,
+             equal: dict[str, str] | None = None, hour_class: HourClass | None = None) -> Sums:
+        """Exact sums of an additive field per hour class and tag values (store/sums.py)."""
+        if field not in additive(measurement) or any(t not in SCHEMA[measurement][0]
+                                                      for t in [*group_tags, *(equal or {})]):
+            raise ValueError(f"{measurement} has no additive field {field!r} or no such tags")
+        with self._read() as db:
+            return class_sums(db, measurement, field, group_tags, since_ns, until_ns, equal, hour_class)
 
     def hourly_sums(
         self,
@@ -243,62 +257,63 @@ class Ledger:
         until_ns: int,
         equal: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Sum of one field per UTC hour and tag set in [since, until), summed by SQLite.
+        """Sum of one field per UTC hour and tag set in [since, until): what InfluxDB's
+        ``SUM(field) ... GROUP BY time(1h), tags`` gives; rows carry ``time_ns`` (the hour's start)."""
+        found = self.sums(measurement, field, group_tags, since_ns, until_ns, equal)
+        return [{"time_ns": hour, **dict(zip(group_tags, values)), field: total}
+                for hour, values, total in found.cells]
 
-        What InfluxDB's ``SUM(field) ... GROUP BY time(1h), tags`` gives; rows carry
-        ``time_ns`` (the hour's start). Reports use it so a month of ticks is not
-        loaded row by row.
-        """
-        tags, fields = SCHEMA[measurement]
-        if field not in fields or any(t not in tags for t in [*group_tags, *(equal or {})]):
-            raise ValueError(f"{measurement} has no field {field!r} or no such tags")
-        hour = 3_600_000_000_000
-        cols = ", ".join(group_tags)
-        where = ["time_ns >= ?", "time_ns < ?", f"{field} IS NOT NULL"] + [f"{t} = ?" for t in equal or {}]
-        sql = (f"SELECT (time_ns / {hour}) * {hour} AS hour_ns, {cols}, SUM({field}) FROM {measurement} "
-               f"WHERE {' AND '.join(where)} GROUP BY hour_ns, {cols}")
-        with self._lock:
-            rows = self._db.execute(sql, [since_ns, until_ns, *(equal or {}).values()]).fetchall()
-        return [dict(zip(("time_ns", *group_tags, field), r)) for r in rows]
+    def stats(self) -> Stats:
+        """Size, oldest row per resolution, row rate, lost points (store/sizing.py)."""
+        with self._read() as db:
+            return stats(db, self.path)
+
+    def raw_kept_ns(self) -> int:
+        """Raw ticks before this time were pruned (folded into rollups); 0: none were."""
+        with self._read() as db:
+            return max(rollup.kept(db, raw_table(m)) for m in schema.series_measurements())
+
+    def job_summary(self, equal: dict[str, str] | None = None, measurement: str = WL_JOB
+                    ) -> list[dict[str, object]]:
+        """The per-job summary of wl_job (or wl_embodied) (store/summary.py), optionally only rows whose tags
+        equal ``equal``."""
+        with self._read() as db:
+            return summary.read(db, equal, measurement)
 
     def latest_time(self, measurement: str) -> int | None:
-        """The newest point's time in one measurement (None when it has none); uses the time index."""
+        """The newest point's time in one measurement (None when it has none); reads the time index."""
         if measurement not in SCHEMA:
             raise ValueError(f"no measurement {measurement!r}")
-        with self._lock:
-            (newest,) = self._db.execute(f"SELECT MAX(time_ns) FROM {measurement}").fetchone()
+        table = raw_table(measurement) if measurement in ADDITIVE else measurement
+        with self._read() as db:
+            (newest,) = db.execute(f"SELECT MAX(time_ns) FROM {table}").fetchone()
         return None if newest is None else int(newest)
 
     def job_ticks(self, tag: str, since_ns: int, until_ns: int, equal: dict[str, str] | None = None
                   ) -> list[dict[str, Any]]:
-        """Per user of one job tag: the ticks it was charged in, summed by SQLite (``report --job``).
+        """Per user of one job tag: the ticks it was charged in (``report --job``), from the ledger's
+        ``job_tick`` series at the coarsest resolution that covers the range (store/jobtick.py).
 
         Each row: ``user``, ``first_ns`` (start of its first tick), ``last_ns`` (end of its last),
         ``active_s`` (its ticks' lengths), ``ticks``, ``host_j`` (every pool's energy in those
         ticks, on the same hosts), ``unused_j`` (``_idle``'s energy in them) and ``gpu_s_held``
-        (the length of each tick x GPU it was charged on). ``equal``: more tags its rows must have.
+        (the length of each tick x GPU it was charged on). ``equal``: more tags (host, user,
+        project) its rows must have.
         """
-        where = " AND ".join(f"j.{t} = ?" for t in equal or {})
-        job_rows = (f"SELECT DISTINCT j.user, j.host, j.time_ns FROM wl_job j WHERE j.job = ? AND j.time_ns >= ? "
-                    f"AND j.time_ns < ?{' AND ' + where if where else ''}")
-        args = [tag, since_ns, until_ns, *(equal or {}).values()]
-        sql = f"""
-            WITH t AS ({job_rows}),
-            n AS (SELECT time_ns, host, MAX(interval_s) AS dt, SUM(energy_j) AS e FROM wl_node
-                  WHERE time_ns IN (SELECT time_ns FROM t) GROUP BY time_ns, host),
-            i AS (SELECT time_ns, host, SUM(energy_j) AS e FROM wl_job
-                  WHERE job = '_idle' AND time_ns IN (SELECT time_ns FROM t) GROUP BY time_ns, host)
-            SELECT t.user, MIN(t.time_ns - CAST(n.dt * 1e9 AS INTEGER)), MAX(t.time_ns), SUM(n.dt), COUNT(*),
-                   SUM(n.e), SUM(COALESCE(i.e, 0))
-            FROM t JOIN n ON n.time_ns = t.time_ns AND n.host = t.host
-            LEFT JOIN i ON i.time_ns = t.time_ns AND i.host = t.host
-            GROUP BY t.user"""
-        gpu = (f"SELECT j.user, SUM(n.interval_s) FROM wl_job j JOIN wl_node n ON n.time_ns = j.time_ns "
-               f"AND n.host = j.host AND n.component = j.component AND n.device = j.device "
-               f"WHERE j.job = ? AND j.component = 'gpu' AND j.time_ns >= ? AND j.time_ns < ?"
-               f"{' AND ' + where if where else ''} GROUP BY j.user")
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-            gpu_s = dict(self._db.execute(gpu, args).fetchall())
-        cols = ("user", "first_ns", "last_ns", "active_s", "ticks", "host_j", "unused_j")
-        return [{**dict(zip(cols, r)), "gpu_s_held": float(gpu_s.get(r[0]) or 0.0)} for r in rows]
+        with self._read() as db:
+            totals, tags, _ = series_totals(db, schema.JOB_TICK, since_ns, until_ns, {**(equal or {}), "job": tag})
+        users: dict[str, Totals] = {}
+        for sid, tot in sorted(totals.items()):
+            if tot.rows:
+                users.setdefault(tags[sid]["user"], Totals()).add(schema.JOB_TICK, tot.rows, tot.ints, tot.extrema)
+        return [{"user": user, "first_ns": t.extrema.get("first_ns"), "last_ns": t.extrema.get("last_ns"),
+                 "ticks": t.rows, "active_s": t.sum("active_s"), "host_j": t.sum("host_j"),
+                 "unused_j": t.sum("unused_j"), "gpu_s_held": t.sum("gpu_held_s")} for user, t in sorted(users.items())]
+
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, for the store's own readers and the compactor (same package)."""
+        return self._db
+
+
+def _overflow_log(path: Path, max_rows: int) -> spool.OverflowLog:
+    return spool.OverflowLog(path, max_rows)
