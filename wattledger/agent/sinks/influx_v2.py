@@ -23,6 +23,7 @@ from influxdb_client.rest import ApiException
 from wattledger.model.points import Point
 from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.util.redact import redact_url
 
 SOURCE = "influx_v2"
 
@@ -82,15 +83,15 @@ class InfluxV2Sink:
         except ApiException as e:
             return ProbeResult(
                 SOURCE, SourceState.NOT_SUPPORTED,
-                f"{self.url}/ping answered HTTP {e.status}: {error_message(e.body, e.headers)}",
+                f"{redact_url(self.url)}/ping answered HTTP {e.status}: {error_message(e.body, e.headers)}",
                 "point [sink] url at the InfluxDB HTTP API (default port 8086 for 1.x/2.x, 8181 for 3.x)",
             )
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {describe_error(e)}",
-                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {self.url}/ping)",
+                SOURCE, SourceState.MISSING, f"cannot reach {redact_url(self.url)}: {describe_error(e)}",
+                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {redact_url(self.url)}/ping)",
             )
-        where = f"InfluxDB {version} at {self.url}"
+        where = f"InfluxDB {version} at {redact_url(self.url)}"
         try:
             found = self._client.buckets_api().find_bucket_by_name(self.bucket)
         except ApiException as e:
