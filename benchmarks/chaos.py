@@ -48,12 +48,18 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=30, help="how many times the agent is killed (default 30)")
     ap.add_argument("--seed", type=int, default=17, help="the random plan's seed (default 17)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--keep", type=Path, help="run in this (new) directory and keep it: agents' logs, "
+                                              "influxd's data, the final state dir (state-after)")
     args = ap.parse_args()
     outage = (max(1, args.kills // 2), max(2, args.kills * 3 // 4))
     plan = Plan(kills=args.kills, seed=args.seed, disk_full=(max(1, args.kills // 4), max(2, args.kills // 4 + 2)),
                 outage=outage)
-    with tempfile.TemporaryDirectory(prefix="wattledger-chaos-") as work:
-        figures = run_chaos(Path(work), plan)
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        figures = run_chaos(args.keep.resolve(), plan)
+    else:
+        with tempfile.TemporaryDirectory(prefix="wattledger-chaos-") as work:
+            figures = run_chaos(Path(work), plan)
     print(json.dumps(figures.as_dict(), indent=2) if args.json else table(figures))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any
 from tests.fake_powercap import FakePowercap
 from tests.influx_server import InfluxServer
 from wattledger.model.points import WL_JOB, WL_NODE
+from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
 DB = "chaos"
@@ -88,6 +90,7 @@ class ChaosFigures:
     extra_in_influx: int = 0
     disk_full_s: float = 0.0
     disk_full_logged: bool = False
+    quarantined: int = 0  # ledgers moved aside as damaged (none expected)
     outage_s: float = 0.0
     lost_points: int = 0
     dropped_points: int = 0
@@ -180,6 +183,9 @@ class Agents:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
 
+    def current_log(self) -> str:
+        return (self.logs / f"agent-{self.n - 1}.log").read_text(errors="replace")
+
     def log_text(self) -> str:
         return "".join((self.logs / f"agent-{i}.log").read_text(errors="replace") for i in range(self.n))
 
@@ -193,11 +199,13 @@ def ledger_rows(state: Path, measurement: str) -> list[dict[str, Any]]:
         return []
     try:
         ledger = Ledger(path, readonly=True)
-    except Exception:  # the agent is creating it
+    except StorageError:  # the agent is creating it
         return []
     try:
         return ledger.rows(measurement)
-    except sqlite3.OperationalError:  # its tables are not there yet
+    except StorageError as e:  # its tables are not there yet
+        if "no such table" not in str(e):
+            raise
         return []
     finally:
         ledger.close()
@@ -272,8 +280,8 @@ def run_cycles(plan: Plan, agents: Agents, episodes: Episodes, rng: random.Rando
         agents.kill()
         time.sleep(rng.uniform(*plan.down_s))  # the counter keeps counting; nobody watches
         agents.start()
-        if episodes.disk_full:
-            time.sleep(1.0)  # nothing reaches the ledger: give the agent time to start and tick
+        if episodes.disk_full:  # nothing reaches the ledger: wait until the agent has met the full disk
+            wait_until("the agent says the disk is full", lambda: "disk full" in agents.current_log())
         else:
             wait_for_new_rows(agents.state)
 
@@ -321,7 +329,10 @@ def run_chaos(work: Path, plan: Plan = Plan()) -> ChaosFigures:
                     agents.proc.wait(timeout=30)
             figures.run_s = time.monotonic() - started
             figures.counted_j = (last_uj - first_uj) / 1e6
-            figures.disk_full_logged = "held in memory" in agents.log_text()
+            logs = agents.log_text()
+            figures.disk_full_logged = "held in memory" in logs
+            figures.quarantined = logs.count("moved it aside")
+            shutil.copytree(state, work / "state-after", ignore=shutil.ignore_patterns("filler"))
             check(state, influx, figures)
     finally:
         for b in burners:
@@ -338,7 +349,7 @@ TAGS = ("host", "component", "device", "source", "job", "user")
 
 def point_key(measurement: str, row: dict[str, Any]) -> tuple[Any, ...]:
     tags = ("host", "component", "device", "source") + (("job", "user") if measurement == WL_JOB else ())
-    return (measurement, int(row["time_ns"]), *(row.get(t) or "" for t in tags),
+    return (measurement, int(row["time_ns"] if "time_ns" in row else row["time"]), *(row.get(t) or "" for t in tags),
             round(float(row["energy_j"]), 6))
 
 

@@ -50,5 +50,6 @@ def test_thirty_kills_a_full_disk_and_an_outage_lose_and_double_nothing(tmp_path
     assert f.missing_in_influx == 0 and f.extra_in_influx == 0, f
     assert f.influx_points == f.ledger_points > 0, f
     assert f.disk_full_s > 0.5 and f.disk_full_logged, f
+    assert f.quarantined == 0, f  # a kill -9 never damages the ledger
     assert f.outage_s > 2.0, f
     assert f.dropped_points == 0, f  # the spool's default bound holds a short outage whole
