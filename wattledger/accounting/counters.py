@@ -21,9 +21,12 @@ dir by ``accounting.resume``), a restored reading makes the next delta span
 the time no agent ran; it is flagged ``restored`` so that its energy goes to
 ``_unobserved`` (no process is known for it). A wrapping counter whose gap
 is longer than ``GAP_WRAP_MARGIN`` x its wrap period at the highest power it
-was seen drawing (or that was never seen drawing any) could have wrapped
-more than once unseen: its first read after the restart is a baseline, and
-that is logged (``restart_gap_problem``).
+was seen drawing could have wrapped more than once unseen: its first read
+after the restart is a baseline, and that is logged (``restart_gap_problem``).
+A counter that was never seen drawing power (the agent was killed right after
+its first read) is judged at ``UNSEEN_PEAK_W``, more than any RAPL zone draws:
+a 48-bit Intel package counter is bridged across gaps of up to ~4 minutes, an
+AMD 32-bit one across ~4 seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ log = logging.getLogger("wattledger.resume")
 
 CounterKey = tuple[str, str, str]  # (source, component, device)
 GAP_WRAP_MARGIN = 0.9  # bridge a restart's gap for at most this share of the wrap period at peak power
+UNSEEN_PEAK_W = 1000.0  # the peak assumed for a counter never seen drawing: above any CPU socket's (~500 W TDP)
 
 
 @dataclass(frozen=True)
@@ -90,12 +94,11 @@ def restart_gap_problem(wrap_uj: int | None, peak_w: float | None, gap_s: float)
         return "its saved reading is not older than this one"
     if not wrap_uj:
         return None  # a 64-bit counter (NVML) or our own integral (the model): nothing hides
-    if not peak_w:
-        return "its power was never measured, so a wrap in the gap cannot be ruled out"
-    limit_s = GAP_WRAP_MARGIN * wrap_uj / UJ_PER_J / peak_w
+    peak = f"its peak {peak_w:.0f} W" if peak_w else f"{UNSEEN_PEAK_W:.0f} W (its power was never measured)"
+    limit_s = GAP_WRAP_MARGIN * wrap_uj / UJ_PER_J / (peak_w or UNSEEN_PEAK_W)
     if gap_s > limit_s:
-        return (f"the gap ({gap_s:.0f} s) is longer than {GAP_WRAP_MARGIN:g} x its wrap period at its peak "
-                f"{peak_w:.0f} W ({limit_s:.0f} s): it may have wrapped more than once")
+        return (f"the gap ({gap_s:.0f} s) is longer than {GAP_WRAP_MARGIN:g} x its wrap period at {peak} "
+                f"({limit_s:.0f} s): it may have wrapped more than once")
     return None
 
 
