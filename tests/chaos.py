@@ -362,9 +362,9 @@ def check(state: Path, influx: InfluxServer, figures: ChaosFigures) -> None:
     nodes, jobs = ledger_rows(state, WL_NODE), ledger_rows(state, WL_JOB)
     figures.node_j = math.fsum(float(r["energy_j"]) for r in nodes)
     figures.jobs_j = math.fsum(float(r["energy_j"]) for r in jobs)
-    per_job: Counter[str] = Counter()
+    per_job: dict[str, float] = {}
     for r in jobs:
-        per_job[str(r["job"])] += float(r["energy_j"])
+        per_job[str(r["job"])] = per_job.get(str(r["job"]), 0.0) + float(r["energy_j"])
     figures.per_job_j = {k: round(v, 6) for k, v in sorted(per_job.items())}
     figures.unobserved_j = per_job.get(UNOBSERVED, 0.0)
     figures.gap_rows = sum(1 for r in jobs if r["job"] == UNOBSERVED)

@@ -82,3 +82,28 @@ def test_a_layout_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     ledger.close()
     Ledger(path).close()  # opening again changes nothing
     assert len(Ledger(path, readonly=True).rows(WL_JOB)) == 9000
+
+
+def test_a_ledger_from_before_embodied_carbon_is_upgraded_and_reports_its_energy(tmp_path: Path) -> None:
+    """A layout-1 ledger an agent older than issue 16 wrote has no wl_embodied table: the upgrade makes an
+    empty one, and the report is the energy's, with no embodied column (it used to stop on 'no such table')."""
+    from wattledger.config import Config
+    from wattledger.report import ledger as report_ledger
+    from wattledger.report.assemble import Options
+    from wattledger.report.render import format_table
+
+    path = tmp_path / "ledger.sqlite3"
+    _, job_j = layout_1(path, 12)
+    db = sqlite3.connect(str(path))
+    db.execute("DROP TABLE wl_embodied")
+    db.commit()
+    db.close()
+    Ledger(path).close()  # the agent's open upgrades it
+    ledger = Ledger(path, readonly=True)
+    try:
+        assert ledger.rows(WL_EMBODIED) == []
+        r = report_ledger.from_ledger(ledger, Config(), T0 - 3600 * 10**9, T0 + 3600 * 10**9, Options(by="job"))
+    finally:
+        ledger.close()
+    assert sum(row.it_kwh for row in r.rows) * 3.6e6 == pytest.approx(job_j, abs=1e-3)
+    assert not r.has_embodied and "embodied" not in format_table(r)

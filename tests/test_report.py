@@ -307,24 +307,6 @@ def test_each_row_splits_its_it_energy_by_component(ledger: Ledger) -> None:
     assert rp.format_json(r).count('"it_kwh_by_component"') == len(r.rows) + 1
 
 
-def test_a_ledger_older_than_embodied_carbon_still_reports(tmp_path: Path) -> None:
-    """A ledger an agent older than issue 16 wrote has no wl_embodied table, and a read-only reader cannot
-    add one: the report is the energy's, with no embodied column (it used to stop on 'no such table')."""
-    import sqlite3
-
-    make_ledger(tmp_path).close()
-    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
-    db.execute("DROP TABLE wl_embodied")
-    db.commit()
-    db.close()
-    old = Ledger(tmp_path / "ledger.sqlite3", readonly=True)
-    r = rp.from_ledger(old, make_cfg(), H0, H3, rp.Options(by="job"))
-    old.close()
-    rows = {row.key: row for row in r.rows}
-    assert rows[("train-a", "alice")].g_co2e == pytest.approx(EXPECTED_BY_JOB[("train-a", "alice")][2])
-    assert not r.has_embodied and "embodied" not in rp.format_table(r)
-
-
 def embodied(t: int, job_tag: str, grams: float, phase: str, component: str = "host") -> Point:
     """A wl_embodied row of carol's gpt-mini (a GPU's grams, or the host's parts' with their split)."""
     tags = {"host": "gpu01", "job": job_tag, "user": "carol", "project": "gpt-mini", "phase": phase,
