@@ -14,7 +14,7 @@ from pathlib import Path
 from wattledger.accounting.idle import LOW_ACTIVITY_FRACTION, MIN_LEARN_TICKS, BaselineSource, IdleBaselines
 from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collector, proc_collector
 from wattledger.collectors.procs import cgroup_v2_root
-from wattledger.config import Config, SinkKind, configured_idle_w
+from wattledger.config import Config, ConfigError, SinkKind, configured_idle_w
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
@@ -57,8 +57,13 @@ def sink_rows(cfg: Config) -> list[ProbeResult]:
     if cfg.sink.kind is SinkKind.NONE and not cfg.sink.url:
         return []
     from wattledger.agent.sinks import check_connection
+    from wattledger.agent.sinks.routing import routing
 
-    return [check_connection(cfg.sink)]
+    try:
+        route = routing(cfg)
+    except ConfigError as e:
+        return [ProbeResult("sink", SourceState.ERROR, str(e), "fix the [sink] and [influx] sections")]
+    return [check_connection(cfg.sink, route)]
 
 
 def gpu_rows(cfg: Config) -> list[ProbeResult]:

@@ -21,9 +21,10 @@ from wattledger.collectors.estimate import EstimateCollector
 from wattledger.collectors.nvml import TRANSIENT, NvmlCollector
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config, Estimate, Gpus
+from wattledger.config import Config, Estimate, Gpus, Layout
 from wattledger.model.readings import ProbeResult
 from wattledger.store.compact import Compactor, Retention
+from wattledger.store.exporter import Exporter
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -105,12 +106,15 @@ def build_agent(
     deliverer: Deliverer | None = None,
     carbon_sync: bool = True,
     on_tick: Callable[[TickResult], None] | None = None,
+    export: bool | None = None,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
     ``out``: a stream for the stdout sink (every tick's points as line protocol).
     ``carbon_sync``: run ``[carbon] sync_interval_s`` beside the loop (off for
     ``wattledger run``, whose ledger is temporary).
+    ``export``: spool the ledger's minute and hour sums for a tiered InfluxDB
+    (None: when there is a deliverer and [influx] layout is "tiered").
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -126,6 +130,8 @@ def build_agent(
         carbon_sync=_carbon_sync(cfg, ledger, clock) if carbon_sync else None, on_tick=on_tick,
         compactor=Compactor(ledger, retention(cfg)),
     )
+    if export if export is not None else deliverer is not None and cfg.influx.layout is Layout.TIERED:
+        agent.exporter = Exporter(ledger)
     for p in missing:
         agent.reporter.problem(("probe", p.source), f"{p.source}: {p.state.value}: {p.detail}. {p.fix}")
     if not energy:

@@ -12,7 +12,9 @@ One tick, top to bottom (``Agent.tick``):
    ``wl_job`` points.
 4. **commit** (``Agent.commit``): the ledger (one transaction), the local
    sinks (stdout), delivery of spooled points to a remote sink, carbon sync,
-   then one bounded piece of the ledger's compaction (``store.compact``).
+   then one bounded piece of the ledger's compaction (``store.compact``) and,
+   for a fleet's tiered InfluxDB, the export of what it folded into the spool
+   (``store.exporter``).
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
@@ -43,6 +45,7 @@ from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
 from wattledger.store.compact import Compactor
+from wattledger.store.exporter import Exporter
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 from wattledger.util.logonce import LogOnce
@@ -101,6 +104,7 @@ class Agent:
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
     compactor: Compactor | None = None  # the ledger's rollups and retention, a bounded piece per tick
+    exporter: Exporter | None = None  # the rollups into the spool, for a fleet's tiered InfluxDB
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -204,6 +208,8 @@ class Agent:
             self.deliverer.step()
         if self.compactor is not None and result.points:
             self.compactor.step(max(p.time_ns for p in result.points))  # the tick's time is "now"
+        if self.exporter is not None:
+            self.exporter.step()  # what compaction folded, spooled for the next delivery
         if self.on_tick is not None:
             self.on_tick(result)
 

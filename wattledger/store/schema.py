@@ -41,6 +41,7 @@ CONSERVED = "energy_j"
 # The per-job summary's key: a job of one user, per component.
 SUMMARY_KEY = ("host", "job", "user", "project", "phase", "component")
 SUMMARY = "job_summary"
+EXPORT_DIRTY = "export_dirty"  # store/export.py: exported rollup buckets that a late raw row changed
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,13 @@ def ddl() -> list[str]:
         """CREATE TABLE IF NOT EXISTS outbox (
              id INTEGER PRIMARY KEY AUTOINCREMENT,
              measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL, time_ns INTEGER NOT NULL,
-             tick INTEGER)""",
+             tick INTEGER, tier TEXT)""",
         """CREATE TABLE IF NOT EXISTS rejected (
              id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL,
              time_ns INTEGER NOT NULL, reason TEXT NOT NULL, rejected_ns INTEGER NOT NULL)""",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {EXPORT_DIRTY} (level TEXT NOT NULL, bucket_ns INTEGER NOT NULL, "
+        "PRIMARY KEY (level, bucket_ns)) WITHOUT ROWID",
     ]
     return stmts
 
@@ -170,7 +173,7 @@ def wanted_columns() -> dict[str, dict[str, str]]:
         for level in LEVELS:
             out[level_table(m, level)] = dict(ints)
     out[SUMMARY] = {c: "INTEGER" for c in micro_cols(WL_JOB)}
-    out["outbox"] = {"tick": "INTEGER"}
+    out["outbox"] = {"tick": "INTEGER", "tier": "TEXT"}  # tier: NULL for raw points (model/tiers.py)
     return out
 
 
