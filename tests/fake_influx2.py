@@ -271,12 +271,12 @@ def _dbrps(fake: FakeInflux2, method: str, path: str, q: dict[str, str], doc: di
                     m["default"] = False
         fake.dbrps.append(mapping)
         return 201, {"content": mapping}
-    found = next(m for m in fake.dbrps if m["id"] == path.rsplit("/", 1)[1])
+    one = next(m for m in fake.dbrps if m["id"] == path.rsplit("/", 1)[1])
     if method == "DELETE":
-        fake.dbrps.remove(found)
+        fake.dbrps.remove(one)
         return 204, None
-    found.update(doc)
-    return 200, {"content": found}
+    one.update(doc)
+    return 200, {"content": one}
 
 
 def _influxql(fake: FakeInflux2, form: dict[str, list[str]]) -> dict[str, Any]:
