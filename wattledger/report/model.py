@@ -160,6 +160,7 @@ class Row:
     providers: set[str] = field(default_factory=set)
     estimate_sources: set[str] = field(default_factory=set)
     it_j_by_component: dict[str, float] = field(default_factory=dict)
+    hosts: dict[str, Row] = field(default_factory=dict)  # the same figures per host (filled by ``build``)
 
     @property
     def it_kwh(self) -> float:
@@ -217,6 +218,8 @@ class Report:
     # --by job from the ledger: each job's whole life from its summary (first and last seen, GPU-seconds
     # held, peak power per component), whatever the window; JSON only.
     lifetimes: list[dict[str, Any]] = field(default_factory=list)
+    extra_notes: list[str] = field(default_factory=list)  # what a source has to say about its figures
+    per_host: bool = False  # show each row's hosts (render, to_dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -247,7 +250,7 @@ class Report:
             out.append(f"E = includes energy not measured by a counter ({kinds}: source="
                        f"{'/'.join(sorted(self.total.estimate_sources))}), "
                        f"{num(self.total.estimated_kwh)} kWh of {num(self.total.it_kwh)} kWh")
-        return out
+        return out + self.extra_notes
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data: what ``--format json`` prints (and CSV's rows)."""
@@ -277,6 +280,9 @@ class Report:
             intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
             estimate=r.estimated_it_j > 0,
         )
+        if self.per_host:
+            d["hosts"] = {h: {"it_kwh": x.it_kwh, "facility_kwh": x.facility_kwh, "g_co2e": x.g_co2e}
+                          for h, x in sorted(r.hosts.items())}
         return d
 
     def _intensity_dict(self) -> dict[str, Any]:
@@ -325,7 +331,10 @@ def build(
             ci = ci_by_hour[c.bucket_ns] = intensity.at(c.bucket_ns)
         p = pue.at(c.bucket_ns)
         key = tuple(getattr(c, k) for k in cols)
-        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
+        row = rows.setdefault(key, Row(key))
+        row.add(c.energy_j, p, ci, c.source, c.component)
+        row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component)
+        total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component)
         series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
         total.add(c.energy_j, p, ci, c.source, c.component)
         categories[category(c.job)] += c.energy_j

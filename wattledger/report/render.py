@@ -76,8 +76,15 @@ def _rows_table(report: Report) -> list[str]:
         return [num(r.it_j_by_component.get(c, 0.0) / J_PER_KWH) for c in parts]
 
     header = [*cols, "IT kWh", *(f"{c} kWh" for c in parts), "facility kWh", "gCO2e", "g/kWh", ""]
-    body = [[*(v or "(none)" for v in r.key), num(r.it_kwh), *split(r), num(r.facility_kwh), num(r.g_co2e),
-             num(r.g_per_kwh, 3), _marks(r)] for r in report.rows]
+
+    def line(key: Sequence[str], r: Row) -> list[str]:
+        return [*key, num(r.it_kwh), *split(r), num(r.facility_kwh), num(r.g_co2e), num(r.g_per_kwh, 3), _marks(r)]
+
+    body = []
+    for r in report.rows:
+        body.append(line([v or "(none)" for v in r.key], r))
+        if report.per_host:  # one indented line per host under its row: a job across hosts stays one row
+            body += [line([f"  host {h}", *[""] * (len(cols) - 1)], x) for h, x in sorted(r.hosts.items())]
     t = report.total
     body.append(["TOTAL", *[""] * (len(cols) - 1), num(t.it_kwh), *split(t), num(t.facility_kwh),
                  num(t.g_co2e), num(t.g_per_kwh, 3), _marks(t)])
@@ -113,14 +120,20 @@ def format_csv(report: Report) -> str:
     buf = io.StringIO()
     extra = ["category"] if report.by == "job" else []
     parts = [f"{c}_kwh" for c in report.components]
-    fields = [*report.columns, *extra, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh", "fallback_kwh",
-              "intensity_fallback", "intensity_source", "estimated_kwh", "estimate"]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    host = ["host"] if report.per_host else []
+    fields = [*report.columns, *extra, *host, "it_kwh", *parts, "facility_kwh", "g_co2e", "g_per_kwh",
+              "fallback_kwh", "intensity_fallback", "intensity_source", "estimated_kwh", "estimate"]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
-    for d in report.to_dict()["rows"]:
+    for d, row in zip(report.to_dict()["rows"], report.rows):
         by_component = d.pop("it_kwh_by_component")
-        d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
+        d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components}, host="")
         w.writerow({k: ("" if d[k] is None else d[k]) for k in fields})
+        for name, x in sorted(row.hosts.items()) if report.per_host else ():  # the row's hosts, after it
+            part = {**report.row_dict(x), **dict(zip(report.columns, row.key)), "host": name}
+            split = part.pop("it_kwh_by_component")
+            part.update({f"{c}_kwh": split.get(c, 0.0) for c in report.components})
+            w.writerow({k: ("" if part.get(k) is None else part.get(k)) for k in fields})
     return buf.getvalue()
 
 

@@ -101,12 +101,11 @@ class Expired:
 
     def count(self, n: int) -> None:
         if n <= 0:
-            self._once.cleared("expired")
             return
         self.points += n
         self._once.problem("expired", "%s: %d point(s) older than their tier's retention ([influx] raw_days, "
                            "minutes_days, hours_days) were not sent: InfluxDB would refuse them. Their energy "
-                           "is in the minute and hour sums, which are sent (said once per episode)",
+                           "is in the minute and hour sums, which are sent; later ones are only counted",
                            logging.WARNING, self.sink_name, n)
 
 
