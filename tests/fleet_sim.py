@@ -95,11 +95,12 @@ class FleetStream:
                 + [("dram", f"package-{c}", "rapl") for c in range(self.cpus)]
                 + [("gpu", f"GPU-{g}", "nvml") for g in range(self.gpus)])
 
-    def points(self, host: str, tick: int, stamp_ns: int) -> list[Point]:
-        """One tick of ``host`` (the ``tick``-th), stamped ``stamp_ns`` (the host's own clock)."""
+    def points(self, host: str, tick: int, stamp_ns: int, interval_s: float | None = None) -> list[Point]:
+        """One tick of ``host`` (the ``tick``-th), stamped ``stamp_ns`` (the host's own clock), covering
+        ``interval_s`` (default: the stream's)."""
         jobs = [self.job(host, s, tick) for s in range(self.slots)]
         out: list[Point] = []
-        dt = self.interval_s
+        dt = interval_s or self.interval_s
         for p, (component, device, source) in enumerate(self.pools()):
             node = {"host": host, "component": component, "device": device, "source": source}
             watts = {"cpu": 180.0, "dram": 20.0, "gpu": 300.0}[component] * (0.5 + (_u(self.seed, host, p, tick) % 997)
@@ -162,6 +163,16 @@ class SimHost:
         self.agent.commit(TickResult(points))
         self.commit_cpu_s += time.process_time() - cpu0
         self.ticks += 1
+
+    def settle(self, now_ns: int, deadline_s: float = 60.0) -> bool:
+        """Fold, export and deliver everything that is final by ``now_ns`` (the end of a simulated run)."""
+        assert self.agent.compactor is not None
+        self.agent.compactor.catch_up(now_ns)
+        while self.agent.exporter is not None:
+            done = self.agent.exporter.step()
+            if not (done.points or done.buckets or done.resent):
+                break
+        return self.flush(deadline_s)
 
     def flush(self, deadline_s: float = 30.0) -> bool:
         return self.agent.deliverer.flush(deadline_s) if self.agent.deliverer is not None else True

@@ -57,6 +57,9 @@ class Exporter:
     def _level(self, db: sqlite3.Connection, level: Level, done: ExportStep) -> None:
         ready = export.ready(db, level)
         changed = export.dirty(db, level, self.max_buckets)
+        marks = [export.exported(db, m, level) for m in export.EXPORTED]
+        if not changed and None not in marks and min(m for m in marks if m is not None) >= ready:
+            return  # most ticks: nothing folded since the last step
         points: list[Point] = export.points_at(db, level, changed) if changed else []
         export.clear_dirty(db, level, changed)
         done.resent += len(changed)
