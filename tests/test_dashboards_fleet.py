@@ -237,12 +237,12 @@ def check(uid: str, title: str, answers: dict[str, dict[str, Any]], grafana: dic
         return True
     if title.startswith("Facility energy by "):
         tag = title.rsplit(" ", 1)[1]
-        want = {r.key[0]: r.facility_kwh for r in fleet.report(since_ns, tag).rows}
-        got = {r.get(tag) or "": r["facility_kwh"] for r in rows(a)}
+        parts = {r.key[0]: r.facility_kwh for r in fleet.report(since_ns, tag).rows}
+        shown = {r.get(tag) or "": r["facility_kwh"] for r in rows(a)}
         # Each part within 0.1 % of the panel's total: a tier lags by its bucket (the minute or hour in
         # progress is not final), which is little of the total but may be much of a job that just started.
-        assert got == pytest.approx(want, abs=REL * sum(want.values())), title
-        assert sum(got.values()) == pytest.approx(sum(want.values()), rel=REL), title
+        assert shown == pytest.approx(parts, abs=REL * sum(parts.values())), title
+        assert sum(shown.values()) == pytest.approx(sum(parts.values()), rel=REL), title
         return True
     if title == "Ledger":
         assert total(a, "it_kwh") == pytest.approx(t.it_kwh, rel=REL)
