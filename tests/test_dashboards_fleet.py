@@ -306,4 +306,4 @@ def test_the_tier_follows_the_range(fleet: Fleet, influxd: InfluxServer) -> None
         tiers = chosen_tiers(influxd.url, dash.ledger(), rng)
         got[span] = (tiers["tier"], tiers["res"], tiers["jtier"], tiers["jres"])
     assert got == {"6h": ("raw", "1m", "raw", "1m"), "7d": ("minutes", "15m", "minutes", "15m"),
-                   "90d": ("hours", "3h", "minutes", "3h")}
+                   "90d": ("hours", "3h", "minutes", "1d")}

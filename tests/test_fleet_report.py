@@ -46,11 +46,13 @@ def carbon(start_ns: int, hours: int) -> list[Point]:
                   {"g_per_kwh": 200.0 + 37.0 * (h % 7)}, start_ns + h * HOUR_NS) for h in range(-1, hours + 2)]
 
 
-def run_fleet(influxd: InfluxServer, tmp_path: Path, db: str, skews_s: list[int]) -> tuple[Config, list[SimHost], int]:
-    """Five hours of four hosts into ``db``; returns the config, the hosts and the data's start."""
+def run_fleet(influxd: InfluxServer, tmp_path: Path, db: str, skews_s: list[int], now: int | None = None
+              ) -> tuple[Config, list[SimHost], int]:
+    """Four to five hours of four hosts into ``db``, up to ``now``; returns the config, the hosts and the
+    data's start (the same stream for the same ``now``)."""
     cfg = fleet_cfg(influxd.url, db)
     setup(cfg)
-    now = time.time_ns()
+    now = now or time.time_ns()
     start = now - now % HOUR_NS - 4 * HOUR_NS  # between 4 and 5 hours ago, on the hour
     stream = FleetStream(HOSTS, cpus=1, gpus=2, slots=3, job_ticks=50, multi_node=1, group=4, interval_s=STEP_S)
     hosts = [SimHost.start(h, tmp_path / db / h, cfg, make_sink(cfg.sink, routing(cfg)), s * NS_PER_S)
@@ -122,8 +124,9 @@ def test_fleet_report_equals_the_hosts_ledgers_across_tiers_and_skewed_clocks(in
 
 def test_clock_skew_between_hosts_does_not_change_the_figures(influxd: InfluxServer, tmp_path: Path) -> None:
     """The same fleet with and without skewed clocks: the same energy per job once the window holds all of it."""
-    cfg, straight, start = run_fleet(influxd, tmp_path, "fleet_straight", [0, 0, 0, 0])
-    cfg2, skewed, _ = run_fleet(influxd, tmp_path, "fleet_skew2", SKEWS_S)
+    now = time.time_ns()
+    cfg, straight, start = run_fleet(influxd, tmp_path, "fleet_straight", [0, 0, 0, 0], now)
+    cfg2, skewed, _ = run_fleet(influxd, tmp_path, "fleet_skew2", SKEWS_S, now)
     end = time.time_ns() + 5 * MINUTE_NS  # after every point, even those of the host 45 s ahead
     a = rp.from_influx(rp.InfluxQL.from_config(cfg), cfg, start, end, rp.Options(by="user"))
     b = rp.from_influx(rp.InfluxQL.from_config(cfg2), cfg2, start, end, rp.Options(by="user"))

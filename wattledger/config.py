@@ -320,7 +320,7 @@ class InfluxSection:
 
     layout: Layout = _choice(Layout.TIERED)
     raw_days: float = _number(2.0, 0.05, 3650.0, "days")
-    minutes_days: float = _number(90.0, 0.05, 36500.0, "days, at least raw_days")
+    minutes_days: float = _number(30.0, 0.05, 36500.0, "days, at least raw_days")
     hours_days: float = _number(0.0, 1.0, 36500.0, "days, at least minutes_days", off=True)  # 0: forever
 
 

@@ -90,13 +90,23 @@ def reads(query: Query, since_ns: int, until_ns: int, want_tiered: bool, rp: str
     return Reads(out, since, until, True, long_rp)
 
 
+GRID_NS = 10 * MINUTE.size_ns  # minute sums are read up to a 10-minute mark (raw ticks after it)
+
+
 def _host_plan(found: dict[str, int], since_ns: int, until_ns: int, jobs: bool) -> Plan:
+    """One host's plan. Its edges are rounded so that healthy hosts share one plan (and one query): a
+    first point within a bucket (raw: a minute) of ``since`` means the tier holds the whole window's start,
+    and minute sums are read up to a 10-minute mark, raw ticks after it (they are kept longer)."""
     def span(level: Level, tier: str) -> Span:
         if f"{tier}:first" not in found:
             return Span(level, 0, 0)
-        return Span(level, found[f"{tier}:first"], found[f"{tier}:last"] + level.size_ns)
+        first, end = found[f"{tier}:first"], found[f"{tier}:last"] + level.size_ns
+        if level is MINUTE:
+            end = max(end - end % GRID_NS, MINUTE.ceil(first))
+        return Span(level, since_ns if first - since_ns < level.size_ns else first, end)
 
     raw_kept = found.get(f"{RAW}:first", until_ns)
+    raw_kept = since_ns if raw_kept - since_ns < MINUTE.size_ns else raw_kept
     hours, minutes = span(HOUR, HOURS), span(MINUTE, MINUTES)
     if jobs and minutes.folded_ns:  # hours only before the first minute sum: they lose the job names
         hours = Span(HOUR, hours.kept_ns, min(hours.folded_ns, HOUR.ceil(minutes.kept_ns)))
