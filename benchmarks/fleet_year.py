@@ -142,7 +142,7 @@ def measure(server: InfluxServer, db: str) -> dict[str, Any]:
     listed = len(server.query("SHOW SERIES", db)["results"][0]["series"][0]["values"])
     per_rp = {}
     for rp in ("raw", "minutes", "hours"):
-        keys = set()
+        keys: set[tuple[str, str]] = set()
         for m in ("wl_job", "wl_node"):
             res = server.query(f'SELECT count("energy_j") FROM "{rp}"."{m}" GROUP BY *', db)["results"][0]
             keys.update((m, json.dumps(s.get("tags"), sort_keys=True)) for s in res.get("series", []) or [])
