@@ -139,3 +139,16 @@ def test_doctor_says_to_run_setup_when_the_tiers_are_missing(influxd: InfluxServ
     row = check_connection(cfg.sink, routing(cfg))
     assert row.state.value == "missing" and "wattledger influx setup" in row.fix
     assert "'raw', 'minutes', 'hours'" in row.detail or "'hours', 'minutes', 'raw'" in row.detail
+
+
+def test_v2_setup_takes_the_default_mapping_from_the_compose_stacks_autogen(influx2: FakeInflux2) -> None:
+    """deploy/compose.yaml's InfluxDB maps wattledger/autogen (default) to its bucket; setup makes raw the
+    default so that unqualified InfluxQL (wl_agent, the wl_tier rows) reads the raw tier."""
+    influx2.buckets.add("wl")
+    influx2.dbrps.append({"id": "0" * 15 + "a", "orgID": influx2.org_id, "bucketID": "b", "database": "wl",
+                          "retention_policy": "autogen", "default": True})
+    r = cli("--influx-url", influx2.url, "--influx-bucket", "wl", "--influx-org", influx2.org,
+            env={"WATTLEDGER_SINK_TOKEN": influx2.token})
+    assert r.returncode == 0, r.stderr
+    assert "altered DBRP wl/autogen: no longer the default" in r.stdout
+    assert [m["retention_policy"] for m in influx2.dbrps if m["default"]] == ["raw"]

@@ -99,8 +99,9 @@ class V2Setup(Recorder):
                    "retention_policy": p.tier, "default": p.default}
         name = f"DBRP {database}/{p.tier} -> bucket '{p.name}'" + (" (default)" if p.default else "")
         if not found:
+            taken = self._other_default(database, p) if p.default else []
             self.call("POST", "/api/v2/dbrps", doc=mapping)
-            return [self._did("created", name)]
+            return taken + [self._did("created", name)]
         have = found[0]
         if str(have.get("bucketID")) != bucket_id:  # a mapping cannot move to another bucket: made again
             self.call("DELETE", f"/api/v2/dbrps/{have['id']}", {"orgID": self.org_id()})
@@ -110,6 +111,16 @@ class V2Setup(Recorder):
             self.call("PATCH", f"/api/v2/dbrps/{have['id']}", {"orgID": self.org_id()}, doc={"default": True})
             return [self._did("altered", f"{name}: now the default")]
         return []
+
+    def _other_default(self, database: str, p: Policy) -> list[Change]:
+        """A database has one default mapping: another one (the compose stack's autogen) stops being it."""
+        found = (self.call("GET", "/api/v2/dbrps", {"orgID": self.org_id(), "db": database}) or {}).get("content") or []
+        out = []
+        for m in found:
+            if m.get("default") and m.get("retention_policy") != p.tier:
+                self.call("PATCH", f"/api/v2/dbrps/{m['id']}", {"orgID": self.org_id()}, doc={"default": False})
+                out.append(self._did("altered", f"DBRP {database}/{m.get('retention_policy')}: no longer the default"))
+        return out
 
     def _default_rp(self, want: Wanted) -> str:
         if want.tiered:
