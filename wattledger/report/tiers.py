@@ -25,6 +25,7 @@ from typing import Any
 
 from wattledger.model.points import WL_NODE
 from wattledger.model.tiers import HOURS, MINUTES, RAW
+from wattledger.report.model import ReportError
 from wattledger.store.plan import Plan, Segment, Span, plan
 from wattledger.store.schema import HOUR, MINUTE, Level
 
@@ -52,8 +53,14 @@ class Reads:
 
 
 def layout(query: Query, want_tiered: bool, rp: str) -> tuple[bool, str]:
-    """(tiered, the retention policy of the single layout) as the database really is."""
-    names = {str(r.get("name")): bool(r.get("default")) for r in query("SHOW RETENTION POLICIES")}
+    """(tiered, the retention policy of the single layout) as the database really is (a server that cannot
+    list its retention policies is taken to be laid out as the config says)."""
+    try:
+        names = {str(r.get("name")): bool(r.get("default")) for r in query("SHOW RETENTION POLICIES")}
+    except ReportError as e:
+        if "not found" in str(e):
+            raise
+        return want_tiered, HOURS if want_tiered else rp
     if want_tiered and {RAW, MINUTES, HOURS} <= names.keys():
         return True, HOURS
     return False, rp
