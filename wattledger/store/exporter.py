@@ -9,7 +9,7 @@ the spooling and the mark move together, and a bucket sent twice overwrites
 itself in InfluxDB.
 
 On a ledger that never exported, the marks start at the folded marks: the
-history before is not sent (``wattledger resend --since ... --tier hours``
+history before is not sent (``wattledger resend --since ...``
 sends it, docs/fleet.md).
 """
 
