@@ -5,13 +5,14 @@ and a fourth tagged job gets its 25% from short-lived children (one forked
 child of ~25 ms every 100 ms, each reaped before the next), beside an
 untagged background burner (20%) and whatever else the machine runs. The real pipeline (procs collector over this machine's /proc, the
 energy collector, attribution, the ledger's points) runs at 1 s ticks, once
-per static policy (three agents fed by the same reads in the same ticks).
+per static policy (four agents fed by the same reads in the same ticks).
 
 Truth, per tick: each job's CPU time from ``/proc/<pid>/schedstat`` (ns on
 CPU, read at the tick; for the spawner, plus its children's CPU as its own
 ``getrusage(RUSAGE_CHILDREN)`` reports it after each reap), the host's busy time, and the pool's energy and
 static part as measured. The true charge of job j in tick t is
 
+* capacity:     D_t * cpu_j,t / busy_t + S_t * cpu_j,t / (ncpu * dt_t)
 * proportional: E_t * cpu_j,t / busy_t
 * idle:         D_t * cpu_j,t / busy_t
 * occupancy:    D_t * cpu_j,t / busy_t + S_t / H_t   (H_t: jobs holding a process)
@@ -81,7 +82,7 @@ while True:
     if rest > 0:
         time.sleep(rest)
 """
-POLICIES = ("proportional", "occupancy", "idle")
+POLICIES = ("capacity", "proportional", "occupancy", "idle")
 
 
 def _keep_points(sink: list[Point], result: TickResult) -> None:
@@ -89,7 +90,7 @@ def _keep_points(sink: list[Point], result: TickResult) -> None:
 
 
 class SharedProcs:
-    """One procs read per tick, shared by the three agents (same timestamp)."""
+    """One procs read per tick, shared by the agents (same timestamp)."""
 
     name = "procfs"
 
@@ -227,6 +228,9 @@ def evaluate(points: dict[str, list[Point]], ticks: list[ProcSample], truth_cpu:
                         true += e * cpu_share
                     elif policy == "idle":
                         true += (e - s) * cpu_share
+                    elif policy == "capacity":  # the idle draw at the rate of the vCPU-seconds it used
+                        capacity_s = sample.ncpu * node[t].fields["interval_s"]
+                        true += (e - s) * cpu_share + s * truth_cpu[j.tag][i] / capacity_s
                     else:
                         true += (e - s) * cpu_share + s / max(1, len(sample.holders))
                 rows.append({"pool": f"{component}:{device}", "job": j.tag, "duty": j.duty,

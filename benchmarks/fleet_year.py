@@ -4,7 +4,7 @@
 Series cardinality depends on which tag sets exist in the shards a database
 keeps, not on how many points each holds. So each host here runs the real
 agent's store path (ledger append, the ``Compactor``, the rollup
-``Exporter``, the ``Deliverer`` and the v1 sink with the tiers' routing)
+``RollupExporter``, the ``Deliverer`` and the v1 sink with the tiers' routing)
 with **one tick a day** that charges every job active that day on every
 pool it uses: the minute, hour and raw points that reach InfluxDB carry
 exactly the tag sets a year of 1 s ticks would (a job active for three days
@@ -19,7 +19,9 @@ a year (27 a day), lasting 17.5 h on average (exponential; about 20 running
 at a time); 30 users a host, 2 projects each, 4 phases; each job on both CPU
 packages and DRAM pools and on 0, 1, 2, 4 or 8 GPUs (20/40/20/10/10 %).
 Every tenth job runs on four hosts at once (a multi-node Slurm job). Pools:
-2 CPU packages, 2 DRAM, 8 GPUs per host.
+2 CPU packages, 2 DRAM, 8 GPUs per host. Embodied carbon is on, as by
+default: ``wl_embodied`` rows per job and GPU held, and per job for the
+host's parts.
 
 Measured at the end, on influxd 1.6 with its defaults (``max-series-per-
 database`` 1,000,000, ``max-values-per-tag`` 100,000): ``SHOW SERIES EXACT
@@ -55,10 +57,10 @@ from wattledger.agent.provision import setup  # noqa: E402
 from wattledger.agent.sinks import make_sink  # noqa: E402
 from wattledger.agent.sinks.routing import routing  # noqa: E402
 from wattledger.config import Config  # noqa: E402
-from wattledger.model.points import WL_JOB, WL_NODE, Point  # noqa: E402
+from wattledger.model.points import WL_EMBODIED, WL_JOB, WL_NODE, Point  # noqa: E402
 from wattledger.model.units import DAY_NS, HOUR_NS, NS_PER_S  # noqa: E402
 from wattledger.store.compact import Compactor, Retention  # noqa: E402
-from wattledger.store.exporter import Exporter  # noqa: E402
+from wattledger.store.exporter import RollupExporter  # noqa: E402
 from wattledger.store.ledger import Ledger  # noqa: E402
 
 GPU_SHARES = ((0, 0.2), (1, 0.4), (2, 0.2), (4, 0.1), (8, 0.1))
@@ -127,6 +129,22 @@ def day_points(host: str, jobs: list[Job], day: int, stamp_ns: int) -> list[Poin
                              {"energy_j": 1.0, "dynamic_j": 0.5, "static_j": 0.5, "driver_s": 1.0}, stamp_ns))
         out.append(Point(WL_NODE, base, {"energy_j": float(len(charged)), "power_w": 1.0, "interval_s": 1.0},
                          stamp_ns))
+    return out + embodied_points(host, active, stamp_ns)
+
+
+def embodied_points(host: str, active: list[Job], stamp_ns: int) -> list[Point]:
+    """The day's wl_embodied rows as the agent makes them: one per (job, GPU it holds), one per job for the
+    host's parts (CPU sockets, DRAM, storage, chassis), and _idle's for the GPUs nobody held."""
+    held = {g for j in active for g in j.gpus}
+    out = []
+    for tag, user, project, phase, gpus in [(j.tag, j.user, j.project, j.phase, j.gpus) for j in active] + [
+            ("_idle", "", "", "", tuple(g for g in range(8) if g not in held))]:
+        job = {"host": host, "job": tag, "user": user, "project": project, "phase": phase}
+        out += [Point(WL_EMBODIED, {**job, "component": "gpu", "device": f"GPU-{g}"}, {"embodied_g": 1.0}, stamp_ns)
+                for g in gpus]
+        out.append(Point(WL_EMBODIED, {**job, "component": "host", "device": "host"},
+                         {"embodied_g": 1.0, "cpu_g": 0.25, "dram_g": 0.25, "storage_g": 0.25, "chassis_g": 0.25},
+                         stamp_ns))
     return out
 
 
@@ -143,8 +161,9 @@ def measure(server: InfluxServer, db: str) -> dict[str, Any]:
     per_rp = {}
     for rp in ("raw", "minutes", "hours"):
         keys: set[tuple[str, str]] = set()
-        for m in ("wl_job", "wl_node"):
-            res = server.query(f'SELECT count("energy_j") FROM "{rp}"."{m}" GROUP BY *', db)["results"][0]
+        for m in ("wl_job", "wl_node", "wl_embodied"):
+            field = "embodied_g" if m == "wl_embodied" else "energy_j"
+            res = server.query(f'SELECT count("{field}") FROM "{rp}"."{m}" GROUP BY *', db)["results"][0]
             keys.update((m, json.dumps(s.get("tags"), sort_keys=True)) for s in res.get("series", []) or [])
         per_rp[rp] = len(keys)
     jobs = server.query('SHOW TAG VALUES FROM "wl_job" WITH KEY = "job"', db)["results"][0]
@@ -160,8 +179,10 @@ def formula(hosts: int, churn: Churn, raw_days: float, minutes_days: float, days
     gpus = sum(k * w for k, w in GPU_SHARES)
     comps = 2 + (1 - GPU_SHARES[0][1])  # cpu and dram always, gpu for 80 % of the jobs
     share = 1 + 3 / churn.multi_node_every  # each host also runs its neighbours' multi-node jobs
-    raw = (running + per_day * (raw_days + 1)) * share * (4 + gpus)
-    minutes = (running + per_day * (minutes_days + 1)) * share * comps
+    # wl_job: a series per pool (raw) or component (rollups); wl_embodied: one per GPU held and one for the
+    # host's parts (raw), one per component, gpu and host (rollups).
+    raw = (running + per_day * (raw_days + 1)) * share * ((4 + gpus) + (gpus + 1))
+    minutes = (running + per_day * (minutes_days + 1)) * share * (comps + (comps - 1))
     # Hours: a series per (user, project, phase, component) a host has seen; of C = users x projects x
     # phases choices, n jobs show C (1 - e^-n/C); the multi-node jobs of the three neighbours bring theirs.
     combos = churn.users * churn.projects_per_user * len(PHASES)
@@ -170,7 +191,7 @@ def formula(hosts: int, churn: Churn, raw_days: float, minutes_days: float, days
     def seen(jobs: float) -> float:
         return combos * (1 - math.exp(-jobs / combos))
 
-    hours = (seen(n) + 3 * seen(n / churn.multi_node_every)) * comps
+    hours = (seen(n) + 3 * seen(n / churn.multi_node_every)) * (comps + (comps - 1))
     fixed = 12 + 4 * 3 + 12  # wl_node pools; reserved jobs per component at hours; raw reserved per pool
     return {"raw": raw * hosts, "minutes": minutes * hosts, "hours": hours * hosts, "fixed": fixed * hosts,
             "total": (raw + minutes + hours + fixed) * hosts, "per_host_year": raw + minutes + hours + fixed,
@@ -203,7 +224,7 @@ def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str
     for h, jobs in enumerate(plans):
         name = f"host-{h:03d}"
         ledger = Ledger(root / f"{name}.sqlite3", spool=True, spool_max_rows=10_000_000)
-        compactor, exporter = Compactor(ledger, Retention()), Exporter(ledger, max_buckets=10_000)
+        compactor, exporter = Compactor(ledger, Retention()), RollupExporter(ledger, max_buckets=10_000)
         deliverer = Deliverer(ledger, sink, batch_points=5000)
         for day in range(args.days):
             stamp = start + day * DAY_NS + 12 * HOUR_NS + h * NS_PER_S

@@ -5,14 +5,19 @@ The server: 2 CPU packages + 2 DRAM + 8 GPUs (12 pools), 50 jobs at a time
 (each runs about three days, then another takes its slot), ticks every
 second: on each CPU and DRAM pool the 50 jobs plus _untagged, _system,
 _agent and _idle (216 rows), one job per GPU (8 rows), 12 wl_node rows: 236
-rows a tick, 20.4 M a day, plus one wl_agent row.
+rows a tick, 20.4 M a day. With the defaults the agent also writes the
+hardware's embodied carbon ([embodied] enabled): one wl_embodied row per GPU
+job and one per job for the host's parts (8 + 54 rows), and the ledger keeps
+its own job_tick row per job (54 rows, store/jobtick.py): 352 rows a tick,
+30.4 M a day, plus one wl_agent row.
 
 Each simulated hour's ticks are written straight into the raw tables by
-SQL (the generator may be fast; the tick path is not what is measured),
-then the agent's own ``Compactor`` is stepped until it is idle, exactly as
-the agent steps it after each tick (same chunks, same transactions). Jobs'
-energies vary every tick and sum exactly to their pool's (pairs of jobs
-move in opposite directions), like the agent's quantized rows.
+SQL, in key order as the agent writes them (the generator may be fast; the
+tick path is not what is measured), then the agent's own ``Compactor`` is
+stepped until it is idle, exactly as the agent steps it after each tick
+(same chunks, same transactions). Jobs' energies vary every tick and sum
+exactly to their pool's (pairs of jobs move in opposite directions), like
+the agent's quantized rows.
 
 Measured, with the ``[ledger]`` defaults unless given:
 
@@ -42,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,7 @@ GPUS = [f"GPU-8f6a2c1e-{g:04x}-4c5d-9e0f-{g:012x}" for g in range(8)]
 SLOTS = 50
 RESERVED = ["_untagged", "_system", "_agent", "_idle"]
 OFFSET_NS = 250_000_000  # ticks at x.25 s, as a real agent's are not on the second
+ROWS_PER_TICK = {"wl_job": 224, "wl_node": 12, "wl_embodied": 62, "job_tick": 54}
 
 
 def job_of(slot: int, day: int) -> tuple[str, str, str, str]:
@@ -78,7 +85,35 @@ def _series(db: Any, table: str, tags: dict[str, str]) -> int:
     return int(db.execute(f"SELECT id FROM {table} WHERE {where}", list(tags.values())).fetchone()[0])
 
 
-def day_series(db: Any, day: int) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
+@dataclass
+class Day:
+    """One day's series: jobs (id, pool, base µJ, sign), nodes (id, pool µJ per tick), embodied (id, base ng,
+    host parts?) and job ticks (id, GPU µs held per tick)."""
+
+    jobs: list[tuple[int, int, int, int]]
+    nodes: list[tuple[int, int]]
+    embodied: list[tuple[int, int, int]]
+    ticks: list[tuple[int, int]]
+
+
+def day_series(db: Any, day: int) -> Day:
+    """The series of the day's jobs: wl_job, wl_node, wl_embodied and job_tick."""
+    jobs, nodes = _energy_series(db, day)
+    embodied, ticks = [], []
+    for i, (job, user, project, phase) in enumerate([job_of(s, day) for s in range(SLOTS)] +
+                                                    [(r, "", "", "") for r in RESERVED]):
+        tags = {"host": HOST, "job": job, "user": user, "project": project, "phase": phase}
+        if i < len(GPUS):  # slot i runs on GPU i: ~575 kgCO2e over 4 years, 4.6 mg a second
+            embodied.append((_series(db, "wl_embodied_series", {**tags, "component": "gpu", "device": GPUS[i]}),
+                             4_556_000, 0))
+        embodied.append((_series(db, "wl_embodied_series", {**tags, "component": "host", "device": "host"}),
+                         840_000 + 977 * i, 1))  # the host's parts by CPU share: ~0.8 mg a second a job
+        ticks.append((_series(db, "job_tick_series", {"host": HOST, "job": job, "user": user, "project": project}),
+                      1_000_000 if i < len(GPUS) else 0))
+    return Day(jobs, nodes, embodied, ticks)
+
+
+def _energy_series(db: Any, day: int) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int]]]:
     """The day's job series (id, pool, base µJ, sign) and node series (id, pool µJ per tick)."""
     jobs, nodes = [], []
     pools = [(c, d, "rapl") for c, d in CPU_POOLS] + [("gpu", g, "nvml") for g in GPUS]
@@ -99,31 +134,51 @@ def day_series(db: Any, day: int) -> tuple[list[tuple[int, int, int, int]], list
     return jobs, nodes
 
 
-def write_hour(db: Any, start_ns: int, jobs: list[tuple[int, int, int, int]], nodes: list[tuple[int, int]]) -> None:
-    """3,600 ticks from ``start_ns``: every row of every tick, straight into the raw tables."""
-    db.execute("DROP TABLE IF EXISTS temp.js")
-    db.execute("CREATE TEMP TABLE js (series INTEGER, pool INTEGER, base INTEGER, sign INTEGER, pair INTEGER)")
-    db.executemany("INSERT INTO temp.js VALUES (?, ?, ?, ?, ?)", [(s, p, b, g, i // 2) for i, (s, p, b, g)
-                                                                  in enumerate(jobs)])
+def _temp_tables(db: Any, d: Day) -> None:
+    for name, cols, rows in (
+            ("js", "series INTEGER, pool INTEGER, base INTEGER, sign INTEGER, pair INTEGER",
+             [(s, p, b, g, i // 2) for i, (s, p, b, g) in enumerate(d.jobs)]),
+            ("ns", "series INTEGER, energy INTEGER", d.nodes),
+            ("es", "series INTEGER, base INTEGER, host INTEGER", d.embodied),
+            ("ts", "series INTEGER, gpu INTEGER", d.ticks)):
+        db.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        db.execute(f"CREATE TEMP TABLE {name} ({cols})")
+        db.executemany(f"INSERT INTO temp.{name} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+
+
+def write_hour(db: Any, start_ns: int, d: Day) -> None:
+    """3,600 ticks from ``start_ns``: every row of every tick, straight into the raw tables, in key order."""
+    _temp_tables(db, d)
     ticks = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < 3599)"
     t = f"{start_ns + OFFSET_NS} + k.i * {NS_PER_S}"
     swing = "js.sign * ((k.i * 7919 + js.pair * 104729) % (js.base / 2))"
+    host_uj = sum(e for _, e in d.nodes)
     db.execute("BEGIN")
     db.execute(f"INSERT INTO wl_job_raw (time_ns, series, energy_uj, dynamic_uj, static_uj, driver_us) {ticks} "
                f"SELECT {t}, js.series, js.base + {swing}, (js.base + {swing}) * 7 / 10, "
                f"(js.base + {swing}) - (js.base + {swing}) * 7 / 10, (k.i * 13 + js.series) % 1000000 "
-               "FROM k CROSS JOIN temp.js")
-    db.executemany(f"INSERT INTO wl_node_raw (time_ns, series, energy_uj, interval_us, power_w, idle_w) {ticks} "
-                   f"SELECT {t}, ?, ?, 1000000, ? / 1e6, 60.0 FROM k", [(s, e, e) for s, e in nodes])
+               "FROM k CROSS JOIN temp.js ORDER BY 1, 2")
+    db.execute(f"INSERT INTO wl_node_raw (time_ns, series, energy_uj, interval_us, power_w, idle_w) {ticks} "
+               f"SELECT {t}, ns.series, ns.energy, 1000000, ns.energy / 1e6, 60.0 FROM k CROSS JOIN temp.ns "
+               "ORDER BY 1, 2")
+    e = "(es.base + (k.i * 7919 + es.series * 104729) % (es.base / 4))"
+    db.execute(f"INSERT INTO wl_embodied_raw (time_ns, series, embodied_ng, cpu_ng, dram_ng, storage_ng, chassis_ng) "
+               f"{ticks} SELECT {t}, es.series, {e}, CASE WHEN es.host THEN {e} / 100 END, "
+               f"CASE WHEN es.host THEN {e} * 70 / 100 END, CASE WHEN es.host THEN {e} * 22 / 100 END, "
+               f"CASE WHEN es.host THEN {e} - {e} / 100 - {e} * 70 / 100 - {e} * 22 / 100 END "
+               "FROM k CROSS JOIN temp.es ORDER BY 1, 2")
+    db.execute(f"INSERT INTO job_tick_raw (time_ns, series, active_us, host_uj, unused_uj, gpu_held_us) {ticks} "
+               f"SELECT {t}, ts.series, 1000000, {host_uj}, 6000000 + (k.i * 7919) % 3000000, ts.gpu "
+               "FROM k CROSS JOIN temp.ts ORDER BY 1, 2")
     db.execute(f"INSERT INTO wl_agent (time_ns, host, tick_s, cpu_s, rss_bytes, spooled, delivered, dropped, "
                f"write_errors) {ticks} SELECT {t}, '{HOST}', 0.004, 0.003, 38000000.0, 0, 0, 0, 0 FROM k")
     db.execute("COMMIT")
 
 
-def summary_day(db: Any, day_ns: int, jobs: list[tuple[int, int, int, int]]) -> None:
+def summary_day(db: Any, day_ns: int, d: Day) -> None:
     """The per-job summary rows the agent would have kept up: one upsert per job and component a day."""
     rows: dict[tuple[str, ...], list[int]] = {}
-    for sid, _pool, base, _sign in jobs:
+    for sid, _pool, base, _sign in d.jobs:
         tags = db.execute("SELECT host, job, user, project, phase, component FROM wl_job_series WHERE id = ?",
                           (sid,)).fetchone()
         acc = rows.setdefault(tuple(tags), [0, 0])
@@ -137,6 +192,13 @@ def summary_day(db: Any, day_ns: int, jobs: list[tuple[int, int, int, int]]) -> 
         "held_us = held_us + excluded.held_us, energy_uj = energy_uj + excluded.energy_uj",
         [(*k, day_ns, day_ns + DAY_NS - NS_PER_S, held, e / 86400 / 1e6 * 1.5, e, e * 7 // 10, e - e * 7 // 10,
           held // 2) for k, (e, held) in rows.items()])
+    grams = [(*db.execute("SELECT host, job, user, project, phase, component FROM wl_embodied_series WHERE id = ?",
+                          (sid,)).fetchone(), base * 86400) for sid, base, _ in d.embodied]
+    db.executemany(
+        "INSERT INTO embodied_summary (host, job, user, project, phase, component, first_ns, last_ns, ticks, "
+        "held_us, embodied_ng) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 86400, 0, ?) ON CONFLICT DO UPDATE SET "
+        "last_ns = excluded.last_ns, ticks = ticks + 86400, embodied_ng = embodied_ng + excluded.embodied_ng",
+        [(*g[:6], day_ns, day_ns + DAY_NS - NS_PER_S, g[6]) for g in grams])
     db.execute("COMMIT")
 
 
@@ -172,11 +234,11 @@ def simulate(state: Path, days: int, progress: dict[str, Any], retention: Retent
     for day in range(int(progress["days_done"]), days):
         day_ns = start_ns + day * DAY_NS
         t0, cpu0 = time.perf_counter(), compactor.cpu_s
-        jobs, nodes = day_series(db, day)
+        series = day_series(db, day)
         for hour in range(24):
-            write_hour(db, day_ns + hour * HOUR_NS, jobs, nodes)
+            write_hour(db, day_ns + hour * HOUR_NS, series)
             compactor.catch_up(day_ns + (hour + 1) * HOUR_NS + OFFSET_NS)
-        summary_day(db, day_ns, jobs)
+        summary_day(db, day_ns, series)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         record = {"day": day, "wall_s": time.perf_counter() - t0, "compact_cpu_s": compactor.cpu_s - cpu0,
                   "size_bytes": (state / LEDGER_FILE).stat().st_size}
@@ -222,13 +284,14 @@ def measure(state: Path, progress: dict[str, Any], retention: Retention) -> dict
 def markdown(days: int, out: dict[str, Any]) -> str:
     t = out["tables"]
     raw_d, min_d, hour_d = out["retention_days"]
-    lines = [f"Machine: {machine_line()}. Simulated {days} days at 1 s ticks, 236 rows a tick.", "",
+    lines = [f"Machine: {machine_line()}. Simulated {days} days at 1 s ticks, {sum(ROWS_PER_TICK.values())} rows "
+             "a tick.", "",
              "| table | rows | bytes/row | rows per day | kept (days) | MB now | MB at steady state |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     steady = 0.0
-    for m in ("wl_job", "wl_node"):
-        for name, table, per_day, keep in [("raw", raw_table(m), 86400 * (224 if m == "wl_job" else 12), raw_d),
-                                           *[(lv.name, level_table(m, lv), (224 if m == "wl_job" else 12) *
+    for m, per_tick in ROWS_PER_TICK.items():
+        for name, table, per_day, keep in [("raw", raw_table(m), 86400 * per_tick, raw_d),
+                                           *[(lv.name, level_table(m, lv), per_tick *
                                               (86400 // (lv.size_ns // NS_PER_S)), min_d if lv.name == "1m" else
                                               hour_d) for lv in LEVELS]]:
             rows, size = t.get(table, (0, 0))
@@ -236,8 +299,9 @@ def markdown(days: int, out: dict[str, Any]) -> str:
             steady += per_row * per_day * keep
             lines.append(f"| {table} | {rows:,} | {per_row:.1f} | {per_day:,} | {keep:g} | {size / 1e6:,.1f} | "
                          f"{per_row * per_day * keep / 1e6:,.1f} |")
-    rest = sum(b for tb, (_, b) in t.items() if not tb.startswith(("wl_job_", "wl_node_")) or tb.endswith("series"))
-    lines += ["", f"Other tables (series, summary, wl_agent, meta): {rest / 1e6:,.1f} MB.",
+    series_tables = tuple(f"{m}_" for m in ROWS_PER_TICK)
+    rest = sum(b for tb, (_, b) in t.items() if not tb.startswith(series_tables) or tb.endswith("series"))
+    lines += ["", f"Other tables (series, summaries, wl_agent, meta): {rest / 1e6:,.1f} MB.",
               f"File size after {days} days: **{out['size_bytes'] / 1e9:.2f} GB**; at steady state "
               f"(every resolution full): **{(steady + rest) / 1e9:.2f} GB** (target <= 5 GB).",
               f"Compaction: {out['compact_cpu_s_per_day']:.1f} s CPU per simulated day (mean of the last 30 days, max "

@@ -4,7 +4,8 @@
 #   sudo deploy/install.sh                 install from this checkout, start it
 #   sudo deploy/install.sh --no-start      install and enable, start later
 #   DESTDIR=/tmp/root deploy/install.sh    stage everything under /tmp/root
-#                                          (implies --no-systemctl)
+#                                          (implies --no-systemctl; root is
+#                                          not needed: see "Staging" below)
 #
 # What it writes (paths relative to DESTDIR):
 #   /opt/wattledger/                      a Python venv holding the package
@@ -19,6 +20,14 @@
 #
 # Upgrading is running it again: the venv is upgraded in place, the unit and
 # snippets replaced, the config and the state directory kept.
+#
+# Staging (packagers, images): with DESTDIR as root the user and directories
+# are made inside the staged tree (systemd-sysusers/-tmpfiles --root). As
+# any other user nothing is chowned and no user is made (as with --no-users):
+# the files are staged with their modes, and on the target the sysusers and
+# tmpfiles snippets make the user, the directories and the config's owner
+# (root:wattledger) at boot or when a package's postinst runs
+# `systemd-sysusers wattledger.conf; systemd-tmpfiles --create wattledger.conf`.
 #
 # Options (each has an environment twin, used by tests and packagers):
 #   --destdir DIR      DESTDIR      stage under DIR (implies --no-systemctl)
@@ -68,12 +77,19 @@ done
 
 DESTDIR="${DESTDIR%/}"
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got $PREFIX" ;; esac
+ROOT=0
+[ "$(id -u)" = 0 ] && ROOT=1
 if [ -n "$DESTDIR" ]; then
   # A staged tree is not the running system: never touch the host's systemd.
   NO_SYSTEMCTL=1
   mkdir -p "$DESTDIR"
   DESTDIR="$(cd "$DESTDIR" && pwd)"
-elif [ "$(id -u)" != 0 ]; then
+  if [ "$ROOT" = 0 ] && [ "$NO_USERS" != 1 ]; then
+    # Only root can chown: ownership and users are the target's (sysusers/tmpfiles).
+    say "staging as $(id -un 2>/dev/null || id -u), not root: no user is made and nothing is chowned here (as --no-users)"
+    NO_USERS=1
+  fi
+elif [ "$ROOT" = 0 ]; then
   die "run as root (sudo $0), or stage into a directory with DESTDIR=..."
 fi
 
@@ -163,8 +179,13 @@ if [ -e "$D$CONF_DIR/config.toml" ]; then
   say "keeping the existing $CONF_DIR/config.toml (the new example is config.toml.example)"
 else
   say "writing $CONF_DIR/config.toml from the example (every key commented at its default)"
-  GID="$(gid_of_wattledger)"
-  install -m 0640 -g "${GID:-0}" "$HERE/config.example.toml" "$D$CONF_DIR/config.toml"
+  if [ "$ROOT" = 1 ]; then
+    GID="$(gid_of_wattledger)"
+    install -m 0640 -g "${GID:-0}" "$HERE/config.example.toml" "$D$CONF_DIR/config.toml"
+  else
+    # Not root: staged with its mode; the tmpfiles snippet makes it root:wattledger on the target.
+    install -m 0640 "$HERE/config.example.toml" "$D$CONF_DIR/config.toml"
+  fi
 fi
 
 # --- 5. systemd -------------------------------------------------------------------
@@ -184,4 +205,19 @@ else
   fi
 fi
 
-say "done. Check what can be measured here: $BIN_LINK doctor"
+if [ -z "$D" ]; then
+  say "done. Check what can be measured here: $BIN_LINK doctor"
+  exit 0
+fi
+# A staged tree: its links and the unit name the target's paths, true once it is installed at /.
+say "done: staged under $D (links and the unit name the target's paths, e.g. $BIN_LINK -> $PREFIX/bin/wattledger)"
+if [ "$NO_USERS" = 1 ]; then
+  say "on the target, as root (a package's postinst does this): systemd-sysusers wattledger.conf;" \
+      "systemd-tmpfiles --create wattledger.conf; systemctl daemon-reload; systemctl enable --now wattledger"
+else
+  say "on the target, as root: systemctl daemon-reload; systemctl enable --now wattledger"
+fi
+if [ "$NO_VENV" != 1 ]; then
+  say "the staged venv runs only at the path it was built at: try it here with $D$PREFIX/bin/wattledger doctor"
+fi
+say "then, on the target: $BIN_LINK doctor"

@@ -4,14 +4,15 @@
 #   bash deploy/quickstart.sh
 #
 # 1. makes a venv in this checkout (./.venv) and installs wattledger into it
-#    (editable, so it shares the venv with scripts/test.sh);
+#    with the `plot` extra the README's tour uses (editable, so it shares the
+#    venv with scripts/test.sh);
 # 2. says what this machine can measure (`wattledger doctor`);
 # 3. starts the agent on a local SQLite ledger in ./wl-state, 1 s ticks;
 # 4. runs a tagged demo job: `wattledger run -t demo -- python -c <3 s busy loop>`,
 #    which prints the job's own energy and CO2e;
 # 5. stops the agent (SIGTERM: it finishes its tick and flushes) and prints
 #    `wattledger report --state-dir ./wl-state`: energy, energy x PUE and CO2e
-#    per job, the demo among them.
+#    per job, the demo among them, and draws it (`--plot $STATE/report.png`).
 # Safe to run again: the ledger accumulates.
 #
 # Environment: PYTHON (interpreter for the venv, >= 3.10), QUICKSTART_VENV
@@ -36,7 +37,8 @@ if [ "${QUICKSTART_NO_INSTALL:-0}" != 1 ]; then
     "$PY" -m venv "$VENV" \
       || { echo "quickstart: cannot create a venv; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2; exit 1; }
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e . </dev/null
+  # The `plot` extra (matplotlib): the tour's `wattledger report --plot` needs it.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[plot]' </dev/null
 fi
 WL="$VENV/bin/wattledger"
 [ -x "$WL" ] || { echo "quickstart: $WL is missing (unset QUICKSTART_NO_INSTALL to install it)" >&2; exit 1; }
@@ -77,8 +79,8 @@ wait "$AGENT" || { tail -n 30 "$STATE/agent.log" >&2; echo "quickstart: the agen
 trap - EXIT
 tail -n 2 "$STATE/agent.log"
 
-step "wattledger report --state-dir $STATE"
-"$WL" report --config /dev/null --state-dir "$STATE"
+step "wattledger report --state-dir $STATE --plot $STATE/report.png"
+"$WL" report --config /dev/null --state-dir "$STATE" --plot "$STATE/report.png"
 
 cat <<EOF
 

@@ -25,12 +25,53 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd </dev/null >/dev/null
 fi
 
+# 1c. systemd-nspawn (Debian package systemd-container), which boots this
+# machine's OS in a container to run the installed service under a real
+# systemd (tests/test_systemd_nspawn.py).
+if ! command -v systemd-nspawn >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's systemd-container package (systemd-nspawn for the service test)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd-container \
+    </dev/null >/dev/null
+fi
+
+# 1d. A real one-node Slurm (slurmctld, slurmd, the client commands, munge) and
+# Prometheus: the Slurm and Prometheus end-to-end tests start their own daemons
+# from temporary configs on free ports, so the packages' services are not needed.
+need=""
+for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge prometheus:prometheus; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
+done
+if [ -n "$need" ]; then
+  echo "test.sh: installing Debian's$need (Slurm and Prometheus integration tests)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need </dev/null >/dev/null
+  for unit in slurmctld slurmd munge prometheus; do
+    $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  done
+fi
+
 # 2. Python: the package and its test dependencies in a private venv.
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+
+# 2b. Wheels of the package's runtime dependencies, for the offline install of
+# the package into the nspawn container by deploy/install.sh (the test builds
+# the package's own wheel from the checkout; tests have no network).
+WHEELHOUSE=.venv/wheelhouse
+if [ ! -f "$WHEELHOUSE/.complete" ] || [ pyproject.toml -nt "$WHEELHOUSE/.complete" ]; then
+  rm -rf "$WHEELHOUSE"
+  .venv/bin/python - >.venv/runtime-requirements.txt <<'PYEOF'
+import importlib.metadata as m
+print("\n".join(r for r in m.requires("wattledger") or [] if "extra ==" not in r))
+PYEOF
+  .venv/bin/python -m pip download -q --disable-pip-version-check --only-binary=:all: \
+    -d "$WHEELHOUSE" -r .venv/runtime-requirements.txt </dev/null
+  touch "$WHEELHOUSE/.complete"
+fi
 
 # 3. Node: Grafana's own @grafana/data, to evaluate dashboard transformations.
 #    (Debian's nodejs 18 is enough; tests/node/package-lock.json pins the tree.)

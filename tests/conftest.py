@@ -15,6 +15,7 @@ settings.register_profile("wattledger", deadline=None, print_blob=True)
 settings.load_profile("wattledger")
 
 from tests.influx_server import InfluxServer
+from tests.other_user import Staged, needs_root_and_setpriv, stage_code, world_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -39,6 +40,18 @@ def fresh_influxd(tmp_path: Path) -> Iterator[InfluxServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def other_user_code() -> Iterator[Staged]:
+    """wattledger and its runtime dependencies where another uid can run them, wherever the checkout
+    lives (tests/other_user.py); skipped, saying why, where uids cannot be switched."""
+    needs_root_and_setpriv()
+    root = world_dir("wl-other-user-")
+    try:
+        yield stage_code(root, deps=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 NvmlApi = Callable[[Any], Any]
 
 
@@ -53,3 +66,10 @@ def nvml_api(request: pytest.FixtureRequest) -> Iterator[NvmlApi]:
 
     with real_pynvml() as driver:
         yield driver.bind
+
+
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`wattledger run` records go to $XDG_DATA_HOME/wattledger/runs.jsonl and `report` reads them:
+    each test (and the commands it starts) has a data dir of its own, never the user's or another test's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

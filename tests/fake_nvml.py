@@ -172,6 +172,10 @@ class DeviceAttributes(_Obj):
     """c_nvmlDeviceAttributes."""
 
 
+class MemoryInfo(_Obj):
+    """c_nvmlMemory_t (total, free, used bytes)."""
+
+
 NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId / computeInstanceId outside MIG
 
 
@@ -214,6 +218,7 @@ class FakeGpu:
     mig_mode: int | None = NVML_DEVICE_MIG_DISABLE  # None: not supported
     max_mig: int = 7
     mig: list[FakeMig] = field(default_factory=list)
+    memory_total: int = 81_559 * 1024**2  # an H100 SXM's 80 GB as NVML reports it (nvmlDeviceGetMemoryInfo)
     _energy_frac_mj: float = 0.0
 
     def add_energy_j(self, energy_j: float) -> None:
@@ -343,6 +348,10 @@ class FakeNvml:
     def nvmlDeviceGetName(self, handle: Any) -> str:
         gpu = self._enter("nvmlDeviceGetName", handle)
         return gpu.name if not isinstance(handle, FakeMig) else f"{gpu.name} MIG {handle.gi_slices}g"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        gpu = self._enter("nvmlDeviceGetMemoryInfo", handle)
+        return MemoryInfo(total=gpu.memory_total, free=gpu.memory_total, used=0)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         gpu = self._enter("nvmlDeviceGetTotalEnergyConsumption", handle)

@@ -19,7 +19,9 @@ so a subprocess (the agent) sees a GPU too.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from typing import Any
 
 import psutil
@@ -27,12 +29,16 @@ import psutil
 from tests.fake_nvml import SAMPLE_PERIOD_US, FakeGpu, FakeNvml, UtilSample
 
 MARKER = "WATTLEDGER_TEST_ON_FAKE_GPU"
+# The value a user process carries in MARKER: one per test session (inherited by the
+# processes it starts, which read the same fake GPU), so that the tests of another
+# checkout running on the same machine are not this fake GPU's users.
+TOKEN = os.environ.setdefault("WATTLEDGER_TEST_FAKE_GPU_TOKEN", uuid.uuid4().hex)
 UTIL_WINDOW_US = 100_000  # users and utilisation are re-measured at most this often
 GIB = 1 << 30
 
 
 class LiveGpuNvml(FakeNvml):
-    """One GPU used by the live, tagged processes that carry MARKER=1."""
+    """One GPU used by the live, tagged processes that carry MARKER=TOKEN."""
 
     def __init__(self, idle_w: float = 60.0, busy_w: float = 300.0, uuid: str = "GPU-live-0") -> None:
         super().__init__([FakeGpu(uuid, name="LIVE FAKE GPU (tests/fake_nvml_live.py)")],
@@ -50,7 +56,7 @@ class LiveGpuNvml(FakeNvml):
         for p in psutil.process_iter():
             try:
                 env = p.environ()
-                if MARKER in env and env[MARKER] == "1" and env.get("WATTLEDGER_JOB"):
+                if env.get(MARKER) == TOKEN and env.get("WATTLEDGER_JOB"):
                     t = p.cpu_times()
                     found[p.pid] = t.user + t.system
             except (psutil.Error, OSError):

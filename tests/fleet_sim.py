@@ -30,10 +30,10 @@ from wattledger.agent.loop import Agent, Sources, TickResult
 from wattledger.agent.sinks.base import Sink
 from wattledger.collectors.procs import ProcCollector
 from wattledger.config import Config
-from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
+from wattledger.model.points import WL_AGENT, WL_EMBODIED, WL_JOB, WL_NODE, Point
 from wattledger.model.units import NS_PER_S
 from wattledger.store.compact import Compactor
-from wattledger.store.exporter import Exporter
+from wattledger.store.exporter import RollupExporter
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 
 RESERVED = ("_untagged", "_system", "_agent", "_idle")
@@ -66,6 +66,7 @@ class FleetStream:
     group: int = 4
     interval_s: float = 1.0
     seed: int = 15
+    embodied: bool = True  # wl_embodied rows, as an agent with [embodied] on (the default) makes them
     _tags: dict[tuple[str, ...], dict[str, str]] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -88,6 +89,8 @@ class FleetStream:
         if found is None:
             found = self._tags[key] = {"host": host, "job": job, "user": user, "project": project, "phase": phase,
                                        "component": component, "device": device, "source": source}
+            if not source:  # wl_embodied has no source tag
+                del found["source"]
         return found
 
     def pools(self) -> list[tuple[str, str, str]]:
@@ -126,6 +129,22 @@ class FleetStream:
                 out.append(Point(WL_JOB, self._tag(host, r, user, "", "", component, device, source),
                                  {"energy_j": share, "dynamic_j": share, "static_j": 0.0, "driver_s": 0.0},
                                  stamp_ns))
+        return out + (self._embodied(host, jobs, out, stamp_ns, dt) if self.embodied else [])
+
+    def _embodied(self, host: str, jobs: list[Job], points: list[Point], stamp_ns: int, dt: float) -> list[Point]:
+        """wl_embodied as the agent charges it: each GPU's grams to its job (or _idle), the host's parts to
+        every job by its CPU share (here equal), one row per (job, GPU) and one per job for the host."""
+        out = []
+        for p in points:
+            if p.measurement == WL_JOB and p.tags["component"] == "gpu":
+                t = p.tags
+                out.append(Point(WL_EMBODIED, self._tag(host, t["job"], t["user"], t["project"], t["phase"], "gpu",
+                                                        t["device"], ""), {"embodied_g": 0.005 * dt}, stamp_ns))
+        part = 0.01 * dt / (len(jobs) + 1)
+        for j in [*jobs, Job("_idle", "", "", "")]:
+            out.append(Point(WL_EMBODIED, self._tag(host, j.tag, j.user, j.project, j.phase, "host", "host", ""),
+                             {"embodied_g": part, "cpu_g": part / 2, "dram_g": part / 4, "storage_g": part / 8,
+                              "chassis_g": part / 8}, stamp_ns))
         return out
 
 
@@ -148,7 +167,7 @@ class SimHost:
         agent = Agent(cfg, ledger, Sources([], procs), IdleBaselines.load(state_dir, 5.0, False), name,
                       deliverer=None if sink is None else make_deliverer(cfg, ledger, sink),
                       compactor=Compactor(ledger, retention(cfg)),
-                      exporter=None if sink is None else Exporter(ledger))
+                      rollups=None if sink is None else RollupExporter(ledger))
         return cls(name, agent, ledger, skew_ns)
 
     def commit(self, points: list[Point], agent_point: bool = True) -> None:
@@ -168,8 +187,8 @@ class SimHost:
         """Fold, export and deliver everything that is final by ``now_ns`` (the end of a simulated run)."""
         assert self.agent.compactor is not None
         self.agent.compactor.catch_up(now_ns)
-        while self.agent.exporter is not None:
-            done = self.agent.exporter.step()
+        while self.agent.rollups is not None:
+            done = self.agent.rollups.step()
             if not (done.points or done.buckets or done.resent):
                 break
         return self.flush(deadline_s)

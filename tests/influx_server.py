@@ -45,14 +45,17 @@ def free_port() -> int:
 
 
 class InfluxServer:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data: dict[str, int | str] | None = None) -> None:
+        """``data``: more [data] settings, e.g. {"max-series-per-database": 40}."""
         self.root = root
         self.http_port = free_port()
         self.rpc_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = root / "influxdb.conf"
         root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port))
+        text = CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port)
+        extra = "".join(f"  {k} = {json.dumps(v)}\n" for k, v in (data or {}).items())
+        self.config.write_text(text.replace("[http]", extra + "[http]", 1))
 
     @property
     def url(self) -> str:

@@ -56,3 +56,38 @@ def test_conservation(energy_j: float, idle_w: float | None, interval_s: float, 
     ch = attribute(p, drivers, holders)
     assert math.fsum(c.energy_j for c in ch.values()) == pytest.approx(energy_j, rel=1e-9, abs=1e-9)
     assert all(c.dynamic_j >= -1e-9 and c.static_j >= -1e-9 for c in ch.values())
+
+
+def test_capacity_charges_the_capacity_rate_and_keeps_unused_on_idle() -> None:
+    """A 4-vCPU package idling at 40 W over 1 s: capacity 4 vCPU-s, rate 10 J per vCPU-s used."""
+    p = Pool("cpu", "package-0", "rapl", 100.0, 1.0, 40.0, StaticPolicy.CAPACITY, capacity_s=4.0)
+    ch = attribute(p, {A: 1.0, B: 0.5})
+    assert ch[A].static_j == pytest.approx(10.0) and ch[B].static_j == pytest.approx(5.0)
+    assert ch[IDLE_JOB].static_j == pytest.approx(25.0)  # 2.5 vCPU-s nobody used: unused capacity
+    assert ch[A].dynamic_j == pytest.approx(40.0) and ch[B].dynamic_j == pytest.approx(20.0)
+    alone = attribute(p, {A: 1.0})
+    assert alone[A].static_j == ch[A].static_j  # the same use costs the same, with or without B
+
+
+def test_capacity_over_subscribed_drivers_share_the_whole_static() -> None:
+    p = Pool("cpu", "package-0", "rapl", 100.0, 1.0, 40.0, StaticPolicy.CAPACITY, capacity_s=1.0)
+    ch = attribute(p, {A: 1.5, B: 0.5})  # counting noise: more CPU seconds than the tick had
+    assert ch[A].static_j == pytest.approx(30.0) and ch[B].static_j == pytest.approx(10.0)
+    assert IDLE_JOB not in ch
+
+
+def test_a_quiet_tick_does_not_give_the_agent_the_hosts_idle_power() -> None:
+    """The field report: 1 ms of agent CPU in a quiet tick made _agent pay 10.65 W under proportional."""
+    agent, system = JobKey("_agent"), SYSTEM_JOB
+    for policy in (StaticPolicy.PROPORTIONAL, StaticPolicy.OCCUPANCY, StaticPolicy.CAPACITY):
+        p = Pool("cpu", "package-0", "rapl", 11.0, 1.0, 10.65, policy, capacity_s=2.0)
+        ch = attribute(p, {agent: 0.001, system: 0.01})
+        assert ch[agent].static_j == pytest.approx(10.65 * 0.001 / 2.0), policy
+        assert ch[system].static_j == pytest.approx(10.65 * 0.01 / 2.0), policy
+        assert ch[IDLE_JOB].static_j == pytest.approx(10.65 * (1 - 0.011 / 2.0)), policy
+    # with a real job beside them, proportional gives that job the rest (and the house still only its own)
+    p = Pool("cpu", "package-0", "rapl", 11.0, 1.0, 10.65, StaticPolicy.PROPORTIONAL, capacity_s=2.0)
+    ch = attribute(p, {agent: 0.001, A: 0.5})
+    assert ch[agent].static_j == pytest.approx(10.65 * 0.001 / 2.0)
+    assert ch[A].static_j == pytest.approx(10.65 * (1 - 0.001 / 2.0))
+    assert IDLE_JOB not in ch

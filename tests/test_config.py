@@ -160,7 +160,7 @@ def test_choices_are_enums_after_load(tmp_path: Path) -> None:
     assert cfg.agent.estimate is config.Estimate.ALWAYS and cfg.agent.gpus is config.Gpus.NEVER
     assert cfg.attribution.gpu_static_policy is StaticPolicy.IDLE and cfg.sink.kind is config.SinkKind.STDOUT
     assert cfg.attribution.static_policy("gpu") is StaticPolicy.IDLE
-    assert cfg.attribution.static_policy("dram") is StaticPolicy.PROPORTIONAL
+    assert cfg.attribution.static_policy("dram") is StaticPolicy.CAPACITY  # the default since issue 13 (time-driven ABC)
     assert str(cfg.sink.kind) == "stdout" and f"{cfg.agent.estimate}" == "always"  # print as the admin wrote
     assert not cfg.sink.kind.remote and config.SinkKind.INFLUX_V1.remote
     with pytest.raises(config.ConfigError, match=r"\[agent\] estimate must be one of auto, always, never"):

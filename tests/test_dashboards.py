@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "dashboards"
 BUILTINS = {"timeFilter", "__interval", "__interval_ms", "__from", "__to", "__range_s", "__value",
             "__url_time_range", "interval", "col", "tag_component", "tag_user", "tag_project", "tag_phase",
-            "tag_host", "tag_site", "tag_provider", "tag_kind"}
+            "tag_host", "tag_site", "tag_provider", "tag_kind", "tag_job"}
 _VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::\w+)?\]\]|\$\{(\w+)(?:\.[^:^\}]+)?(?::[^\}]+)?\}")
 
 
@@ -166,7 +166,7 @@ def test_co2e_panels_multiply_per_hour() -> None:
             assert steps[steps.index("joinByField") + 1] == "calculateField"
             join = next(s for s in p["transformations"] if s["id"] == "joinByField")
             assert join["options"] == {"byField": "Time", "mode": "inner"}
-    assert found == 5
+    assert found == 7  # 5, and the job and ledger pages' Total CO2e (operational per hour + embodied, issue 16)
 
 
 def test_provisioning_files_point_at_the_datasource_and_the_dashboards() -> None:

@@ -64,3 +64,33 @@ def test_job_co2e_equals_report_from_influx(influx_url: str) -> None:
         row = next(r for r in report.rows if r.key == ("train-a", user))
         shown = dashboard_co2e(influx_url, user)
         assert math.isclose(shown, row.g_co2e, rel_tol=1e-3), (user, shown, row.g_co2e)
+
+
+def dashboard_embodied(url: str, user: str) -> tuple[float, float]:
+    """(Embodied carbon, Total CO2e) the job page shows for train-a and one user."""
+    dashboard = dash.job()
+    panels = {p["title"]: p for p in dash.panels(dashboard)}
+    chosen = {"user": [user], "host": "$__all"}
+    embodied = run_panel(url, dashboard, panels["Embodied carbon"], chosen).rows()[0][dash.EMBODIED_G]
+    total = run_panel(url, dashboard, panels["Total CO2e"], chosen).reduced(dash.TOTAL_CO2E, "sum")
+    return float(embodied), total
+
+
+@pytest.mark.parametrize("source", ["ledger", "influx"])
+def test_job_embodied_and_total_equal_report(influx_url: str, tmp_path: Path, source: str) -> None:
+    """The embodied and total panels against the real influxd equal `report` within 0.1% (issue 16)."""
+    since, until = RANGE.from_ms * 1_000_000, RANGE.to_ms * 1_000_000
+    if source == "ledger":
+        ledger = Ledger(tmp_path / "ledger.sqlite3")
+        ledger.append(POINTS)
+        report = from_ledger(ledger, report_config(), since, until, Options(by="job"))
+        ledger.close()
+    else:
+        report = from_influx(InfluxQL(influx_url, DB), report_config(), since, until, Options(by="job"))
+    for user, embodied_g in (("alice", 21 * 2.0 + 12 * 3.0), ("bob", 21 * 0.2)):
+        row = next(r for r in report.rows if r.key == ("train-a", user))
+        assert math.isclose(row.embodied_g, embodied_g, rel_tol=1e-9)  # the hand-worked figure
+        shown_embodied, shown_total = dashboard_embodied(influx_url, user)
+        assert math.isclose(shown_embodied, row.embodied_g, rel_tol=1e-3), (user, shown_embodied, row.embodied_g)
+        assert math.isclose(shown_total, row.total_g, rel_tol=1e-3), (user, shown_total, row.total_g)
+        assert row.total_g > row.g_co2e

@@ -14,7 +14,7 @@ from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, Point
 from wattledger.model.tiers import HOURS, MINUTES, RAW, tags_at, tier_tags
 from wattledger.model.units import HOUR_NS, MINUTE_NS, NS_PER_S
 from wattledger.store.compact import Compactor
-from wattledger.store.exporter import Exporter
+from wattledger.store.exporter import RollupExporter
 from wattledger.store.ledger import Ledger
 
 SHARES = [[3.0, 1.0, 0.0, 1.0], [5.0, 0.0, 1.0, 0.0], [0.0, 2.0, 1.0, 1.0]]
@@ -22,7 +22,7 @@ SHARES = [[3.0, 1.0, 0.0, 1.0], [5.0, 0.0, 1.0, 0.0], [0.0, 2.0, 1.0, 1.0]]
 
 def run(ledger: Ledger, start_ns: int, seconds: int, step_s: int = 10) -> list[list[Point]]:
     """Ticks every ``step_s`` for ``seconds``, each committed as the agent does: append, compact, export."""
-    compactor, exporter = Compactor(ledger), Exporter(ledger, max_buckets=10_000)
+    compactor, exporter = Compactor(ledger), RollupExporter(ledger, max_buckets=10_000)
     ticks = []
     for i in range(0, seconds, step_s):
         t = start_ns + (i + step_s) * NS_PER_S
@@ -98,7 +98,7 @@ def test_a_late_tick_sends_its_exported_buckets_again_with_the_new_totals(tmp_pa
     before = sum(p.fields["energy_j"] for p in first if p.tier == MINUTES and p.measurement == WL_NODE
                  and p.time_ns == minute)
     ledger.append(tick(minute + 30 * NS_PER_S + 1, [40.0, 0.0, 0.0], SHARES))  # the wall clock went back
-    step = Exporter(ledger).step()
+    step = RollupExporter(ledger).step()
     assert step.resent == 2  # its minute and its hour
     again = drain(ledger)
     after = sum(p.fields["energy_j"] for p in again if p.tier == MINUTES and p.measurement == WL_NODE
@@ -117,7 +117,7 @@ def test_an_existing_ledger_starts_exporting_from_where_it_is(tmp_path: Path) ->
         ledger.append(tick(T0 + (i + 1) * 10 * NS_PER_S, [10.0, 0.0, 0.0], SHARES))
     compactor.catch_up(T0 + 2000 * NS_PER_S)
     drain(ledger)
-    Exporter(ledger).step()  # first step on a ledger with history: nothing old is sent
+    RollupExporter(ledger).step()  # first step on a ledger with history: nothing old is sent
     assert drain(ledger) == []
 
 
@@ -133,12 +133,12 @@ def test_export_is_off_for_the_single_layout_and_a_local_ledger(tmp_path: Path) 
     ledger = Ledger(tmp_path / "l.sqlite3", spool=True)
     procs = ProcCollector(procfs_root=tmp_path / "no-proc")
     deliverer = Deliverer(ledger, StdoutSink())
-    assert build_agent(cfg, ledger, energy=[], procs=procs, carbon_sync=False).exporter is None  # local only
+    assert build_agent(cfg, ledger, energy=[], procs=procs, carbon_sync=False).rollups is None  # local only
     cfg.influx.layout = Layout.SINGLE
-    assert build_agent(cfg, ledger, energy=[], procs=procs, carbon_sync=False, deliverer=deliverer).exporter is None
+    assert build_agent(cfg, ledger, energy=[], procs=procs, carbon_sync=False, deliverer=deliverer).rollups is None
     cfg.influx.layout = Layout.TIERED
     assert build_agent(cfg, ledger, energy=[], procs=procs, carbon_sync=False,
-                       deliverer=deliverer).exporter is not None
+                       deliverer=deliverer).rollups is not None
 
 
 # -- routing ---------------------------------------------------------------------------------------------------
@@ -196,3 +196,21 @@ def test_a_tiered_sink_writes_each_tier_to_its_retention_policy(influxd: object,
         assert [r["energy_j"] for r in rows] == [i]
         assert len(influxd.series_values(f'SELECT g_per_kwh FROM "{rp}"."wl_carbon"', db)) == 1
     assert POOLS  # the fixture's pools are the ones tick() charges
+
+
+def test_a_measurement_without_rows_does_not_hold_folding_back(tmp_path: Path) -> None:
+    """wl_embodied has no rows when [embodied] is off: compaction must still fold this minute at once, not
+    walk from 1970 a month per step (which kept a new agent from sending minute sums for hundreds of ticks)."""
+    from wattledger.store import rollup
+    from wattledger.store.schema import MINUTE, level_table
+
+    ledger = Ledger(tmp_path / "l.sqlite3", spool=True)
+    compactor = Compactor(ledger)
+    t = T0 + 10 * NS_PER_S
+    for i in range(8):
+        points = tick(t + i * 10 * NS_PER_S, [10.0, 0.0, 0.0], SHARES)
+        ledger.append([p for p in points if p.measurement != "wl_embodied"])
+        compactor.step(t + i * 10 * NS_PER_S)
+    db = ledger.connection()
+    assert rollup.folded(db, level_table(WL_NODE, MINUTE)) == T0 + MINUTE_NS
+    assert rollup.folded(db, level_table("wl_embodied", MINUTE)) == T0 + MINUTE_NS

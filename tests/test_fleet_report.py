@@ -66,24 +66,29 @@ def run_fleet(influxd: InfluxServer, tmp_path: Path, db: str, skews_s: list[int]
     return cfg, hosts, start
 
 
-def summed(reports: list[rp.Report]) -> dict[tuple[str, ...], tuple[float, float]]:
-    out: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+Figures = dict[tuple[str, ...], tuple[float, float, float]]
+
+
+def summed(reports: list[rp.Report]) -> Figures:
+    out: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     for r in reports:
         for row in r.rows:
             out[row.key][0] += row.it_j
             out[row.key][1] += row.g_co2e
-    return {k: (v[0], v[1]) for k, v in out.items()}
+            out[row.key][2] += row.embodied_g
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
 
-def figures(r: rp.Report) -> dict[tuple[str, ...], tuple[float, float]]:
-    return {row.key: (row.it_j, row.g_co2e) for row in r.rows}
+def figures(r: rp.Report) -> Figures:
+    """Per row: IT energy, operational CO2e and embodied carbon (wl_embodied, rolled up like wl_job)."""
+    return {row.key: (row.it_j, row.g_co2e, row.embodied_g) for row in r.rows}
 
 
-def assert_same(a: dict[tuple[str, ...], tuple[float, float]], b: dict[tuple[str, ...], tuple[float, float]]) -> None:
+def assert_same(a: Figures, b: Figures) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        assert a[k][0] == pytest.approx(b[k][0], rel=1e-9), k
-        assert a[k][1] == pytest.approx(b[k][1], rel=1e-9), k
+        assert a[k] == pytest.approx(b[k], rel=1e-9), k
+    assert sum(v[2] for v in a.values()) > 0  # the embodied carbon went through the tiers too
 
 
 def test_fleet_report_equals_the_hosts_ledgers_across_tiers_and_skewed_clocks(influxd: InfluxServer,

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_nvml_driver import real_pynvml
-from tests.fake_nvml_live import MARKER, LiveGpuNvml
+from tests.fake_nvml_live import MARKER, TOKEN, LiveGpuNvml
 from wattledger.config import Config
 from wattledger.store.ledger import Ledger
 from wattledger.agent.factory import build_agent
@@ -86,7 +86,7 @@ def gpu(request: pytest.FixtureRequest) -> Iterator[Gpu]:
         yield Gpu("real", BURN_TORCH, {"CUDA_VISIBLE_DEVICES": "0"})
         return
     with real_pynvml(LiveGpuNvml()):
-        yield Gpu("live-fake", BURN_CPU, {MARKER: "1"})
+        yield Gpu("live-fake", BURN_CPU, {MARKER: TOKEN})
 
 
 def test_every_gpu_is_read_and_its_counter_moves(gpu: Gpu) -> None:

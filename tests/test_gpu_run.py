@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from tests.fake_nvml_driver import real_pynvml
-from tests.fake_nvml_live import MARKER, LiveGpuNvml
+from tests.fake_nvml_live import MARKER, TOKEN, LiveGpuNvml
 from wattledger.cli.main import main
 
 
 def test_run_charges_the_gpu_energy_of_its_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[agent]\ngpus = "auto"\n[attribution]\nidle_power_w = { gpu = 60.0 }\n')
-    monkeypatch.setenv(MARKER, "1")  # the command inherits it; this process's /proc environ does not change
+    monkeypatch.setenv(MARKER, TOKEN)  # the command inherits it; this process's /proc environ does not change
     fake = LiveGpuNvml()
     busy = "import time\nt = time.time()\nwhile time.time() - t < 2.0: pass\n"
     with real_pynvml(fake):
@@ -47,7 +47,7 @@ def test_run_charges_the_gpu_energy_of_its_command(monkeypatch: pytest.MonkeyPat
 
 def test_run_text_says_which_parts_are_measured_and_which_estimated(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(MARKER, "1")
+    monkeypatch.setenv(MARKER, TOKEN)
     with real_pynvml(LiveGpuNvml()):
         result = CliRunner().invoke(main, ["run", "-t", "gpu-demo", "--interval", "0.25", "--",
                                            sys.executable, "-c", "import time; time.sleep(0.6)"])

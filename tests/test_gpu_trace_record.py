@@ -21,7 +21,7 @@ import pytest
 
 from tests.fake_nvml import load_trace
 from tests.fake_nvml_driver import real_pynvml
-from tests.fake_nvml_live import MARKER, LiveGpuNvml
+from tests.fake_nvml_live import MARKER, TOKEN, LiveGpuNvml
 from tests.test_gpu_replay import _load_script, assert_agent_ledger_balances
 
 SITE = Path(__file__).parent / "nvml_site"
@@ -29,7 +29,7 @@ SITE = Path(__file__).parent / "nvml_site"
 
 def test_record_runs_end_to_end_on_a_fake_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = _load_script()
-    monkeypatch.setenv(MARKER, "1")                     # the workers are this fake GPU's users
+    monkeypatch.setenv(MARKER, TOKEN)                     # the workers are this fake GPU's users
     monkeypatch.setenv("WATTLEDGER_TEST_LIVE_GPU", "1")  # the agent subprocess gets a fake GPU too
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")])))
     out = tmp_path / "smoke.jsonl"

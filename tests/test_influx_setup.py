@@ -40,13 +40,13 @@ def test_v1_setup_creates_the_tiers_and_a_second_run_changes_nothing(influxd: In
     assert first.stdout.splitlines() == [
         f"influx setup: created database '{db}'",
         "influx setup: created retention policy 'raw' (2d, default)",
-        "influx setup: created retention policy 'minutes' (30d)",
+        "influx setup: created retention policy 'minutes' (20d)",
         "influx setup: created retention policy 'hours' (INF)",
         "influx setup: wrote 16 wl_tier rows (the dashboards' tier choice) into 'raw'",
         f"influx setup: {influxd.url} (tiered layout): 5 change(s)",
     ]
     rps, rows = state(influxd, db)
-    assert {(r[0], r[1], r[4]) for r in rps} >= {("raw", "48h0m0s", True), ("minutes", "720h0m0s", False),
+    assert {(r[0], r[1], r[4]) for r in rps} >= {("raw", "48h0m0s", True), ("minutes", "480h0m0s", False),
                                                   ("hours", "0s", False)}
     second = cli("--influx-url", influxd.url, "--influx-database", db)
     assert second.returncode == 0, second.stderr
@@ -60,11 +60,11 @@ def test_v1_setup_follows_a_changed_retention_and_grants(influxd: InfluxServer, 
     assert cli("--influx-url", influxd.url, "--influx-database", db).returncode == 0
     influxd.query("CREATE USER wl_agent WITH PASSWORD 'x'")
     config = tmp_path / "config.toml"
-    config.write_text('[influx]\nraw_days = 1.5\nminutes_days = 20\nhours_days = 800\n')
+    config.write_text('[influx]\nraw_days = 1.5\nminutes_days = 10\nhours_days = 800\n')
     r = cli("--config", str(config), "--influx-url", influxd.url, "--influx-database", db, "--grant-write", "wl_agent")
     assert r.returncode == 0, r.stderr
     assert "altered retention policy 'raw': 48h0m0s -> 36h" in r.stdout
-    assert "altered retention policy 'minutes': 720h0m0s -> 20d" in r.stdout
+    assert "altered retention policy 'minutes': 480h0m0s -> 10d" in r.stdout
     assert "altered retention policy 'hours': 0s -> 800d" in r.stdout
     assert "deleted 16 old wl_tier row(s)" in r.stdout and "granted WRITE on 'setup_change' to 'wl_agent'" in r.stdout
     grants = influxd.query('SHOW GRANTS FOR "wl_agent"')["results"][0]["series"][0]["values"]
@@ -109,7 +109,7 @@ def test_v2_setup_makes_buckets_and_dbrp_mappings_and_a_second_run_changes_nothi
     assert first.returncode == 0, first.stderr
     assert "created bucket 'wl_raw' (2 d)" in first.stdout and "created bucket 'wl_hours' (forever)" in first.stdout
     assert "created DBRP wl/raw -> bucket 'wl_raw' (default)" in first.stdout
-    assert influx2.retention == {"wl_raw": 2 * 86400, "wl_minutes": 30 * 86400, "wl_hours": 0}
+    assert influx2.retention == {"wl_raw": 2 * 86400, "wl_minutes": 20 * 86400, "wl_hours": 0}
     assert sorted((m["database"], m["retention_policy"], m["default"]) for m in influx2.dbrps) == [
         ("wl", "hours", False), ("wl", "minutes", False), ("wl", "raw", True)]
     assert len([ln for ln in influx2.bucket_lines["wl_raw"] if ln.startswith(TIER_TABLE)]) == 16

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.other_user import NOBODY, setpriv, world_dir
 from wattledger import config as config_mod
 from wattledger.config import Config
 
@@ -155,9 +156,18 @@ def test_installer_refuses_to_run_unprivileged_without_destdir() -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         r = subprocess.run(["bash", str(INSTALL), "--no-venv"], capture_output=True, text=True, env=env)
     else:
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        r = subprocess.run([*nobody, "bash", str(INSTALL), "--no-venv"], capture_output=True, text=True,
-                           env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        # nobody runs a copy in a world-readable directory: the checkout may be in a private one,
+        # where bash could not even read the script (and the test would pass for that reason).
+        shared = world_dir("wl-install-")
+        try:
+            script = shared / "install.sh"
+            shutil.copy(INSTALL, script)
+            script.chmod(0o755)
+            r = subprocess.run([*setpriv(NOBODY), "bash", str(script), "--no-venv"], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin"}, cwd="/")
+        finally:
+            shutil.rmtree(shared, ignore_errors=True)
+        assert "run as root" in r.stderr, r.stderr
     assert r.returncode != 0
     assert "run as root" in r.stderr or "Permission denied" in r.stderr
 

@@ -46,6 +46,9 @@ def test_quickstart_runs_agent_demo_and_report(tmp_path: Path) -> None:
     # The report came last and names the demo job.
     report = out.split("==> wattledger report", 1)[1]
     assert "demo" in report
+    # ... and drew it, as the README's tour does (the `plot` extra the quickstart installs).
+    png = state / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot written to {png}" in r.stderr
 
     ledger = Ledger.in_state_dir(state)
     try:

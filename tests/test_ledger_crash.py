@@ -58,10 +58,16 @@ class Written:
     def add(self, points: list[Point]) -> None:
         for key, cell in expected([points]).items():
             for f, v in cell.items():
-                self.buckets[key][f] += v
+                have = self.buckets[key]
+                if f == "first_ns":  # job_tick's extrema: the bucket's first tick start, its last tick end
+                    have[f] = min(have.get(f, v), v)
+                elif f == "last_ns":
+                    have[f] = max(have.get(f, v), v)
+                else:
+                    have[f] += v
         for q in quantize(points):
             if q.point.measurement == WL_JOB:
-                self.by_job[q.point.tags["job"]] += q.micro["energy_j"] or 0
+                self.by_job[q.point.tags["job"]] += q.ints["energy_j"] or 0
 
 
 def check(path: Path, written: Written) -> None:

@@ -14,13 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattledger.model.points import SCHEMA, WL_JOB, WL_NODE, Point
+from wattledger.model.points import WL_EMBODIED, WL_JOB, WL_NODE, Point
 from wattledger.model.units import DAY_NS, HOUR_NS, MINUTE_NS, NS_PER_S
 from wattledger.store.compact import Compactor, Retention
 from wattledger.store.ledger import Ledger
 from wattledger.store.plan import Span, plan
+from wattledger.store.jobtick import derive
 from wattledger.store.quantize import apportion, quantize
-from wattledger.store.schema import DAY, HOUR, LEVELS, MINUTE, POOL_TAGS, level_table, micro_cols
+from wattledger.store.schema import (DAY, HOUR, JOB_TICK, LEVELS, MINUTE, POOL_TAGS, additive, extrema, int_cols,
+                                     level_table, series_measurements, tags_of)
 
 T0 = 1_709_596_800 * NS_PER_S  # 2024-03-05T00:00:00Z, a day boundary
 POOLS = [("cpu", "package-0", "rapl"), ("gpu", "GPU-a", "nvml"), ("gpu", "GPU-b", "nvml")]
@@ -28,7 +30,8 @@ JOBS = [("train", "alice", "bert", "train"), ("eval", "bob", "", ""), ("_idle", 
 
 
 def tick(t_ns: int, energies: list[float], shares: list[list[float]], interval_s: float = 1.0) -> list[Point]:
-    """One tick: a wl_node point per pool and wl_job points that split its energy by ``shares``."""
+    """One tick: a wl_node point per pool and wl_job points that split its energy by ``shares``; the
+    embodied carbon of each job on each GPU, and of each job on the host's parts (CPU pool's shares)."""
     points = []
     for (component, device, source), energy, weights in zip(POOLS, energies, shares):
         pool = {"host": "h", "component": component, "device": device, "source": source}
@@ -41,44 +44,60 @@ def tick(t_ns: int, energies: list[float], shares: list[list[float]], interval_s
             if w == 0:
                 continue
             e = energy * w / total
-            points.append(Point(WL_JOB, {**pool, "job": job, "user": user, "project": project, "phase": phase},
-                                {"energy_j": e, "dynamic_j": e * 0.7, "static_j": e * 0.3,
-                                 "driver_s": interval_s * w / total}, t_ns))
+            job_tags = {"host": "h", "job": job, "user": user, "project": project, "phase": phase}
+            points.append(Point(WL_JOB, {**pool, **job_tags}, {"energy_j": e, "dynamic_j": e * 0.7,
+                                                               "static_j": e * 0.3,
+                                                               "driver_s": interval_s * w / total}, t_ns))
+            g = 4.56e-3 * interval_s * w / total  # an H100's ~575 kg over 4 years, ~4.6 mg a second
+            if component == "gpu":
+                points.append(Point(WL_EMBODIED, {**job_tags, "component": "gpu", "device": device},
+                                    {"embodied_g": g}, t_ns))
+            else:
+                points.append(Point(WL_EMBODIED, {**job_tags, "component": "host", "device": "host"},
+                                    {"embodied_g": g / 5, "cpu_g": g / 50, "dram_g": g / 10 + g / 50,
+                                     "storage_g": g / 25, "chassis_g": g / 50}, t_ns))
     return points
 
 
 def series_key(p: Point) -> tuple[str, ...]:
-    return (p.measurement, *(str(p.tags.get(t, "")) for t in SCHEMA[p.measurement][0]))
+    return (p.measurement, *(str(p.tags.get(t, "")) for t in tags_of(p.measurement)))
 
 
 Key = tuple[tuple[str, ...], str, int]  # (series key, level name, bucket start)
 
 
 def expected(ticks: list[list[Point]]) -> dict[Key, dict[str, int]]:
-    """(series key, level name, bucket) -> field -> micro-units, from the same quantization the ledger does."""
+    """(series key, level name, bucket) -> field -> stored integers (and first_ns/last_ns of job_tick), from the
+    same quantization (and job_tick rows) the ledger makes."""
     out: dict[Key, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for points in ticks:
-        for q in quantize(points):
+        items = quantize(points)
+        for q in [*items, *derive(items)]:
+            t = q.point.time_ns
             for level in LEVELS:
-                cell = out[(series_key(q.point), level.name, level.floor(q.point.time_ns))]
-                for f, v in q.micro.items():
+                cell = out[(series_key(q.point), level.name, level.floor(t))]
+                for f, v in q.ints.items():
                     cell[f] += v or 0
                 cell["rows"] += 1
+                if q.point.measurement == JOB_TICK:
+                    first = t - (q.ints["active_s"] or 0) * 1000
+                    cell["first_ns"] = min(cell.get("first_ns", first), first)
+                    cell["last_ns"] = max(cell.get("last_ns", t), t)
     return out
 
 
 def stored(db: sqlite3.Connection) -> dict[Key, dict[str, int]]:
     out: dict[Key, dict[str, int]] = {}
-    for m in (WL_NODE, WL_JOB):
-        tags, _ = SCHEMA[m]
-        fields = [f for f in SCHEMA[m][1] if f in ("energy_j", "dynamic_j", "static_j", "driver_s", "interval_s")]
-        cols = micro_cols(m)
+    for m in series_measurements():
+        tags, fields, ext = tags_of(m), additive(m), [e.column for e in extrema(m)]
+        cols = [*int_cols(m), *ext]
         for level in LEVELS:
             sql = (f"SELECT r.bucket_ns, r.rows, {', '.join('r.' + c for c in cols)}, {', '.join('s.' + t for t in tags)} "
                    f"FROM {level_table(m, level)} r JOIN {m}_series s ON s.id = r.series")
             for row in db.execute(sql):
                 key: Key = ((m, *row[2 + len(cols):]), level.name, row[0])
-                out[key] = {"rows": row[1], **{f: v for f, v in zip(fields, row[2:2 + len(cols)])}}
+                out[key] = {"rows": row[1], **{f: v for f, v in zip([*fields, *ext], row[2:2 + len(cols)])
+                                               if v is not None}}
     return out
 
 
@@ -114,9 +133,19 @@ def test_quantized_jobs_add_up_to_their_pool_exactly(energies: list[float], shar
         node = [x for x in q if x.point.measurement == WL_NODE and x.point.tags["device"] == device]
         jobs = [x for x in q if x.point.measurement == WL_JOB and x.point.tags["device"] == device]
         if jobs:
-            assert sum(x.micro["energy_j"] or 0 for x in jobs) == node[0].micro["energy_j"]
+            assert sum(x.ints["energy_j"] or 0 for x in jobs) == node[0].ints["energy_j"]
             assert math.fsum(x.as_point().fields["energy_j"] for x in jobs) == pytest.approx(
                 node[0].as_point().fields["energy_j"], rel=1e-12, abs=1e-6)
+
+
+@given(st.lists(st.floats(0.0, 5e3, allow_nan=False), min_size=3, max_size=3),
+       st.lists(st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4), min_size=3, max_size=3))
+def test_quantizing_the_stored_values_again_gives_the_same_integers(energies: list[float],
+                                                                     shares: list[list[float]]) -> None:
+    """What lets the agent hold ticks through a full disk as their stored points alone (store/guard.py)."""
+    first = quantize(tick(T0, energies, shares))
+    again = quantize([q.as_point() for q in first])
+    assert [q.ints for q in again] == [q.ints for q in first]
 
 
 spans = st.builds(lambda d, h, m, r: (d, h, m, r), st.integers(0, 3), st.integers(0, 30), st.integers(0, 300),
@@ -200,7 +229,7 @@ def test_rollups_equal_raw_sums_and_conserve_in_every_bucket(stream: list[tuple[
         for points in ticks:
             for q in quantize(points):
                 if q.point.measurement == WL_JOB:
-                    total[q.point.tags["job"]] += q.micro["energy_j"] or 0
+                    total[q.point.tags["job"]] += q.ints["energy_j"] or 0
         sums = ledger.sums(WL_JOB, "energy_j", ("job",), 0, newest + 1)
         by_job: dict[str, float] = defaultdict(float)
         for _, (job,), e in sums.cells:
@@ -287,6 +316,10 @@ def test_reports_from_rollups_equal_reports_from_raw_ticks(tmp_path: Path) -> No
         got = b.to_dict()
         a.pop("origin"), got.pop("origin")
         assert a == got
+        assert got["embodied"]["g_co2e"] > 0  # the embodied grams came through the rollups too
+        # report --job's ticks (duration, host energy, unused capacity, GPU time held): the same.
+        for job in ("train", "eval", "_idle"):
+            assert rolled.job_ticks(job, b.since_ns, hi) == raw.job_ticks(job, b.since_ns, hi) != []
 
 
 def test_a_constant_intensity_year_reads_days_not_hours(tmp_path: Path) -> None:

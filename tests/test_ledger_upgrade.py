@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wattledger.model.points import SCHEMA, WL_JOB, WL_NODE
+from wattledger.model.points import SCHEMA, WL_EMBODIED, WL_JOB, WL_NODE
 from wattledger.store.errors import StorageError
 from wattledger.store.ledger import Ledger
 
@@ -39,6 +39,9 @@ def layout_1(path: Path, ticks: int) -> tuple[float, float]:
                            "dynamic_j, static_j, driver_s) VALUES (?, 'h', ?, 'u', 'cpu', ?, 'rapl', ?, ?, ?, 1.0)",
                            (t, f"j{k}", dev, e / 3, e / 6, e / 6))
                 job_j += e / 3
+                if dev == "package-0":  # one row per job and tick for the host's parts
+                    db.execute("INSERT INTO wl_embodied (time_ns, host, job, user, component, device, embodied_g, "
+                               "cpu_g) VALUES (?, 'h', ?, 'u', 'host', 'host', 0.004, 0.001)", (t, f"j{k}"))
     for i in range(2):
         db.execute("INSERT INTO outbox (measurement, tags, fields, time_ns) VALUES ('wl_node', ?, ?, ?)",
                    (json.dumps({"host": "h"}), json.dumps({"energy_j": 1.0}), T0 + i))
@@ -65,6 +68,12 @@ def test_a_layout_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         by_pool[key] = by_pool.get(key, 0) + round(r["energy_j"] * 1e6)
     assert all(by_pool[(r["time_ns"], r["device"])] == round(r["energy_j"] * 1e6) for r in nodes)
     assert ledger.spool_counts()["spooled"] == 2 and len(ledger.pending().ids) == 2
+    # The embodied carbon (issue 16) moved too, and the ledger made the job_tick rows report --job reads.
+    grams = ledger.rows(WL_EMBODIED)
+    assert len(grams) == 3 * 1500 and all(r["embodied_g"] == 0.004 and r["cpu_g"] == 0.001 for r in grams)
+    (j0,) = ledger.job_ticks("j0", T0, T0 + 1500 * 5 * 10**9)
+    assert (j0["ticks"], j0["active_s"], j0["first_ns"]) == (1500, 1500 * 5.0, T0 - 5 * 10**9)
+    assert j0["host_j"] == pytest.approx(node_j, abs=3000e-6)
     db = ledger.connection()
     tables = {r[0]: r[1] for r in db.execute("SELECT name, type FROM sqlite_master")}
     assert tables["wl_job"] == "view" and "v1_wl_job" not in tables

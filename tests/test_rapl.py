@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FIXTURES
+from tests.other_user import NOBODY, Staged, setpriv, world_dir
 from wattledger.accounting.counters import CounterTracker
 from wattledger.model.readings import SourceState
 from wattledger.collectors.rapl import RaplCollector
@@ -86,27 +86,26 @@ def test_no_powercap_is_missing_not_zero(tmp_path: Path) -> None:
     assert c.read(1).counters == ()
 
 
-def test_root_only_energy_is_permission_denied(tmp_path: Path) -> None:
-    """Since CVE-2020-8694 energy_uj is mode 0400 root: an unprivileged reader gets a state and a fix."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) not installed")
-    root = copy_tree("sysfs-amd", tmp_path)
-    energy = root / "devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
-    energy.chmod(0o400)
-    for p in [tmp_path, *tmp_path.parents]:
-        if p == Path("/"):
-            break
-        p.chmod(p.stat().st_mode | 0o755)
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from wattledger.collectors.rapl import RaplCollector\n"
-        "c = RaplCollector(%r); p = c.probe(); s = c.read(1)\n"
-        "print(p.state.value); print(len(s.counters), s.failures[0].state.value); print(p.fix)\n"
-    ) % (str(Path(__file__).parents[1]), str(root))
-    out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
-        capture_output=True, text=True, check=True,
-    ).stdout.splitlines()
+def test_root_only_energy_is_permission_denied(other_user_code: Staged) -> None:
+    """Since CVE-2020-8694 energy_uj is mode 0400 root: an unprivileged reader gets a state and a fix.
+
+    The reader is nobody, running a copy of the code over a tree in a world-readable directory
+    (tests/other_user.py): where the checkout lives does not matter."""
+    shared = world_dir("wl-rapl-")
+    try:
+        root = copy_tree("sysfs-amd", shared)
+        energy = root / "devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
+        energy.chmod(0o400)
+        code = (
+            "from wattledger.collectors.rapl import RaplCollector\n"
+            "c = RaplCollector(%r); p = c.probe(); s = c.read(1)\n"
+            "print(p.state.value); print(len(s.counters), s.failures[0].state.value); print(p.fix)\n"
+        ) % str(root)
+        out = subprocess.run(
+            [*setpriv(NOBODY), *other_user_code.argv(code)], capture_output=True, text=True, check=True, cwd="/",
+        ).stdout.splitlines()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     assert out[0] == "permission denied"
     assert out[1] == "0 permission denied"  # no counter, no zero: a failure
     assert "CAP_DAC_READ_SEARCH" in out[2]

@@ -164,9 +164,10 @@ def test_estimates_and_host_energy_split(ledger: Ledger) -> None:
 
 
 @pytest.mark.parametrize("by,expected", [
-    ("project", {("bert",): 1696.5, ("",): 450 + 285.75 + 57.15 + 5.715}),
+    # A project (and a phase in it) is (name, owner) since issue 17 item 5; no project has no owner.
+    ("project", {("bert", "alice"): 1696.5, ("", ""): 450 + 285.75 + 57.15 + 5.715}),
     ("user", {("alice",): 1696.5, ("bob",): 450.0, ("",): 285.75 + 57.15 + 5.715}),
-    ("phase", {("train",): 1696.5, ("",): 450 + 285.75 + 57.15 + 5.715}),
+    ("phase", {("train", "alice"): 1696.5, ("", ""): 450 + 285.75 + 57.15 + 5.715}),
 ])
 def test_grouping(ledger: Ledger, by: str, expected: dict) -> None:
     r = rp.from_ledger(ledger, make_cfg(), H0, H3, rp.Options(by=by))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.other_user import other_python
 from wattledger.model.jobs import JobKey
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.procs import cgroup_v2_root
@@ -115,6 +116,8 @@ def _setpriv() -> list[str]:
 
 def test_two_users_with_one_tag_are_two_jobs() -> None:
     as_nobody = _setpriv()
+    # nobody runs an interpreter it can reach (this venv's is inside the checkout, maybe a private one).
+    nobody_python = other_python()
     tag = f"shared-{os.getpid()}"
     collector = ProcCollector(procfs_root=Path("/proc"))
     collector.read(time.time_ns())
@@ -122,7 +125,7 @@ def test_two_users_with_one_tag_are_two_jobs() -> None:
     # Each lives longer than a tick: a process first seen as a zombie has no
     # environment left to read (its tag is lost; docs/attribution.md, limits).
     mine = subprocess.Popen([sys.executable, "-c", BURN, "0.8"], env=env, stdout=subprocess.PIPE, text=True)
-    theirs = subprocess.Popen([*as_nobody, sys.executable, "-c", BURN, "1.0"], env=env, stdout=subprocess.PIPE,
+    theirs = subprocess.Popen([*as_nobody, nobody_python, "-I", "-c", BURN, "1.0"], env=env, stdout=subprocess.PIPE,
                               text=True, cwd="/")
     samples = tick_until_exit(collector, [mine, theirs], interval_s=0.25)
     cpu_mine = json.loads(mine.stdout.read())  # type: ignore[union-attr]

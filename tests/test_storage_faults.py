@@ -352,6 +352,34 @@ def test_a_damaged_ledger_is_moved_aside_and_a_fresh_one_started(tmp_path: Path,
     assert Ledger(state / LEDGER_FILE, readonly=True).rows(WL_NODE)
 
 
+def test_slurm_job_details_follow_the_ledger_when_a_damaged_one_is_moved_aside(tmp_path: Path) -> None:
+    """store/jobinfo.py writes through a connection of its own: after the ledger was replaced, it writes to
+    the fresh file, never to the one moved aside."""
+    from wattledger.model.slurm import SlurmJob
+    from wattledger.store.errors import Fault, StorageError
+    from wattledger.store.guard import GuardedLedger
+    from wattledger.store.jobinfo import JobInfoStore
+
+    path = tmp_path / "state" / LEDGER_FILE
+    info = JobInfoStore(path)  # opens nothing yet: a full disk at start costs the agent nothing
+    assert not path.exists()
+    ledger = GuardedLedger(path)
+    agent, _ = agent_on(ledger)
+    agent.commit(agent.tick())
+    info.record("h", T0, {JobKey("slurm-1", "alice"): SlurmJob("1", account="phys")})
+    ledger.on_fault(StorageError(Fault.CORRUPT, path, "read", "database disk image is malformed"))
+    info.record("h", T0 + SEC, {JobKey("slurm-2", "alice"): SlurmJob("2", account="phys")})
+    info.close()
+    ledger.close()
+    reader = JobInfoStore(path, readonly=True)
+    assert [r.tag for r in reader.records()] == ["slurm-2"]
+    reader.close()
+    (moved,) = [p for p in path.parent.glob(f"{LEDGER_FILE}.corrupt-*") if not p.name.endswith("-wal")]
+    old = JobInfoStore(moved, readonly=True)
+    assert [r.tag for r in old.records()] == ["slurm-1"]
+    old.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", [truncate, garbage_header, garbage_mid_file])
 def test_the_agent_service_starts_over_on_a_damaged_ledger(tmp_path: Path, damage: object) -> None:
@@ -393,8 +421,15 @@ def test_an_unwritable_state_dir_is_one_line_for_the_agent_and_the_cli(tmp_path:
     line = one_line_error(cli(*agent_args(state, "--ticks", "2"), uid=65533))
     assert str(state) in line and "writable" in line
     # A reader that can read it still reports; carbon sync (a writer) says it cannot write, in one line.
-    assert cli("report", "--state-dir", str(state), "--since", "30d", uid=65533).returncode == 0
-    line = one_line_error(cli("carbon", "sync", "--state-dir", str(state), uid=65533))
+    # (--no-runs: this test's private data dir, where runs files live, is root's, not that user's)
+    assert cli("report", "--state-dir", str(state), "--since", "30d", "--no-runs", uid=65533).returncode == 0
+    series = tmp_path / "own_series.csv"  # a provider with something to fetch: the static table has nothing
+    series.write_text((REPO / "tests" / "fixtures" / "carbon" / "own_series.csv").read_text())
+    series.chmod(0o644)
+    config = tmp_path / "carbon.toml"
+    config.write_text(f'[carbon]\nprovider = "csv"\ncsv_path = "{series}"\nzone = "GB"\n')
+    config.chmod(0o644)
+    line = one_line_error(cli("carbon", "sync", "--config", str(config), "--state-dir", str(state), uid=65533))
     assert str(state) in line
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tests.conftest import FIXTURES
 from wattledger.config import Config
+from wattledger.model.policies import StaticPolicy
 from wattledger.model.jobs import AGENT_JOB, SYSTEM_JOB, JobKey
 from wattledger.store.ledger import Ledger
 from tests.clocks import FakeClock
@@ -51,7 +52,12 @@ def run_tick(tmp_path: Path) -> tuple[str, list]:
     root = tmp_path / "sysfs"
     shutil.copytree(FIXTURES / "sysfs-intel-2s", root, symlinks=True)
     cfg = Config()
+    # The figures below were made under proportional (the default before issue 13); the house's
+    # jobs (_system, _agent) pay for their own use only (capacity rate) under every policy.
+    cfg.attribution.cpu_static_policy = cfg.attribution.dram_static_policy = StaticPolicy.PROPORTIONAL
     cfg.attribution.idle_power_w = {"cpu": 40.0, "dram": 2.0}
+    # Embodied carbon from a server archetype's parts, not from this machine's /proc and /sys.
+    cfg.embodied.archetype = "p5.48xlarge"
     clock = iter([T0, T0 + 2_000_000_000])
     resnet = JobKey("resnet50-sweep", "alice", "vision", "train")
     procs = ScriptedProcs([{resnet: 1.5, JobKey("_untagged", "bob"): 0.5, SYSTEM_JOB: 0.25, AGENT_JOB: 0.01}])
@@ -80,4 +86,10 @@ def test_golden_tick(tmp_path: Path) -> None:
         jobs = [p for p in points if p.measurement == "wl_job" and p.tags["device"] == node.tags["device"]
                 and p.tags["component"] == node.tags["component"]]
         assert math.isclose(sum(j.fields["energy_j"] for j in jobs), node.fields["energy_j"], rel_tol=1e-12)
-    assert {p.measurement for p in points} == {"wl_node", "wl_job", "wl_agent"}
+    assert {p.measurement for p in points} == {"wl_node", "wl_job", "wl_agent", "wl_embodied"}
+    # and embodied carbon: the jobs and _idle carry each part's accrual over the tick (2 s of p5.48xlarge)
+    embodied = [p for p in points if p.measurement == "wl_embodied"]
+    rate_g_per_s = {"cpu_g": 60.2, "dram_g": 4000.0, "storage_g": 1300.0, "chassis_g": 66.1 + 150 + 150 + 6.68}
+    for name, kg in rate_g_per_s.items():  # as the ledger stores them: whole nano-grams per point
+        assert math.isclose(sum(p.fields[name] for p in embodied), kg * 1000 / (4 * 365.25 * 86400) * 2.0,
+                            rel_tol=0, abs_tol=0.5e-9 * len(embodied))

@@ -24,6 +24,7 @@ typed ``Overrides``. Which sink a config means is decided by
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import os
 import sys
@@ -37,8 +38,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from wattledger.model.embodied import COMPONENTS as EMBODIED_COMPONENTS
 from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
-from wattledger.model.policies import Choice, StaticPolicy
+from wattledger.model.policies import AfterLife, Choice, StaticPolicy, Unused
+from wattledger.util.redact import redact_url
+from wattledger.model.slurm import DEFAULT_GPU_VARS
 from wattledger.model.tiers import HOURS, MINUTES, RAW, TIERS
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
@@ -63,6 +67,13 @@ class Gpus(Choice):
 
     AUTO = "auto"
     NEVER = "never"
+
+
+class Chassis(Choice):
+    """[embodied] chassis: the enclosure whose mainboard, power supplies and case the host's figure includes."""
+
+    RACK = "rack"
+    BLADE = "blade"
 
 
 class SinkKind(Choice):
@@ -223,7 +234,59 @@ class WattsTable:
         return out
 
 
-Parser = Text | Flag | OneOf | Number | Names | WattsTable
+@dataclass(frozen=True)
+class NamesTable:
+    """A table of names to lists of names (``{"alice-thesis" = ["alice", "bob"]}``)."""
+
+    def allowed(self) -> str:
+        return "a table of names to lists of strings"
+
+    def parse(self, value: object) -> dict[str, list[str]]:
+        if not isinstance(value, Mapping):
+            raise BadValue(self.allowed())
+        out: dict[str, list[str]] = {}
+        for name, v in value.items():
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise BadValue(f"{self.allowed()} (entry {str(name)!r} is {v!r})")
+            out[str(name)] = list(v)
+        return out
+
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where a server listens: empty (off), a port or ``:port`` (loopback), or ``host:port``."""
+
+    default_host: str = "127.0.0.1"
+
+    def allowed(self) -> str:
+        return ('empty (off), a port ("9464", ":9464": loopback only), or "host:port" '
+                '("0.0.0.0:9464", "[::1]:9464"), port 1 to 65535')
+
+    def parse(self, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise BadValue(self.allowed())
+        text = str(value).strip()
+        if not text:
+            return ""
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "", text
+        host = host.strip() or self.default_host
+        if not port.isdigit() or not 1 <= int(port) <= 65535 or (":" in host and not host.startswith("[")):
+            raise BadValue(self.allowed())
+        return f"{host}:{int(port)}"
+
+
+def listen_address(listen: str) -> tuple[str, int] | None:
+    """(host, port) of a parsed ``Listen`` value (brackets of an IPv6 host removed); None when off."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+Parser = Text | Flag | OneOf | Number | Names | WattsTable | NamesTable | Listen
 
 
 def _key(default: Any, parser: Parser) -> Any:
@@ -270,12 +333,18 @@ class JobsSection:
     tag_vars: list[str] = _key(list(DEFAULT_TAG_VARS), Names())
     max_tag_chars: int = _number(MAX_TAG_CHARS, 1, 1024, "characters", whole=True)
     use_cgroups: bool = _flag(True)
+    # Project names more than one user may charge to as one project: {"name" = ["user", ...]}.
+    # Any other project is (user, name), like a job (docs/attribution.md, "Projects").
+    shared_projects: dict[str, list[str]] = _key({}, NamesTable())
+    # Distinct (job, project, phase) tag sets one user may create per UTC day; the rest fold into
+    # the user's _overflow job (docs/attribution.md, "Cardinality").
+    max_tags_per_user_day: int = _number(200, 1, 100_000, "tag sets", whole=True)
 
 
 @dataclass
 class AttributionSection:
-    cpu_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
-    dram_static_policy: StaticPolicy = _choice(StaticPolicy.PROPORTIONAL)
+    cpu_static_policy: StaticPolicy = _choice(StaticPolicy.CAPACITY)
+    dram_static_policy: StaticPolicy = _choice(StaticPolicy.CAPACITY)
     gpu_static_policy: StaticPolicy = _choice(StaticPolicy.OCCUPANCY)
     # Idle power per pool, watts, keyed "component" or "component:device"
     # (e.g. {"cpu" = 20.0, "gpu:GPU-1234..." = 60.0}). Unset pools learn it.
@@ -320,7 +389,7 @@ class InfluxSection:
 
     layout: Layout = _choice(Layout.TIERED)
     raw_days: float = _number(2.0, 0.05, 3650.0, "days")
-    minutes_days: float = _number(30.0, 0.05, 36500.0, "days, at least raw_days")
+    minutes_days: float = _number(20.0, 0.05, 36500.0, "days, at least raw_days")
     hours_days: float = _number(0.0, 1.0, 36500.0, "days, at least minutes_days", off=True)  # 0: forever
 
 
@@ -360,6 +429,51 @@ class PueSection:
 
 
 @dataclass
+class SlurmSection:
+    # Variables naming the GPUs Slurm allocated, read from a Slurm job's processes; the first set wins.
+    gpu_vars: list[str] = _key(list(DEFAULT_GPU_VARS), Names())
+    # Allocated GPUs are held by the job (occupancy policy) even while it has no context on them.
+    hold_allocated_gpus: bool = _flag(True)
+    # The Epilog waits for this many agent ticks after the job ended before it sums the job.
+    epilog_ticks: int = _number(2, 1, 10, "ticks", whole=True)
+    # ... and at most this long for them (the job stays COMPLETING meanwhile).
+    epilog_timeout_s: float = _number(30.0, 0.0, 600.0, "seconds")
+    # Where the job's output file cannot be found: write wattledger-slurm-<id>.txt in its working directory.
+    summary_fallback: bool = _flag(True)
+
+
+@dataclass
+class PrometheusSection:
+    listen: str = _key("", Listen())  # empty: no /metrics endpoint
+    # Only jobs charged energy in this window are exposed (series cardinality stays bounded).
+    active_window_s: float = _number(900.0, 10.0, 604_800.0, "seconds")
+    # At most how often (at a scrape) the counters are saved in the ledger, so that a restart continues them.
+    snapshot_interval_s: float = _number(60.0, 1.0, 3600.0, "seconds")
+
+
+@dataclass
+class EmbodiedSection:
+    # Charge the hardware's embodied (manufacture and transport) carbon to jobs (docs/embodied.md).
+    enabled: bool = _flag(True)
+    # A Boavizta server archetype this host is taken to be (e.g. "p5.48xlarge"); empty: the detected hardware.
+    archetype: str = _text()
+    # Years over which each device's footprint is spread (the accrual rate is kgCO2e / lifetime).
+    lifetime_years: float = _number(4.0, 0.5, 30.0, "years")
+    # The date the host went into service (YYYY-MM-DD); with it, the end of life is known.
+    in_service: str = _text()
+    # Past the end of life: "stop" (its footprint is charged in full) or "continue" at the same rate.
+    after_end_of_life: AfterLife = _choice(AfterLife.STOP)
+    # Embodied carbon no job used: "idle" (unused capacity, on _idle) or "absorb" (the jobs carry it).
+    unused: Unused = _choice(Unused.IDLE)
+    chassis: Chassis = _choice(Chassis.RACK)
+    # Installed DRAM in GiB when /proc/meminfo's MemTotal (a little under it) will not do; 0: MemTotal.
+    dram_gib: float = _number(0.0, 0.0, 1_048_576.0, "GiB", off=True)
+    # kgCO2e per device, keyed "component" or "component:device" (gpu, cpu, dram, storage, chassis),
+    # e.g. {"gpu" = 600.0, "cpu:package-1" = 35.0}; replaces the table's figure.
+    device_kg: dict[str, float] = _key({}, WattsTable(Number(0.0, 1_000_000.0, "kgCO2e")))
+
+
+@dataclass
 class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     jobs: JobsSection = field(default_factory=JobsSection)
@@ -371,6 +485,9 @@ class Config:
     ledger: LedgerSection = field(default_factory=LedgerSection)
     carbon: CarbonSection = field(default_factory=CarbonSection)
     pue: PueSection = field(default_factory=PueSection)
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+    prometheus: PrometheusSection = field(default_factory=PrometheusSection)
+    embodied: EmbodiedSection = field(default_factory=EmbodiedSection)
 
     @property
     def state_dir(self) -> Path:
@@ -498,6 +615,27 @@ def validate(cfg: Config) -> None:
     if e.cpu_max_w_per_vcpu < e.cpu_idle_w_per_vcpu:
         raise ConfigError(f"[estimate] cpu_max_w_per_vcpu ({e.cpu_max_w_per_vcpu:g}) must be at least "
                           f"cpu_idle_w_per_vcpu ({e.cpu_idle_w_per_vcpu:g})")
+    _check_embodied(cfg.embodied)
+
+
+def _check_embodied(e: EmbodiedSection) -> None:
+    if e.in_service:
+        try:
+            dt.date.fromisoformat(e.in_service)
+        except ValueError:
+            raise ConfigError(f"[embodied] in_service must be a date YYYY-MM-DD (when the host went into "
+                              f"service), got {e.in_service!r}") from None
+    unknown = sorted(k for k in e.device_kg if k.split(":", 1)[0] not in EMBODIED_COMPONENTS)
+    if unknown:
+        raise ConfigError(f"[embodied] device_kg keys must be a component or component:device, the component "
+                          f"one of {', '.join(EMBODIED_COMPONENTS)}; got {', '.join(map(repr, unknown))}")
+
+
+def config_path(path: Path | None) -> Path | None:
+    """The file ``load`` reads: ``path`` (``--config``) when given, else the default one when it exists."""
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        return DEFAULT_CONFIG_PATH
+    return path
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None,
@@ -505,8 +643,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None,
     """Defaults, then the file (an explicit path must exist), then the environment, then ``overrides``."""
     cfg = Config()
     environ = os.environ if environ is None else environ
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
+    path = config_path(path)
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
@@ -549,7 +686,7 @@ def resolve_sink_kind(sink: SinkSection) -> SinkKind:
     if sink.database:
         return SinkKind.INFLUX_V1
     raise ConfigError(
-        f"[sink] url is set ({sink.url}) but neither a database nor a bucket: give --influx-database DB "
+        f"[sink] url is set ({redact_url(sink.url)}) but neither a database nor a bucket: give --influx-database DB "
         "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
         "(or [sink] database / bucket in the config file)"
     )
@@ -584,3 +721,24 @@ def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:
     """``[attribution] idle_power_w`` for one pool: "component:device" first, then "component"; None if unset."""
     table = cfg.attribution.idle_power_w
     return table.get(f"{component}:{device}", table.get(component))
+
+
+def editable_file(path: Path | None) -> Path | None:
+    """The config file a user could add a key to, for ``load(path)``: None when there is none
+    (no ``--config`` and no /etc/wattledger/config.toml, or ``--config /dev/null`` as the quickstart runs)."""
+    used = config_path(path)
+    return used if used is not None and used.is_file() else None
+
+
+def how_to_set(section: str, key: str, value: str, config_file: Path | None) -> str:
+    """How to give ``[section] key = value`` (``value`` as TOML) to a command run the way this one was.
+
+    In the config file when one is in use; else by its environment twin, or, for a key that has none
+    (a table), in a file passed with --config.
+    """
+    setting = f"[{section}] {key} = {value}"
+    if config_file is not None:
+        return f"set {setting} in {config_file}"
+    if isinstance(parser_of(section, key), WattsTable):
+        return f"put {setting} in a TOML file and pass it with --config FILE (no config file is in use)"
+    return f"set {ENV_PREFIX}{section.upper()}_{key.upper()}={value.strip(chr(34))} (no config file is in use)"

@@ -10,11 +10,25 @@ D goes to jobs in proportion to their cost driver in the interval (CPU seconds
 for CPU and DRAM pools, SM-busy seconds for GPUs). S follows the pool's static
 policy:
 
-* ``proportional``: like D (by driver);
+* ``capacity`` (time-driven ABC; CPU and DRAM default): S is the cost of the
+  pool's capacity C over the interval (vCPU-seconds for a CPU package and its
+  DRAM, one device-second per second for a GPU or MIG slice). A job pays at
+  the capacity rate for what it used, S_j = S * d_j / C; what no job used
+  stays on ``_idle`` as *unused capacity*. A job's charge therefore does not
+  depend on who else ran (Kaplan & Anderson: unused capacity is reported, not
+  spread). When the drivers add up to more than C (counting noise) the rate
+  is S / sum(d): nothing is left unused and nothing is created;
+* ``proportional``: like D (by driver): busy jobs share the whole idle draw;
 * ``occupancy``: among jobs *holding* the device (a GPU context, a live
   process), weighted by their holding weight (e.g. GPU memory; equal if all
-  weights are equal);
+  weights are equal); the GPU default;
 * ``idle``: all of it to the reserved job ``_idle``.
+
+The house's jobs, ``_system`` and ``_agent``, never absorb idle power that
+others left: under ``proportional`` and ``occupancy`` they pay the capacity
+rate for their own use (as under ``capacity``), and the rest is split among
+the other jobs (or left on ``_idle``). Without that, the agent's 1 ms of CPU
+in a quiet tick took the whole host's idle draw.
 
 Whatever cannot be placed goes to a reserved job and never disappears: dynamic
 energy with no driver at all goes to ``_system`` (busy, but nothing we saw
@@ -24,6 +38,10 @@ static energy with no driver / no holder goes to ``_idle``.
 
 Invariant (tested as a property): for every pool, sum of the returned
 ``energy_j`` equals the pool's E to float rounding.
+
+``capacity_cost_split`` charges any cost of a pool's capacity by a static
+policy: the idle draw here, and each device's embodied carbon
+(``accounting.embodied``), so both follow one rule.
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ from dataclasses import dataclass
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey
 from wattledger.model.policies import StaticPolicy
 
-__all__ = ["Charge", "Pool", "StaticPolicy", "attribute"]
+__all__ = ["Charge", "Pool", "StaticPolicy", "attribute", "capacity_cost_split", "capacity_fractions",
+           "capacity_split"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,16 @@ class Pool:
     interval_s: float
     idle_power_w: float | None  # None: no baseline known -> everything is dynamic
     policy: StaticPolicy = StaticPolicy.PROPORTIONAL
+    # The pool's capacity over the interval, in driver units: vCPU-seconds for a CPU package
+    # and its DRAM (ncpu x interval). None: one device (a GPU, a MIG slice): interval_s.
+    capacity_s: float | None = None
+
+    @property
+    def capacity(self) -> float:
+        """Capacity over the interval in driver-seconds (``capacity_s``, else one device: ``interval_s``)."""
+        if self.capacity_s is not None and math.isfinite(self.capacity_s) and self.capacity_s > 0:
+            return self.capacity_s
+        return self.interval_s
 
     @property
     def static_j(self) -> float:
@@ -95,6 +124,75 @@ def _split(amount_j: float, weights: Mapping[JobKey, float], fallback: JobKey) -
     return shares
 
 
+def _usable(weights: Mapping[JobKey, float]) -> dict[JobKey, float]:
+    return {job: w for job, w in weights.items() if w > 0 and math.isfinite(w)}
+
+
+def capacity_fractions(driver_s: Mapping[JobKey, float], capacity_s: float) -> dict[JobKey, float]:
+    """The fraction of a pool's capacity each job used: d_j / max(C, sum(d)). Pure.
+
+    The fractions add up to at most 1; 1 minus their sum is the unused
+    capacity. Drivers that are zero, negative or not finite use nothing.
+    When the drivers add up to more than ``capacity_s`` (counting noise) they
+    are the capacity, so the fractions still add up to 1 at most.
+    """
+    used = _usable(driver_s)
+    limit = max(capacity_s if math.isfinite(capacity_s) else 0.0, math.fsum(used.values()))
+    if limit <= 0:
+        return {}
+    return {job: d / limit for job, d in used.items()}
+
+
+def capacity_split(amount: float, driver_s: Mapping[JobKey, float], capacity_s: float,
+                   unused: JobKey = IDLE_JOB) -> dict[JobKey, float]:
+    """``amount`` (a cost of the whole capacity) charged at the capacity rate; the rest on ``unused``.
+
+    Each job gets amount * d_j / max(C, sum(d)); ``unused`` gets the
+    remainder, so the parts add up to ``amount``.
+    """
+    if amount == 0:
+        return {}
+    shares = {job: amount * f for job, f in capacity_fractions(driver_s, capacity_s).items()}
+    rest = amount - math.fsum(shares.values())
+    if rest > 0 or not shares:
+        shares[unused] = shares.get(unused, 0.0) + rest
+    elif rest < 0:  # rounding only: take it off the largest share
+        top = max(shares, key=lambda j: shares[j])
+        shares[top] += rest
+    return shares
+
+
+def capacity_cost_split(amount: float, policy: StaticPolicy, driver_s: Mapping[JobKey, float],
+                        holders: Mapping[JobKey, float] | None, capacity_s: float) -> dict[JobKey, float]:
+    """A cost of keeping a pool's capacity ready (its idle draw, its embodied carbon) by a static policy.
+
+    The house's jobs pay only for their own use (the capacity rate); what no
+    job used or held stays on ``_idle``. The parts add up to ``amount``.
+    """
+    if amount == 0:
+        return {}
+    if policy is StaticPolicy.IDLE:
+        return {IDLE_JOB: amount}
+    if policy is StaticPolicy.CAPACITY:
+        return capacity_split(amount, driver_s, capacity_s)
+    fractions = capacity_fractions(driver_s, capacity_s)
+    shares = {job: amount * f for job, f in fractions.items() if job.house}
+    rest = amount - math.fsum(shares.values())
+    if policy is StaticPolicy.OCCUPANCY:
+        weights = holders if holders is not None else {job: 1.0 for job in _usable(driver_s)}
+    else:
+        weights = driver_s
+    for job, share in _split(rest, {j: w for j, w in weights.items() if not j.house}, IDLE_JOB).items():
+        shares[job] = shares.get(job, 0.0) + share
+    return shares
+
+
+def _static_split(pool: Pool, driver_s: Mapping[JobKey, float],
+                  holders: Mapping[JobKey, float] | None) -> dict[JobKey, float]:
+    """The static energy by the pool's policy; the house's jobs pay only for their own use."""
+    return capacity_cost_split(pool.static_j, pool.policy, driver_s, holders, pool.capacity)
+
+
 def attribute(
     pool: Pool,
     driver_s: Mapping[JobKey, float],
@@ -107,18 +205,12 @@ def attribute(
     reserved jobs (``_system`` for unexplained busy time, ``_agent``).
     ``holders``: jobs holding the device and their weight, for the occupancy
     policy (defaults to the jobs with a positive driver, equally weighted).
+    The pool's ``capacity`` sets the capacity rate (capacity policy, and the
+    house's jobs under every policy but ``idle``).
     ``unexplained``: who gets dynamic energy when no job has a driver.
     """
     dynamic = _split(pool.dynamic_j, driver_s, unexplained)
-    static_j = pool.static_j
-    if pool.policy is StaticPolicy.PROPORTIONAL:
-        static = _split(static_j, driver_s, IDLE_JOB)
-    elif pool.policy is StaticPolicy.OCCUPANCY:
-        if holders is None:
-            holders = {job: 1.0 for job, d in driver_s.items() if d > 0 and math.isfinite(d)}
-        static = _split(static_j, holders, IDLE_JOB)
-    else:
-        static = {IDLE_JOB: static_j} if static_j else {}
+    static = _static_split(pool, driver_s, holders)
     charges: dict[JobKey, Charge] = {}
     for job in set(dynamic) | set(static):
         charges[job] = Charge(

@@ -43,10 +43,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wattledger.accounting.counters import CounterDelta, CounterTracker
+from wattledger.accounting.counters import CounterDelta, CounterTracker, SavedReading
 from wattledger.model.gpu import (
     COMPONENT,
     SOURCE,
@@ -64,6 +64,7 @@ from wattledger.model.gpu import (
 )
 from wattledger.model.jobs import IDLE_JOB, SYSTEM_JOB, JobKey, untagged
 from wattledger.model.readings import EnergyCounter, Problem
+from wattledger.model.slurm import SlurmJob
 from wattledger.model.units import NS_PER_S, UJ_PER_J, US_PER_S
 
 DEFAULT_BRIDGE_GAP_S = 60.0
@@ -127,6 +128,14 @@ class GpuPools:
         self._tracker = CounterTracker()
         self._gpus: dict[str, _GpuState] = {}
 
+    def snapshot(self) -> list[SavedReading]:
+        """The GPUs' energy counters' last readings (integrated power has nothing to bridge a restart with)."""
+        return [r for r in self._tracker.snapshot() if r.key[0] == SOURCE]
+
+    def restore(self, readings: list[SavedReading]) -> None:
+        """Readings from before a restart: each GPU's next delta is the gap's energy (flagged unobserved)."""
+        self._tracker.restore([r for r in readings if r.key[0] == SOURCE])
+
     def update(self, sample: GpuSample) -> GpuPoolSample:
         for failure in sample.failures:
             if failure.devices and failure.devices[0] in self._gpus:
@@ -176,11 +185,12 @@ class GpuPools:
                    delta: CounterDelta | None) -> list[GpuDeviceReading]:
         source = SOURCE_MIG if parent.source == SOURCE else SOURCE_MIG_POWER
         unallocated = gpu.uuid + UNALLOCATED_SUFFIX
+        # A pool new this read has no previous reading: its share goes to the
+        # unallocated pool for this one read, so nothing is lost.
+        old = {m.uuid: (m.gi_id, m.gi_slices, m.ci_slices) for m in gpu.mig if m.uuid in state.mig_slots}
+        shares = mig_shares(old, gpu.mig_total_slices)
         if delta is not None:
-            # A pool new this read has no previous reading: its share goes to the
-            # unallocated pool for this one read, so nothing is lost.
-            old = {m.uuid: (m.gi_id, m.gi_slices, m.ci_slices) for m in gpu.mig if m.uuid in state.mig_slots}
-            parts = split_uj(int(round(delta.energy_j * UJ_PER_J)), mig_shares(old, gpu.mig_total_slices), unallocated)
+            parts = split_uj(int(round(delta.energy_j * UJ_PER_J)), shares, unallocated)
             for uuid, part_uj in parts.items():
                 state.pool_uj[uuid] = state.pool_uj.get(uuid, 0) + part_uj
         else:
@@ -189,11 +199,12 @@ class GpuPools:
         for m in gpu.mig:
             counter = EnergyCounter(COMPONENT, m.uuid, source, state.pool_uj.setdefault(m.uuid, 0))
             pool_delta = _part(delta, parts.get(m.uuid)) if m.uuid in state.mig_slots else None
-            out.append(_device(counter, m.activity, pool_delta, parent=gpu.uuid))
+            out.append(_device(counter, m.activity, pool_delta, parent=gpu.uuid, share=shares.get(m.uuid, 0.0)))
         state.mig_slots = frozenset(m.uuid for m in gpu.mig)
         counter = EnergyCounter(COMPONENT, unallocated, source, state.pool_uj.setdefault(unallocated, 0))
         nobody = GpuActivity({}, True, None)
-        out.append(_device(counter, nobody, _part(delta, parts.get(unallocated)), parent=gpu.uuid))
+        rest = max(0.0, 1.0 - math.fsum(shares.values()))
+        out.append(_device(counter, nobody, _part(delta, parts.get(unallocated)), parent=gpu.uuid, share=rest))
         return out
 
 
@@ -201,16 +212,18 @@ def _part(parent: CounterDelta | None, part_uj: int | None) -> CounterDelta | No
     """One MIG pool's piece of the parent's delta (same interval, reset and suspect flags)."""
     if parent is None or part_uj is None:
         return None
-    return CounterDelta(part_uj / UJ_PER_J, parent.interval_s, parent.wrapped, parent.reset, parent.suspect)
+    return CounterDelta(part_uj / UJ_PER_J, parent.interval_s, parent.wrapped, parent.reset, parent.suspect,
+                        parent.restored)
 
 
 def _device(counter: EnergyCounter, activity: GpuActivity, delta: CounterDelta | None,
-            parent: str = "") -> GpuDeviceReading:
+            parent: str = "", share: float = 1.0) -> GpuDeviceReading:
     interval_s = None if delta is None else delta.interval_s
     return GpuDeviceReading(
         counter=counter, processes=gpu_processes(activity, interval_s), util_available=activity.util is not None,
         interval_s=interval_s, parent=parent, processes_seen=activity.processes_listed,
         energy_j=0.0 if delta is None else delta.energy_j, reset=delta is not None and delta.reset,
+        unobserved=delta is not None and delta.restored, share=share,
     )
 
 
@@ -306,9 +319,12 @@ def measure_for(reading: GpuDeviceReading) -> Measure:
 
 
 def gpu_drivers(
-    reading: GpuDeviceReading, jobs_by_pid: Mapping[int, JobKey]
+    reading: GpuDeviceReading, jobs_by_pid: Mapping[int, JobKey], allocated: Collection[JobKey] = ()
 ) -> tuple[dict[JobKey, float], dict[JobKey, float]]:
-    """(driver_s per job, holders weight per job) for one GPU pool reading."""
+    """(driver_s per job, holders weight per job) for one GPU pool reading.
+
+    ``allocated``: jobs the scheduler gave this GPU (``allocated_gpus``); they hold it
+    (occupancy policy) even without a context on it: see ``_holders``."""
     jobs = {p.pid: jobs_by_pid.get(p.pid, untagged("")) for p in reading.processes}
     holding = [p for p in reading.processes if p.holds_context]
     interval_s = reading.interval_s if reading.interval_s and reading.interval_s > 0 else 1.0
@@ -320,7 +336,44 @@ def gpu_drivers(
                 _add(driver_s, jobs[p.pid], busy)
     else:
         driver_s = _shares(holding, jobs, interval_s)
-    return driver_s, _shares(holding, jobs, 1.0)
+    return driver_s, _holders(holding, jobs, allocated)
+
+
+def _holders(holding: list[GpuProcess], jobs: Mapping[int, JobKey], allocated: Collection[JobKey]) -> dict[JobKey, float]:
+    """Who holds the pool, for the occupancy policy: the jobs with a context (weighted by memory, or
+    equally), and the jobs the scheduler allocated it to. Without allocations: the context holders'
+    shares of 1. With them, every holding job counts as one (context holders keep their memory
+    ratio among themselves) and an allocated job without a context is one more."""
+    extra = [job for job in allocated if job not in {jobs[p.pid] for p in holding}]
+    if not extra:
+        return _shares(holding, jobs, 1.0)
+    out = _shares(holding, jobs, float(len({jobs[p.pid] for p in holding})))
+    for job in sorted(extra):
+        out[job] = 1.0
+    return out
+
+
+def allocated_gpus(gpus: Sequence[GpuReading], slurm: Mapping[JobKey, SlurmJob]) -> dict[str, frozenset[JobKey]]:
+    """Pool device -> the jobs Slurm allocated it to, from each job's GPU ids (``SlurmJob.gpus``).
+
+    An id is a GPU's NVML index (Slurm's node-global GPU id: gres.conf's order, which AutoDetect=nvml
+    takes from NVML) or a UUID (``GPU-...``, ``MIG-...`` in CUDA_VISIBLE_DEVICES). A whole GPU in MIG
+    mode is all of its pools (every instance and its unallocated slices); a MIG UUID is that instance.
+    """
+    pools_of: dict[str, tuple[str, ...]] = {}
+    for g in gpus:
+        whole = (g.uuid,) if not g.mig_enabled else tuple(m.uuid for m in g.mig) + (g.uuid + UNALLOCATED_SUFFIX,)
+        pools_of[g.uuid] = whole
+        if g.index is not None:
+            pools_of[str(g.index)] = whole
+        for m in g.mig:
+            pools_of[m.uuid] = (m.uuid,)
+    out: dict[str, set[JobKey]] = {}
+    for job, info in slurm.items():
+        for gpu_id in info.gpus:
+            for pool in pools_of.get(gpu_id, ()):
+                out.setdefault(pool, set()).add(job)
+    return {pool: frozenset(jobs) for pool, jobs in out.items()}
 
 
 def sm_busy_total(reading: GpuDeviceReading) -> float:

@@ -2,9 +2,14 @@
 
 Each check returns ``ProbeResult`` rows, in the order the command prints
 them: energy sources (RAPL or the model), processes, cgroups, the sink,
-GPUs, each pool's idle baseline and where it comes from, then the local
-ledger (retention, size, how far back it goes, its expected size, losses,
-damaged files moved aside, the agent holding it).
+GPUs, then each pool's idle baseline and where it comes from, the users over
+the tag cap, the host's embodied footprint (each device's kgCO2e, its
+range and its source), then the local ledger (retention, size, how far back
+it goes, its expected size, losses, damaged files moved aside, the agent
+holding it). Each thing is
+said once: the collectors' own first-probe logs are DEBUG, the rows are the
+report. A fix that is a setting is worded for the way the command was
+configured (``config_file``: the file in use; None: the environment).
 """
 
 from __future__ import annotations
@@ -12,9 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from wattledger.accounting.idle import LOW_ACTIVITY_FRACTION, MIN_LEARN_TICKS, BaselineSource, IdleBaselines
+from wattledger.accounting.tags import read_usage
 from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collector, proc_collector
+from wattledger.carbon.embodied import UnknownArchetype, host_footprint
+from wattledger.collectors.inventory import read_inventory
 from wattledger.collectors.procs import cgroup_v2_root
-from wattledger.config import Config, ConfigError, SinkKind, configured_idle_w
+from wattledger.config import Config, ConfigError, SinkKind, configured_idle_w, how_to_set
+from wattledger.model.embodied import G_PER_KG, SECONDS_PER_YEAR, Footprint, HostFootprint
+from wattledger.model.inventory import GpuInfo
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
@@ -24,9 +34,11 @@ from wattledger.util.clock import SYSTEM_CLOCK
 from wattledger.util.timeutil import iso
 
 
-def doctor_rows(cfg: Config) -> list[ProbeResult]:
-    return [*energy_rows(cfg), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg), *gpu_rows(cfg),
-            *idle_rows(cfg), *ledger_rows(cfg)]
+def doctor_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
+    gpus, gpu_info = gpu_rows_and_info(cfg, config_file)
+    return [*energy_rows(cfg, config_file), proc_collector(cfg).probe(), cgroup_row(cfg), *sink_rows(cfg),
+            *gpus, *idle_rows(cfg, config_file), *tag_rows(cfg), *embodied_rows(cfg, gpu_info, config_file),
+            *ledger_rows(cfg)]
 
 
 def measuring(rows: list[ProbeResult]) -> bool:
@@ -34,12 +46,13 @@ def measuring(rows: list[ProbeResult]) -> bool:
     return any(r.ok for r in rows if r.source in ("rapl", "model", "nvml"))
 
 
-def energy_rows(cfg: Config) -> list[ProbeResult]:
+def energy_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     collectors, probes = choose_energy_collectors(cfg)
     if collectors:
         return probes
     return [*probes, ProbeResult("energy", SourceState.MISSING, "no energy source can be read",
-                                 "see the RAPL line above, or set [agent] estimate = \"auto\"")]
+                                 "see the RAPL line above, or " + how_to_set("agent", "estimate", '"auto"',
+                                                                             config_file))]
 
 
 def cgroup_row(cfg: Config) -> ProbeResult:
@@ -66,15 +79,64 @@ def sink_rows(cfg: Config) -> list[ProbeResult]:
     return [check_connection(cfg.sink, route)]
 
 
-def gpu_rows(cfg: Config) -> list[ProbeResult]:
+def gpu_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     """The NVML probe, then one row per GPU (docs/gpu.md explains each state)."""
-    gpu, rows = choose_gpu_collector(cfg)
+    return gpu_rows_and_info(cfg, config_file)[0]
+
+
+def gpu_rows_and_info(cfg: Config, config_file: Path | None = None) -> tuple[list[ProbeResult], tuple[GpuInfo, ...]]:
+    """The GPU rows, and each GPU's NVML name and memory (for the embodied footprint)."""
+    gpu, rows = choose_gpu_collector(cfg, config_file=config_file)
+    info: tuple[GpuInfo, ...] = ()
     if gpu is not None:
+        info = gpu.gpu_info()
         gpu.close()
-    return rows
+    return rows, info
 
 
-def idle_rows(cfg: Config) -> list[ProbeResult]:
+def embodied_rows(cfg: Config, gpus: tuple[GpuInfo, ...] = (),
+                  config_file: Path | None = None) -> list[ProbeResult]:
+    """The host's embodied footprint: the total and its accrual rate, then each device's figure and source."""
+    e = cfg.embodied
+    if not e.enabled:
+        return [ProbeResult("embodied", SourceState.FOUND, "embodied carbon is not charged ([embodied] enabled = "
+                                                           "false)")]
+    inv = read_inventory(Path(cfg.agent.procfs_root), Path(cfg.agent.sysfs_root), gpus)
+    try:
+        fp = host_footprint(e, inv)
+    except UnknownArchetype as err:
+        return [ProbeResult("embodied", SourceState.ERROR, str(err),
+                            how_to_set("embodied", "archetype", '"NAME"', config_file) + " with a known name, "
+                            "or leave it empty to use the detected hardware")]
+    detail = "\n".join([footprint_summary(fp), *(device_line(fp, d) for d in fp.devices),
+                        *(f"cannot read: {p}" for p in inv.problems)])
+    if inv.problems:  # one row per source: the devices are its lines
+        return [ProbeResult("embodied", SourceState.MISSING, detail, "the parts that could not be read are left "
+                            "out; " + how_to_set("embodied", "device_kg", '{"storage" = KG}', config_file)
+                            + " to give one")]
+    return [ProbeResult("embodied", SourceState.FOUND, detail)]
+
+
+def footprint_summary(fp: HostFootprint) -> str:
+    lo = sum(d.kg_min if d.kg_min is not None else d.kg for d in fp.devices)
+    hi = sum(d.kg_max if d.kg_max is not None else d.kg for d in fp.devices)
+    per_h = fp.kg * G_PER_KG / (fp.lifetime_s / 3600)
+    gpus = sum(1 for d in fp.devices if d.component == "gpu")
+    per_gpu = f", {per_h / gpus:.1f} gCO2e per GPU-hour" if gpus else ""
+    end = "end of life unknown ([embodied] in_service not set)" if fp.end_ns is None else \
+        f"end of life {iso(fp.end_ns)[:10]}, then {fp.after_end.value}"
+    return (f"host {fp.kg:,.0f} kgCO2e (Boavizta's range {lo:,.0f}-{hi:,.0f}) from {fp.basis}, over "
+            f"{fp.lifetime_s / SECONDS_PER_YEAR:g} years: {per_h:.1f} gCO2e/h{per_gpu}; unused capacity: "
+            f"{fp.unused.value}; {end}")
+
+
+def device_line(fp: HostFootprint, d: Footprint) -> str:
+    span = f" ({d.kg_min:,.4g}-{d.kg_max:,.4g})" if d.kg_min is not None and d.kg_max is not None else ""
+    rate = d.kg * G_PER_KG / (fp.lifetime_s / 3600)
+    return f"  {d.component}:{d.device} {d.kg:,.4g} kgCO2e{span}, {rate:.2f} g/h: {d.what}; source: {d.source}"
+
+
+def idle_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
     """Each pool's idle baseline and where it comes from."""
     collectors, _ = choose_energy_collectors(cfg)
     state = IdleBaselines.load(cfg.state_dir, cfg.attribution.idle_percentile, cfg.attribution.learn_idle)
@@ -92,10 +154,11 @@ def idle_rows(cfg: Config) -> list[ProbeResult]:
             if b.source is not BaselineSource.NONE:
                 rows.append(ProbeResult("idle", SourceState.FOUND, detail))
                 continue
+            setting = how_to_set("attribution", "idle_power_w", f'{{"{where}" = WATTS}}', config_file)
             fix = (f"let the agent see {MIN_LEARN_TICKS} ticks with busy CPU < {LOW_ACTIVITY_FRACTION:.0%}, "
-                   f"or set [attribution] idle_power_w = {{\"{where}\" = WATTS}}")
+                   f"or {setting}")
             if not cfg.attribution.learn_idle:
-                fix = f"[attribution] learn_idle is off: set [attribution] idle_power_w = {{\"{where}\" = WATTS}}"
+                fix = f"[attribution] learn_idle is off: {setting}"
             rows.append(ProbeResult("idle", SourceState.MISSING, detail, fix))
     return rows
 
@@ -150,3 +213,19 @@ def ledger_rows(cfg: Config) -> list[ProbeResult]:
                                 f"recover what it held: sqlite3 {moved} .recover | sqlite3 recovered.sqlite3; "
                                 "then delete it"))
     return rows
+def tag_rows(cfg: Config) -> list[ProbeResult]:
+    """Users over today's cap on distinct tag sets, from the agent's saved budget (none saved today: no row)."""
+    cap = cfg.jobs.max_tags_per_user_day
+    users, over = read_usage(cfg.state_dir, cap, SYSTEM_CLOCK.wall_ns())
+    if not users:
+        return []
+    if not over:
+        return [ProbeResult("tags", SourceState.FOUND, f"{users} user(s) tagged jobs today (UTC), none over the "
+                                                       f"cap of {cap} tag sets ([jobs] max_tags_per_user_day)")]
+    return [ProbeResult(
+        "tags", SourceState.ERROR,
+        f"user {o.user} reached today's cap of {o.cap} distinct tag sets (job, project, phase); at least "
+        f"{o.folded} more are charged to {o.user}'s _overflow job until midnight UTC",
+        f"if {o.user} runs that many jobs on purpose, raise [jobs] max_tags_per_user_day (each tag set is "
+        "InfluxDB series: docs/attribution.md, \"Cardinality\"); else ask them to reuse job tags")
+        for o in over]

@@ -2,18 +2,21 @@
 
 One tick, top to bottom (``Agent.tick``):
 
-1. **collect**: read the GPUs (raw), the processes (CPU seconds per job, and
-   the jobs of the GPUs' pids), the energy counters. Every reading is stamped
+1. **collect**: read the GPUs (raw), the energy counters, the processes (CPU
+   seconds per job, and the jobs of the GPUs' pids). Every reading is stamped
    with the monotonic clock; the wall clock only stamps the points.
 2. **pools**: each source's readings become uniform ``PoolInput``s
    (``agent.pools``): energy delta with its own interval, drivers, holders.
 3. **attribute**: per pool, the idle baseline (``accounting.idle``) and the
    pure ABC split (``accounting.attribution``) give ``wl_node`` and
-   ``wl_job`` points.
-4. **commit** (``Agent.commit``): the ledger (one transaction), the local
-   sinks (stdout), delivery of spooled points to a remote sink, carbon sync,
-   then one bounded piece of the ledger's compaction (``store.compact``) and,
-   for a fleet's tiered InfluxDB, the export of what it folded into the spool
+   ``wl_job`` points; the tag guard (``accounting.tags``) folds a user's tag
+   sets over the daily cap into that user's ``_overflow``.
+4. **commit** (``Agent.commit``): the ledger (one transaction: the points
+   and the counters' readings they were measured up to, so that a restart
+   can charge its gap to ``_unobserved``: ``agent.restart``), the local sinks
+   (stdout), delivery of spooled points to a remote sink, carbon sync, then
+   one bounded piece of the ledger's compaction (``store.compact``) and, for
+   a fleet's tiered InfluxDB, the export of what it folded into the spool
    (``store.exporter``).
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
@@ -34,9 +37,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from wattledger.accounting.attribution import Pool, attribute
-from wattledger.accounting.gpu import GpuPools
+from wattledger.accounting.gpu import GpuPools, allocated_gpus
 from wattledger.accounting.idle import IdleBaselines
+from wattledger.accounting.resume import CounterStore
+from wattledger.accounting.tags import TagGuard
 from wattledger.agent.pools import CpuPools, PoolInput, gpu_inputs
+from wattledger.agent.restart import checkpoint
 from wattledger.agent.sinks.base import Sink
 from wattledger.config import Config, configured_idle_w
 from wattledger.model.activity import ProcSample
@@ -45,14 +51,19 @@ from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
 from wattledger.store.compact import Compactor
-from wattledger.store.exporter import Exporter
+from wattledger.store.jobinfo import settle_requested_ns
+from wattledger.store.exporter import RollupExporter
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 from wattledger.util.logonce import LogOnce
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Deliverer
+    from wattledger.agent.embodied import EmbodiedCharger
+    from wattledger.agent.exporter import Exporter
     from wattledger.carbon.sync import PeriodicSync
+    from wattledger.model.slurm import SlurmJob
+    from wattledger.store.jobinfo import JobInfoStore
 
 log = logging.getLogger("wattledger.loop")
 
@@ -89,6 +100,8 @@ class TickResult:
     points: list[Point]
     pools: int = 0
     duration_s: float = 0.0
+    wall_ns: int = 0  # the tick's timestamp (every point's)
+    slurm: Mapping[JobKey, SlurmJob] = field(default_factory=dict)  # Slurm jobs with a live process
 
 
 @dataclass
@@ -104,14 +117,21 @@ class Agent:
     carbon_sync: PeriodicSync | None = None
     on_tick: Callable[[TickResult], None] | None = None
     compactor: Compactor | None = None  # the ledger's rollups and retention, a bounded piece per tick
-    exporter: Exporter | None = None  # the rollups into the spool, for a fleet's tiered InfluxDB
+    tags: TagGuard | None = None  # the per-user cap on tag sets per day ([jobs] max_tags_per_user_day)
+    counters: CounterStore | None = None  # the counters' readings, committed with each tick to bridge a restart
+    jobinfo: JobInfoStore | None = None  # Slurm jobs' details beside the ledger (store.jobinfo)
+    exporter: Exporter | None = None  # the Prometheus endpoint ([prometheus] listen)
+    embodied: EmbodiedCharger | None = None  # the hardware's embodied carbon per tick ([embodied])
+    rollups: RollupExporter | None = None  # the ledger's rollups into the spool, for a fleet's tiered InfluxDB
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.reporter = LogOnce(log)
+        self.guard = self.tags or TagGuard(self.cfg.jobs.max_tags_per_user_day)
         self.cpu_pools = CpuPools()
         self.gpu_pools = GpuPools()
         self._me = psutil.Process()  # the agent's own cost, for wl_agent
+        self._settle_seen_ns = settle_requested_ns(self.ledger.path.parent)
         self._last_cpu_s = self._own_cpu_s()
 
     def _own_cpu_s(self) -> float:
@@ -149,29 +169,63 @@ class Agent:
     def tick(self) -> TickResult:
         started = time.monotonic()
         wall_ns, read_ns = self.clock.wall_ns(), self.clock.mono_ns()
+        self._settle_if_asked()
         gpu_raw = self._read_gpu(read_ns)
-        procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
+        # The energy counters just before /proc/stat (the process reader's first read): the
+        # energy and the busy time it is split by then cover the same interval, to within
+        # microseconds, not the tens of milliseconds a /proc scan takes.
         samples = self._read_energy(read_ns)
+        procs = self.sources.procs.read(read_ns, sorted(_gpu_pids(gpu_raw)))
         gpu = self.gpu_pools.update(gpu_raw) if gpu_raw is not None else None
-        inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid)
+        inputs = self.cpu_pools.inputs(samples, procs) + gpu_inputs(gpu, procs.jobs_by_pid,
+                                                                    self._allocated(gpu_raw, procs))
         points = [p for pool in inputs for p in self._charge(pool, wall_ns)]
+        points += self._embodied(inputs, wall_ns)
         duration_s = time.monotonic() - started
         if not procs.baseline:
             points.append(self._agent_point(wall_ns, duration_s))
             self.idle.maybe_save()
-        return TickResult(points, len(inputs), duration_s)
+        self.guard.save()  # only when a new tag set was seen
+        return TickResult(points, len(inputs), duration_s, wall_ns, procs.slurm)
+
+    def _embodied(self, inputs: list[PoolInput], wall_ns: int) -> list[Point]:
+        """The tick's embodied carbon (agent.embodied), folded like the energy by the tag cap."""
+        if self.embodied is None:
+            return []
+        points = self.embodied.points(inputs, wall_ns, lambda job: self.guard.job(job, wall_ns))
+        for uuid in sorted(self.embodied.unknown_gpus):
+            self.reporter.problem(("embodied", uuid), f"embodied: GPU {uuid} appeared after the agent started and "
+                                  "has no embodied figure: restart the agent to charge it", logging.INFO)
+        return points
+
+    def _settle_if_asked(self) -> None:
+        """A Slurm Epilog asked (store.jobinfo.request_settle): read every process in this tick."""
+        asked_ns = settle_requested_ns(self.ledger.path.parent)
+        if asked_ns is not None and asked_ns != self._settle_seen_ns:
+            self._settle_seen_ns = asked_ns
+            request = getattr(self.sources.procs, "request_full_scan", None)
+            if request is not None:
+                request()
+
+    def _allocated(self, gpu_raw: GpuSample | None, procs: ProcSample) -> dict[str, frozenset[JobKey]]:
+        """The GPUs Slurm allocated to each running job ([slurm] hold_allocated_gpus: they hold them)."""
+        if gpu_raw is None or not procs.slurm or not self.cfg.slurm.hold_allocated_gpus:
+            return {}
+        return allocated_gpus(gpu_raw.gpus, procs.slurm)
 
     def _charge(self, pool: PoolInput, wall_ns: int) -> list[Point]:
         """One pool: report its counter's events, resolve and learn its idle power, split it, make points."""
         self._report_counter(pool)
         c = pool.counter
-        idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
-                                   c.idle_power_w, wall_ns).power_w
-        self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
+        idle_w = None  # a restart's gap: nobody watched, so no static/dynamic split, and nothing to learn
+        if not pool.unobserved:
+            idle_w = self.idle.resolve(c.component, c.device, configured_idle_w(self.cfg, c.component, c.device),
+                                       c.idle_power_w, wall_ns).power_w
+            self.idle.observe(c.component, c.device, pool.energy_j / pool.interval_s, pool.activity)
         split = Pool(c.component, c.device, c.source, pool.energy_j, pool.interval_s, idle_w,
-                     self.cfg.attribution.static_policy(c.component))
-        return pool_points(self.host, split, attribute(split, pool.driver_s, pool.holders, pool.unexplained),
-                           wall_ns)
+                     self.cfg.attribution.static_policy(c.component), pool.capacity_s)
+        charges = attribute(split, pool.driver_s, pool.holders, pool.unexplained)
+        return pool_points(self.host, split, self.guard.fold(charges, wall_ns), wall_ns)
 
     def _report_counter(self, pool: PoolInput) -> None:
         c = pool.counter
@@ -198,7 +252,14 @@ class Agent:
         return Point(WL_AGENT, {"host": self.host}, fields, wall_ns)
 
     def commit(self, result: TickResult) -> None:
-        self.ledger.append(result.points)
+        # The readings the tick was measured up to, committed with it (agent/restart.py).
+        state = None if self.counters is None else checkpoint(self.counters, self.cpu_pools, self.gpu_pools,
+                                                               self.sources.energy, result.wall_ns)
+        result.points = self.ledger.append(result.points, state)  # as stored: every output shows the ledger's figures
+        if self.jobinfo is not None and result.slurm:
+            self._record_jobs(self.jobinfo, result)
+        if self.exporter is not None:
+            self.exporter.committed(result.points, result.wall_ns)
         if self.carbon_sync is not None:
             self.carbon_sync.maybe_sync()  # in its own thread: a slow API never delays a tick
         for sink in self.local_sinks:
@@ -208,10 +269,19 @@ class Agent:
             self.deliverer.step()
         if self.compactor is not None and result.points:
             self.compactor.step(max(p.time_ns for p in result.points))  # the tick's time is "now"
-        if self.exporter is not None:
-            self.exporter.step()  # what compaction folded, spooled for the next delivery
+        if self.rollups is not None:
+            self.rollups.step()  # what compaction folded, spooled for the next delivery
         if self.on_tick is not None:
             self.on_tick(result)
+
+    def _record_jobs(self, jobinfo: JobInfoStore, result: TickResult) -> None:
+        try:
+            jobinfo.record(self.host, result.wall_ns, result.slurm)
+        except Exception as e:  # noqa: BLE001 - job details must never stop the ledger; said once
+            self.reporter.problem("jobinfo", f"cannot record Slurm job details in the ledger ({e}); energy is "
+                                  "still recorded, report --account/--partition and the Epilog miss them")
+        else:
+            self.reporter.cleared("jobinfo", "Slurm job details recorded again")
 
     def _write_local(self, sink: Sink, points: list[Point]) -> None:
         answer = sink.write(points)
@@ -249,6 +319,10 @@ class Agent:
         self.idle.save()
         if self.carbon_sync is not None:
             self.carbon_sync.join(timeout_s=flush_s)
+        if self.exporter is not None:
+            self.exporter.close()
+        if self.jobinfo is not None:
+            self.jobinfo.close()
 
 
 def _problem_line(f: ProbeResult) -> str:

@@ -68,6 +68,13 @@ def default_since(ledger: Ledger, provider: str, zone: str, now_ns: int) -> int:
     return max(start - BACKFILL_NS, now_ns - MAX_CATCH_UP_NS)
 
 
+def nothing_to_sync(provider: IntensityProvider) -> str:
+    """Why a sync with this provider has nothing to fetch ("" when it has): it must then touch no ledger."""
+    if provider.name == "static":
+        return "the static table has no time series to store; reports apply it directly"
+    return ""
+
+
 def sync(
     cfg: Config,
     ledger: Ledger,
@@ -85,9 +92,9 @@ def sync(
     provider = provider or make_provider(cfg.carbon)
     zone = getattr(provider, "zone", cfg.carbon.zone)
     until_ns = now_ns if until_ns is None else until_ns
-    if provider.name == "static":
-        return SyncResult(provider.name, zone, since_ns or until_ns, until_ns, 0,
-                          skipped="the static table has no time series to store; reports apply it directly")
+    skipped = nothing_to_sync(provider)
+    if skipped:
+        return SyncResult(provider.name, zone, since_ns or until_ns, until_ns, 0, skipped=skipped)
     if since_ns is None:
         since_ns = default_since(ledger, provider.name, zone, now_ns)
     if since_ns >= until_ns:

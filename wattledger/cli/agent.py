@@ -11,9 +11,10 @@ import click
 
 from wattledger.agent.delivery import Deliverer
 from wattledger.agent.factory import build_agent, make_deliverer
+from wattledger.agent.loop import Agent
 from wattledger.cli.options import (
-    check_zone, config_option, influx_options, load_config, procfs_option, sink_kind, state_dir_option,
-    sysfs_option, with_influx,
+    check_zone, config_file, config_option, influx_options, load_config, procfs_option, sink_kind,
+    state_dir_option, sysfs_option, with_influx,
 )
 from wattledger.config import Config, ConfigError, Overrides, SinkKind
 from wattledger.store.errors import StorageError
@@ -63,7 +64,8 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
     with _state_dir_lock(cfg) as _held:
         ledger = _open_ledger(cfg)
         a = build_agent(cfg, ledger, out=sys.stdout if cfg.sink.kind is SinkKind.STDOUT else None,
-                        deliverer=_deliverer(cfg, ledger))
+                        deliverer=_deliverer(cfg, ledger), config_file=config_file(config_path), exporter=True)
+        _start_exporter(a)
         signal.signal(signal.SIGTERM, lambda *_: a.stop())
         signal.signal(signal.SIGINT, lambda *_: a.stop())
         log.info("agent: ledger %s, every %.3g s, sink %s", ledger.path, cfg.agent.interval_s, cfg.sink.kind)
@@ -72,6 +74,18 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
         finally:
             ledger.close()
         log.info("agent: stopped after %d ticks", made)
+
+
+def _start_exporter(a: Agent) -> None:
+    """The Prometheus endpoint, when [prometheus] listen is set."""
+    if a.exporter is None:
+        return
+    from wattledger.agent.exporter import ExporterError
+
+    try:
+        a.exporter.start()
+    except ExporterError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _state_dir_lock(cfg: Config) -> StateDirLock:

@@ -22,24 +22,28 @@ from wattledger.carbon import UnknownZone
 from wattledger.config import ConfigError
 from wattledger.grafana.dashboards import Dashboard, all_dashboards
 from wattledger.grafana.defaults import defaults_from_config
+from wattledger.grafana import prometheus
 from wattledger.grafana.export import export
 from wattledger.grafana.push import DEFAULT_FOLDER, PushError, push_to
 
 
-def _dashboards(config_path: Path | None) -> dict[str, Dashboard]:
-    if config_path is None:
-        return all_dashboards()
+def _dashboards(config_path: Path | None, with_prometheus: bool = False) -> dict[str, Dashboard]:
+    """The InfluxDB dashboards, and with ``with_prometheus`` the Prometheus ones (under prometheus/)."""
     try:
-        cfg = config_mod.load(config_path)  # validates
-        return all_dashboards(defaults_from_config(cfg))
+        defaults = defaults_from_config(config_mod.load(config_path)) if config_path is not None else None
     except (ConfigError, UnknownZone) as e:
         raise click.UsageError(str(e)) from None
+    boards = all_dashboards(defaults) if defaults else all_dashboards()
+    if with_prometheus:
+        boards.update(prometheus.all_dashboards(defaults) if defaults else prometheus.all_dashboards())
+    return boards
 
 
 _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Take the PUE, zone and fallback intensity defaults from this TOML config "
-         "[default: the built-in ones, as in the repository's dashboards/].",
+    help="Take the PUE, zone and fallback intensity defaults, and the projects shared by several users "
+         "([jobs] shared_projects), from this TOML config [default: the built-in ones, as in the "
+         "repository's dashboards/].",
 )
 
 
@@ -52,8 +56,12 @@ def dashboards() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @_config_option
 def export_cmd(directory: Path, config_path: Path | None) -> None:
-    """Write the dashboards as JSON files into DIRECTORY (for file provisioning)."""
-    for path in export(directory, _dashboards(config_path)):
+    """Write the dashboards as JSON files into DIRECTORY (for file provisioning).
+
+    The InfluxDB dashboards go in DIRECTORY, the Prometheus versions of the
+    Overview and Job dashboards in DIRECTORY/prometheus/.
+    """
+    for path in export(directory, _dashboards(config_path, with_prometheus=True)):
         click.echo(str(path))
 
 
@@ -66,10 +74,13 @@ def export_cmd(directory: Path, config_path: Path | None) -> None:
 @click.option("--folder", envvar="WATTLEDGER_GRAFANA_FOLDER", default=DEFAULT_FOLDER, show_default=True,
               help="Folder title, created when missing; empty for General [env WATTLEDGER_GRAFANA_FOLDER]")
 @click.option("--timeout-s", type=float, default=10.0, show_default=True, help="HTTP timeout per request")
+@click.option("--prometheus", "with_prometheus", is_flag=True,
+              help="Also push the Prometheus versions of the Overview and Job dashboards.")
 @_config_option
-def push_cmd(url: str, token: str | None, folder: str, timeout_s: float, config_path: Path | None) -> None:
+def push_cmd(url: str, token: str | None, folder: str, timeout_s: float, with_prometheus: bool,
+             config_path: Path | None) -> None:
     """Create or update the dashboards in a Grafana through its HTTP API."""
-    boards = _dashboards(config_path)
+    boards = _dashboards(config_path, with_prometheus)
     try:
         results = push_to(url, token, folder or None, timeout_s, boards)
     except PushError as e:

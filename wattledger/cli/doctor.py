@@ -9,11 +9,12 @@ import click
 
 from wattledger.agent.doctor import doctor_rows, measuring
 from wattledger.cli.options import (
-    check_zone, config_option, influx_options, load_config, procfs_option, state_dir_option, sysfs_option,
-    with_influx,
+    check_zone, config_file, config_option, influx_options, load_config, procfs_option, state_dir_option,
+    sysfs_option, with_influx,
 )
 from wattledger.config import Overrides
 from wattledger.model.readings import ProbeResult
+from wattledger.util.redact import redact_text
 
 
 @click.command()
@@ -33,9 +34,9 @@ def doctor(config_path: str | None, state_dir: str | None, sysfs_root: str | Non
                                                influx_url, influx_database, influx_bucket, influx_org,
                                                influx_token))
     check_zone(cfg)
-    rows = doctor_rows(cfg)
+    rows = doctor_rows(cfg, config_file(config_path))
     for r in rows:
-        click.echo(_json(r) if as_json else _text(r))
+        click.echo(redact_text(_json(r) if as_json else _text(r)))  # belt and braces: rows redact their URLs
     sys.exit(0 if measuring(rows) else 1)
 
 
@@ -46,7 +47,8 @@ def _json(r: ProbeResult) -> str:
 
 def _text(r: ProbeResult) -> str:
     mark = "ok " if r.ok else "!! "
-    line = f"{mark}{r.source:<10} {r.state.value:<18} {r.detail}"
+    detail = r.detail.replace("\n", "\n" + " " * 33)  # a row of several lines (embodied: one per device)
+    line = f"{mark}{r.source:<10} {r.state.value:<18} {detail}"
     if r.fix and not r.ok:
         line += f"\n   {'':<10} {'':<18} fix: {r.fix}"
     return line

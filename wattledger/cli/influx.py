@@ -28,7 +28,7 @@ def setup(config_path: str | None, influx_url: str | None, influx_database: str 
     \b
     The tiered layout (the default) keeps three tiers, each with its retention ([influx]):
       raw      every tick                       raw_days      (default 2)
-      minutes  the ledgers' exact minute sums   minutes_days  (default 30)
+      minutes  the ledgers' exact minute sums   minutes_days  (default 20)
       hours    the ledgers' exact hour sums     hours_days    (default 0: forever)
     InfluxDB 1.x (--influx-database): the database and the retention policies
     raw (the default), minutes and hours. InfluxDB 2.x (--influx-bucket B

@@ -21,7 +21,9 @@ from wattledger.cli.influx import influx
 from wattledger.cli.report import carbon, report
 from wattledger.cli.resend import resend
 from wattledger.cli.run import run
+from wattledger.cli.slurm import slurm
 from wattledger.cli.top import top
+from wattledger.util.redact import install_log_redaction, redact_text
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -30,9 +32,21 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()  # no password in a URL reaches the log (util/redact.py)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Wattledger(click.Group):
+    """The command group; a URL's credentials never reach an error message (util/redact.py)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            setattr(e, "message", redact_text(e.message))  # typed Final by click, a plain attribute at run time
+            raise
+
+
+@click.group(cls=_Wattledger, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wattledger")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
 def main(verbose: bool) -> None:
@@ -48,7 +62,7 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-for command in (agent, doctor, run, report, top, carbon, dashboards, resend, influx):
+for command in (agent, doctor, run, report, top, carbon, dashboards, slurm, resend, influx):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,11 @@ def load_config(path: str | None, overrides: Overrides | None = None) -> Config:
         raise click.UsageError(str(e)) from None
 
 
+def config_file(path: str | None) -> Path | None:
+    """The config file in use that a user can edit (None: defaults and environment only), for fixes' wording."""
+    return config_mod.editable_file(Path(path) if path else None)
+
+
 class Finite(click.ParamType):
     """A finite number in [lo, hi] (``float`` alone lets nan, inf and 1e12 through)."""
 

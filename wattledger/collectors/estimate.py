@@ -15,11 +15,16 @@ coefficient). It is all static power.
 
 The model integrates power into cumulative micro-joule counters so that the
 rest of the pipeline (counters, attribution, ledger) treats it exactly like
-RAPL; the counters start at zero when the collector is created.
+RAPL; the counters start at zero when the collector is created. Across a
+restart of the agent (same boot) ``checkpoint``/``resume`` carry the integral
+and the last /proc/stat reading over, so the first read after the restart
+integrates the model over the gap, from the busy time the kernel counted
+meanwhile, as a hardware counter would have counted it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from wattledger.model.readings import EnergyCounter, EnergySample, ProbeResult, SourceState
@@ -77,6 +82,18 @@ class EstimateCollector:
             f"{gib:.1f} GiB RAM x {self.dram_w_per_gib} W/GiB (flagged source=model)",
             devices=(f"cpu:{DEVICE}", f"dram:{DEVICE}"),
         )
+
+    def checkpoint(self) -> dict[str, float]:
+        """The integral and the last reading, to resume after a restart (same boot: /proc/stat is per boot)."""
+        if self._last is None:
+            return {}
+        return {"read_ns": float(self._last[0]), "busy_ticks": float(self._last[1]), "cpu_uj": self._cpu_uj,
+                "dram_uj": self._dram_uj}
+
+    def resume(self, state: Mapping[str, float]) -> None:
+        if {"read_ns", "busy_ticks", "cpu_uj", "dram_uj"} <= set(state):
+            self._last = (int(state["read_ns"]), int(state["busy_ticks"]))
+            self._cpu_uj, self._dram_uj = float(state["cpu_uj"]), float(state["dram_uj"])
 
     def read(self, read_ns: int) -> EnergySample:
         host = parse_proc_stat((self.procfs_root / "stat").read_text())

@@ -48,6 +48,7 @@ from wattledger.model.gpu import (
     MigReading,
     UtilSample,
 )
+from wattledger.model.inventory import GpuInfo
 from wattledger.model.readings import Problem, ProbeResult, SourceState
 from wattledger.util.logonce import LogOnce
 
@@ -67,14 +68,17 @@ _STATE = {
     Problem.ERROR: SourceState.ERROR,
 }
 
-NO_GPUS_HINT = 'on a host without NVIDIA GPUs set [agent] gpus = "never" (or WATTLEDGER_AGENT_GPUS=never)'
+# Problems that mean "maybe there is no NVIDIA GPU here": whoever knows how the agent was
+# configured (agent/factory.py) adds how to set [agent] gpus = "never" to their fix.
+NO_GPU_HERE = frozenset({Problem.LIBRARY_MISSING, Problem.DRIVER_NOT_LOADED, Problem.NO_GPU})
+# The host has no NVIDIA stack at all: normal on many hosts, reported at INFO (or less), never a warning.
+ABSENT = frozenset({Problem.LIBRARY_MISSING, Problem.NO_GPU})
 _FIX = {
     Problem.LIBRARY_MISSING: (
-        "install the NVIDIA driver (it ships libnvidia-ml.so.1) and the Python package nvidia-ml-py; "
-        + NO_GPUS_HINT
+        "install the NVIDIA driver (it ships libnvidia-ml.so.1) and the Python package nvidia-ml-py"
     ),
     Problem.DRIVER_NOT_LOADED: (
-        "load the NVIDIA kernel module (check `nvidia-smi`, `modprobe nvidia`, dmesg); " + NO_GPUS_HINT
+        "load the NVIDIA kernel module (check `nvidia-smi`, `modprobe nvidia`, dmesg)"
     ),
     Problem.NO_PERMISSION: (
         "give the service user access to /dev/nvidia* (e.g. the video group) or run "
@@ -85,7 +89,7 @@ _FIX = {
         "the GPU fell off the bus: check dmesg for Xid errors, then reset the GPU "
         "(nvidia-smi -r) or reboot; other GPUs keep being measured"
     ),
-    Problem.NO_GPU: "nothing to measure here; " + NO_GPUS_HINT,
+    Problem.NO_GPU: "nothing to measure here",
     Problem.ERROR: "run `nvidia-smi -q` to see the driver's view; report the NVML error code",
 }
 
@@ -154,6 +158,7 @@ class _Gpu:
     max_mig: int = 0
     cursor: _Cursor = field(default_factory=_Cursor)
     mig_slots: dict[str, _MigSlot] = field(default_factory=dict)
+    memory_bytes: int | None = None  # nvmlDeviceGetMemoryInfo's total (for the embodied footprint)
 
     def pool_names(self) -> list[str]:
         if not self.mig:
@@ -233,12 +238,14 @@ class NvmlCollector:
         return ProbeResult(SOURCE, SourceState.FOUND, detail, devices=tuple(devices))
 
     def _set_probe(self, result: ProbeResult) -> ProbeResult:
+        """Keep the probe's result. The first one is its caller's to report (the agent's factory logs it
+        once, at the level its state deserves; ``doctor`` prints it as a row), so it goes to DEBUG;
+        a later probe that finds a new problem is logged here (no NVIDIA stack at all: INFO)."""
+        first = self._probe is None
         self._probe = result
         if not result.ok:
-            # No NVIDIA stack at all is normal on many hosts: info, not a warning.
-            quiet = result.problem in (Problem.LIBRARY_MISSING, Problem.NO_GPU)
-            self._once.problem(("probe", result.detail), f"nvml: {result.detail}; {result.fix}",
-                               logging.INFO if quiet else logging.WARNING)
+            level = logging.DEBUG if first else logging.INFO if result.problem in ABSENT else logging.WARNING
+            self._once.problem(("probe", result.detail), f"nvml: {result.detail}; {result.fix}", level)
         return result
 
     @property
@@ -277,7 +284,19 @@ class NvmlCollector:
         if old is not None and old.energy_counter == energy_counter and old.mig == mig:
             old.handle, old.index, old.max_mig = handle, index, max_mig  # keep cursors across re-probes
             return old
-        return _Gpu(index, uuid, name, handle, energy_counter, mig=mig, max_mig=max_mig)
+        return _Gpu(index, uuid, name, handle, energy_counter, mig=mig, max_mig=max_mig,
+                    memory_bytes=self._memory_bytes(handle))
+
+    def _memory_bytes(self, handle: Any) -> int | None:
+        nvml = self._nvml
+        try:
+            return int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+        except nvml.NVMLError:
+            return None  # the footprint then assumes the model's usual size (docs/embodied.md)
+
+    def gpu_info(self) -> tuple[GpuInfo, ...]:
+        """Each GPU the last probe found: NVML's model name and memory size (the embodied footprint)."""
+        return tuple(GpuInfo(g.uuid, g.name, g.memory_bytes, g.index) for g in self._gpus)
 
     def _capabilities(self, gpu: _Gpu) -> str:
         if gpu.mig:
@@ -387,12 +406,12 @@ class NvmlCollector:
             power_w = self._power_w(gpu)
         if not gpu.mig:
             activity = self._activity(gpu.uuid, gpu.handle, gpu.cursor, moves)
-            return GpuReading(gpu.uuid, energy_mj, power_w, activity)
+            return GpuReading(gpu.uuid, energy_mj, power_w, activity, index=gpu.index)
         self._refresh_mig(gpu)
         mig = tuple(
             MigReading(s.uuid, s.gi_id, s.gi_slices, s.ci_slices, self._activity(s.uuid, s.handle, s.cursor, moves))
             for _, s in sorted(gpu.mig_slots.items()))
-        return GpuReading(gpu.uuid, energy_mj, power_w, None, mig, gpu.max_mig)
+        return GpuReading(gpu.uuid, energy_mj, power_w, None, mig, gpu.max_mig, index=gpu.index)
 
     def _power_w(self, gpu: _Gpu) -> float:
         nvml = self._nvml

@@ -76,6 +76,9 @@ from wattledger.model.jobs import (
     untagged,
 )
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.model.slurm import (
+    DEFAULT_GPU_VARS, INFO_VARS, SCRIPT_CONTEXT_VAR, SlurmJob, is_scheduler_script, job_id_of_tag, slurm_job,
+)
 
 SOURCE = "procfs"
 ENVIRON_FIX = (
@@ -183,6 +186,18 @@ def cgroup_v2_root(cgroup_root: Path) -> Path | None:
     return None
 
 
+def _slurm_of(env: dict[str, str], job: JobKey, gpu_vars: tuple[str, ...]) -> SlurmJob | None:
+    """The Slurm job of a tagged process: from its environment, else from a ``slurm-<id>`` tag (its cgroup).
+    A reserved job (``_untagged``...) is never a Slurm job, whatever the environment says."""
+    if job.reserved:
+        return None
+    found = slurm_job(env, gpu_vars)
+    if found is None:
+        job_id = job_id_of_tag(job.tag)
+        found = SlurmJob(job_id) if job_id is not None else None
+    return found
+
+
 # -- per-process state ------------------------------------------------------------
 @dataclass(slots=True)
 class _Proc:
@@ -191,13 +206,14 @@ class _Proc:
     comm: bytes
     uid: int
     job: JobKey
-    cpu: int  # utime + stime at the last read (clock ticks)
+    cpu: float  # utime + stime at the last read (clock ticks; fractional for pinned processes)
     child: int  # cutime + cstime at the last read
     cg: str | None  # the job cgroup (v2 path) it sits in, if any
     env_denied: bool = False
     idle_reads: int = 0  # consecutive reads without any CPU change
     patience: int = 3  # idle reads before it goes cold
     cg_claim: JobKey | None = None  # the job its cgroup belongs to, as this process sees it
+    slurm: SlurmJob | None = None  # the Slurm job its environment (or its cgroup) names
 
 
 @dataclass
@@ -205,7 +221,7 @@ class _Tick:
     """What one read accumulates, in clock ticks: charges, buried children, processes to re-read."""
 
     first: bool
-    seen: dict[str, int]  # CPU already charged for buried children, per live ancestor
+    seen: dict[str, float]  # CPU already charged for buried children, per live ancestor
     must_read: set[str]
     charged: dict[JobKey, float] = field(default_factory=dict)
     cg_charged: dict[str, dict[JobKey, float]] = field(default_factory=dict)
@@ -236,6 +252,7 @@ class ProcCollector:
     min_gap_ticks: int = 4
     cgroup_root: Path | None = Path("/sys/fs/cgroup")  # None: no cgroup ground truth
     use_cgroups: bool = True  # False: neither cgroup tags nor cgroup CPU ([jobs] use_cgroups)
+    gpu_vars: tuple[str, ...] = DEFAULT_GPU_VARS  # where Slurm names a job's GPUs ([slurm] gpu_vars)
     name: str = SOURCE
 
     def __post_init__(self) -> None:
@@ -257,13 +274,28 @@ class ProcCollector:
         self._users: dict[int, str] = {}
         self.environ_denied_pids: set[int] = set()  # live processes whose tags we cannot see
         self._last_host: HostCpu | None = None
-        self._seen_carry: dict[str, int] = {}  # charged CPU of buried children, for parents not yet re-read
+        self._seen_carry: dict[str, float] = {}  # charged CPU of buried children, for parents not yet re-read
         # pid -> (job, tick it was buried): GPU samples of a process that exited during the
         # interval arrive after its burial; jobs_by_pid still knows whose it was.
         self._gone_jobs: dict[str, tuple[JobKey, int]] = {}
         self._last_listing: tuple[int | None, int | None] = (None, None)  # (forks, tasks)
         self._ticks = 0
-        self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR}
+        self._wanted_env = frozenset(self.tag_vars) | {PROJECT_VAR, PHASE_VAR, SCRIPT_CONTEXT_VAR, *INFO_VARS,
+                                                       *self.gpu_vars}
+        self._slurm: dict[JobKey, SlurmJob] = {}  # jobs with a live process that Slurm launched
+        self._scan_requested = False
+        self._pinned: dict[str, JobKey] = {}
+
+    def request_full_scan(self) -> None:
+        """Read every process at the next read (a Slurm job ended: settle what its processes used)."""
+        self._scan_requested = True
+
+    def pin(self, pid: int, job: JobKey) -> None:
+        """The caller started ``pid`` for ``job`` (``wattledger run``): it is that job's, however it is
+        first seen (a command shorter than a tick is first seen as a zombie, with no environment
+        left to read), and its own CPU time is read in nanoseconds (``/proc/<pid>/schedstat``)
+        instead of clock ticks, so a 0.1 s command is not off by a tick."""
+        self._pinned[str(pid)] = job
 
     # -- small readers -------------------------------------------------------
     def _read(self, *parts: str | int) -> bytes:
@@ -300,12 +332,13 @@ class ProcCollector:
         return os.stat(f"{self._root}/{pid}").st_uid
 
     # -- identity ------------------------------------------------------------
-    def _identify(self, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> _Proc:
+    def _identify(self, pid: str, comm: bytes, ppid: str, start: int, cpu: float, child: int) -> _Proc:
         uid = self._uid(pid)
         user = self._user(uid)
         cg: str | None = None
         claim: JobKey | None = None
         denied = False
+        slurm: SlurmJob | None = None
         if pid == self._agent:
             job = AGENT_JOB
         elif pid == KTHREADD or ppid == KTHREADD:
@@ -324,17 +357,24 @@ class ProcCollector:
                     cgroup = self._read(pid, "cgroup").decode("utf-8", "replace")
                 except OSError:
                     pass
-            job = job_for(user, env, cgroup, self.tag_vars, self.max_tag_chars)
+            # Slurm's Prolog/Epilog carry the job's id but are the scheduler's work: their user's _untagged.
+            job = untagged(user) if is_scheduler_script(env) else job_for(user, env, cgroup, self.tag_vars,
+                                                                            self.max_tag_chars)
+            slurm = _slurm_of(env, job, self.gpu_vars)
             parent = self._procs.get(ppid)
             if job.tag == UNTAGGED and parent is not None and parent.uid == uid and not parent.job.reserved:
                 job = parent.job  # children inherit, within the same user only
+            job = self._pinned.get(pid, job)
             found = job_cgroup(cgroup) if self._cg_root is not None else None
             if found is not None:
                 cg, claim = found[1], job if job.tag == found[0] else JobKey(found[0], user)
-        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads, claim)
+        return _Proc(start, ppid, comm, uid, job, cpu, child, cg, denied, 0, self.hot_after_idle_reads, claim, slurm)
 
     def _adopt(self, pid: str, proc: _Proc) -> None:
-        """What identifying a tracked process teaches: tags we cannot see, who owns its job cgroup."""
+        """What identifying a tracked process teaches: tags we cannot see, who owns its job cgroup, its Slurm job."""
+        if proc.slurm is not None:
+            known = self._slurm.get(proc.job)
+            self._slurm[proc.job] = proc.slurm if known is None else known.merged(proc.slurm)
         if proc.env_denied:
             self.environ_denied_pids.add(int(pid))
         if proc.cg is not None and proc.cg_claim is not None:
@@ -353,6 +393,7 @@ class ProcCollector:
         self._holders[job] -= 1
         if self._holders[job] <= 0:
             del self._holders[job]
+            self._slurm.pop(job, None)
         if cg is not None:
             self._cg_members[cg] -= 1
             if self._cg_members[cg] <= 0:
@@ -457,7 +498,8 @@ class ProcCollector:
         self._seen_carry = {}
         if self._gone_jobs:  # forget exits older than GONE_JOB_TICKS (usually there are none to look at)
             self._gone_jobs = {p: v for p, v in self._gone_jobs.items() if v[1] >= self._ticks - GONE_JOB_TICKS}
-        full_scan = tick.first or self._ticks % self.full_scan_every == 0
+        full_scan = tick.first or self._ticks % self.full_scan_every == 0 or self._scan_requested
+        self._scan_requested = False
         listed, new_set = self._relist(tick, host, tasks, full_scan)
         self._read_processes(tick, new_set, full_scan)
         cold_scan = self._wake_cold(tick, task_ticks, total_ticks, full_scan)
@@ -471,7 +513,7 @@ class ProcCollector:
             holders={job: 1.0 for job in self._holders if job not in (AGENT_JOB, SYSTEM_JOB)},
             jobs_by_pid=self._jobs_of(want_pids), processes_read=tick.reads, full_scan=full_scan,
             environ_denied=len(self.environ_denied_pids), cold_scan=cold_scan, listed=listed,
-            cgroups_read=cgroups_read, processes=len(self._procs),
+            cgroups_read=cgroups_read, processes=len(self._procs), slurm=dict(self._slurm),
         )
 
     def _host_deltas(self, host: HostCpu) -> tuple[int, int, int]:
@@ -561,9 +603,10 @@ class ProcCollector:
         """Read one process and charge its CPU since the last read; True if it used any."""
         try:
             comm, rest = _split_stat(self._read_stat(pid))
-            ppid, cpu, child, start = _numbers(rest)
+            ppid, ticks, child, start = _numbers(rest)
         except (OSError, ValueError, IndexError):
             return False  # exited between listing and reading: buried next listing
+        cpu = self._exact_ticks(pid, ticks) if pid in self._pinned else ticks
         tick.reads += 1
         proc = self._procs.get(pid)
         if proc is not None and proc.start != start:  # pid reused
@@ -575,7 +618,16 @@ class ProcCollector:
         self._follow(pid, proc, comm, ppid, start, cpu, child)
         return self._charge_since_last(tick, pid, proc, cpu, child)
 
-    def _first_sight(self, tick: _Tick, pid: str, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> bool:
+    def _exact_ticks(self, pid: str, ticks: int) -> float:
+        """A pinned process's own CPU time in (fractional) clock ticks from schedstat's nanoseconds."""
+        try:
+            ns = int(self._read(pid, "schedstat").split()[0])
+        except (OSError, ValueError, IndexError):
+            return ticks  # no schedstat (CONFIG_SCHED_INFO off): clock ticks it is
+        return ns * self.clk_tck / 1e9
+
+    def _first_sight(self, tick: _Tick, pid: str, comm: bytes, ppid: str, start: int, cpu: float,
+                     child: int) -> bool:
         try:
             proc = self._identify(pid, comm, ppid, start, cpu, child)
         except OSError:
@@ -587,7 +639,7 @@ class ProcCollector:
             tick.charge(proc.job, cpu + child - tick.seen.pop(pid, 0), proc.cg)
         return cpu + child > 0
 
-    def _follow(self, pid: str, proc: _Proc, comm: bytes, ppid: str, start: int, cpu: int, child: int) -> None:
+    def _follow(self, pid: str, proc: _Proc, comm: bytes, ppid: str, start: int, cpu: float, child: int) -> None:
         """A known process was reparented, or called exec (a new environment may name a new job)."""
         if ppid != proc.ppid:
             kids = self._kids.get(proc.ppid)
@@ -602,14 +654,14 @@ class ProcCollector:
             fresh = self._identify(pid, comm, ppid, start, cpu, child)
         except OSError:
             return
-        self._adopt(pid, fresh)
         proc.env_denied = proc.env_denied or fresh.env_denied
         if fresh.job != proc.job or fresh.cg != proc.cg:
             self._move(proc, fresh.job, fresh.cg)
+        self._adopt(pid, fresh)
 
-    def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: int, child: int) -> bool:
+    def _charge_since_last(self, tick: _Tick, pid: str, proc: _Proc, cpu: float, child: int) -> bool:
         d_cpu = cpu - proc.cpu
-        d_child = child - proc.child
+        d_child: float = child - proc.child
         moved = d_cpu > 0 or d_child > 0
         d_child -= tick.seen.pop(pid, 0)
         tick.charge(proc.job, d_cpu, proc.cg)
@@ -622,17 +674,19 @@ class ProcCollector:
     def _charge_reaped(self, tick: _Tick, pid: str, proc: _Proc, d_child: float) -> None:
         """CPU of children the process reaped that we did not charge while they lived."""
         tagged = [k for k in tick.gone_kids.get(pid, ()) if not k.job.reserved]
-        if proc.job.reserved and tagged:
+        if pid == INIT:
+            # Orphans init reaped: mostly ones we never saw, nobody's job we know (a job cgroup
+            # claims its own through cpu.stat). Even when a tagged orphan is among them, init's
+            # cutime mixes in everyone else's orphans: giving it all to that job would charge
+            # it for strangers (a Slurm job's zombie reaped late did exactly that).
+            tick.charge(SYSTEM_JOB, d_child, None)
+        elif proc.job.reserved and tagged:
             # A reserved parent (a login shell's _untagged, the agent) reaped
             # tagged children: the tail of their CPU since our last read is theirs.
             weights = [k.cpu + k.child + 1 for k in tagged]
             total = float(sum(weights))
             for k, w in zip(tagged, weights):
                 tick.charge(k.job, d_child * w / total, k.cg)
-        elif pid == INIT:
-            # Orphans init reaped that we never saw: nobody's job we know
-            # (a job cgroup claims its own through cpu.stat).
-            tick.charge(SYSTEM_JOB, d_child, None)
         else:
             tick.charge(proc.job, d_child, proc.cg)
 

@@ -31,6 +31,10 @@ Choices that hold for every panel:
   points, as the report does.
 - ``$pue`` is one constant. ``wattledger report`` uses a ``wl_pue`` series
   where one exists; the Carbon dashboard shows that series.
+- A project, and a phase inside one, is its user's (``report --by project``
+  keys it by owner): the project and phase panels group by user as well, and
+  merge several users' energy under one name only for the projects the
+  admin shares (``[jobs] shared_projects``, through ``--config``).
 - The resolution follows the range (docs/fleet.md): hidden variables pick,
   from the ``wl_tier`` rows ``wattledger influx setup`` writes, the tier
   (``$tier``: the retention policy raw, minutes or hours) whose retention
@@ -45,12 +49,13 @@ Choices that hold for every panel:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from wattledger.grafana.defaults import Defaults
-from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
-from wattledger.model.points import WL_AGENT, WL_CARBON, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED, shared_label
+from wattledger.model.points import WL_AGENT, WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.tiers import MAX_POINTS, TIER_EPOCH_MS, TIER_TABLE
 from wattledger.model.units import J_PER_KWH
 
@@ -79,6 +84,8 @@ ENERGY_CLASSES: tuple[tuple[str, str], ...] = (
     ("system", f"\"job\" = '{SYSTEM}'"),
     ("idle", f"\"job\" = '{IDLE}'"),
     ("agent", f"\"job\" = '{AGENT}'"),
+    ("unobserved", f"\"job\" = '{UNOBSERVED}'"),
+    ("overflow", f"\"job\" = '{OVERFLOW}'"),
 )
 
 
@@ -86,6 +93,8 @@ FACILITY_KWH = "facility_kwh"
 G_PER_KWH = "g_per_kwh"
 CO2E = "CO2e"
 CO2E_CUMULATIVE = "CO2e cumulative"
+EMBODIED_G = "embodied_g"
+TOTAL_CO2E = "total CO2e"
 
 
 # -- small builders ----------------------------------------------------------------
@@ -391,6 +400,45 @@ def facility_kwh_per_hour_query(measurement: str, where: str, tier: str = "tier"
     )
 
 
+def _influx_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _users_regex(users: Iterable[str]) -> str:
+    """An InfluxQL regex literal matching exactly these user names."""
+    alternatives = "|".join(re.escape(u).replace("/", "\\/") for u in sorted(users))
+    return f"/^({alternatives})$/"
+
+
+def owned_targets(tag: str, where: str, shared: tuple[tuple[str, tuple[str, ...]], ...]) -> list[dict[str, Any]]:
+    """Facility kWh per ``tag`` (project or phase) and owner: never another user's energy under a name.
+
+    A: energy without a project, per ``tag`` (nobody's name). B: energy with a
+    project, per ``tag`` and user ("p1 (alice)"), leaving out the shared
+    projects' users. Then one query per shared project: its users' energy
+    together ("p1 (alice+bob)"), the rule of ``model.jobs.project_owner``.
+    """
+    head = f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM {src(WL_JOB)} WHERE {where}'
+    not_shared = "".join(f' AND ("project" != {_influx_string(p)} OR "user" !~ {_users_regex(users)})'
+                         for p, users in shared)
+    targets = [
+        target("A", f"{head} AND \"project\" = '' AND $timeFilter GROUP BY \"{tag}\"", alias=f"$tag_{tag}"),
+        target("B", f"{head} AND \"project\" != ''{not_shared} AND $timeFilter GROUP BY \"{tag}\", \"user\"",
+               alias=f"$tag_{tag} ($tag_user)"),
+    ]
+    for i, (project, users) in enumerate(shared):
+        targets.append(target(
+            _ref_id(2 + i),
+            f'{head} AND "project" = {_influx_string(project)} AND "user" =~ {_users_regex(users)} '
+            f'AND $timeFilter GROUP BY "{tag}"', alias=f"$tag_{tag} ({shared_label(users)})"))
+    return targets
+
+
+def _ref_id(i: int) -> str:
+    """Grafana's query letters: A..Z, then AA, AB..."""
+    return chr(ord("A") + i) if i < 26 else _ref_id(i // 26 - 1) + chr(ord("A") + i % 26)
+
+
 def co2e_transformations(cumulative: bool) -> list[dict[str, Any]]:
     """facility kWh per hour x g/kWh per hour -> g CO2e per hour (and its running total).
 
@@ -435,6 +483,54 @@ def co2e_targets(measurement: str, where: str, tier: str = "tier") -> list[dict[
     ]
 
 
+def embodied_per_hour_query(where: str, tier: str = "tier") -> str:
+    """Embodied grams per UTC hour (fill(0): the same hours as the facility kWh, so an inner join keeps all)."""
+    return (f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {src(WL_EMBODIED, tier)} WHERE {where} '
+            "AND $timeFilter GROUP BY time(1h) fill(0)")
+
+
+def total_targets(measurement: str, where: str, tier: str = "tier") -> list[dict[str, Any]]:
+    return [*co2e_targets(measurement, where, tier),
+            target("C", embodied_per_hour_query(where, tier), alias=EMBODIED_G)]
+
+
+def total_transformations() -> list[dict[str, Any]]:
+    """Per hour: facility kWh x g/kWh (operational) + embodied grams = total gCO2e."""
+    return [
+        {"id": "joinByField", "options": {"byField": "Time", "mode": "inner"}},
+        {"id": "calculateField", "options": {
+            "mode": "binary", "binary": {"left": FACILITY_KWH, "operator": "*", "right": G_PER_KWH}, "alias": CO2E}},
+        {"id": "calculateField", "options": {
+            "mode": "binary", "binary": {"left": CO2E, "operator": "+", "right": EMBODIED_G}, "alias": TOTAL_CO2E}},
+        {"id": "filterFieldsByName", "options": {"include": {"names": ["Time", TOTAL_CO2E]}}},
+    ]
+
+
+def embodied_panels(where: str, y: int, tier: str = "tier") -> list[Panel]:
+    """A job's (or a selection's) embodied carbon and its total with the operational CO2e, in a row at ``y``."""
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {src(WL_EMBODIED, tier)} WHERE {where} AND $timeFilter'
+    parts = ", ".join(f'sum("{p}_g") AS "{p}"' for p in ("cpu", "dram", "storage", "chassis"))
+    res = TIER_VARIABLES[tier][1]
+    return [
+        stat("Embodied carbon", "The hardware's manufacture and transport (Boavizta), spread over its lifetime and "
+                              "charged per tick: each GPU to the jobs holding it, the CPU sockets, DRAM, storage "
+                              "and chassis by CPU share (docs/embodied.md). No PUE or intensity applies.",
+             [target("A", grams, alias=EMBODIED_G)], (0, y, 6, 4), "massg"),
+        stat("Total CO2e", "Operational CO2e (facility kWh x the zone's intensity, hour by hour) plus embodied "
+                           "CO2e: what wattledger report shows as total gCO2e.",
+             total_targets(WL_JOB, where, tier), (6, y, 6, 4), "massg", transformations=total_transformations()),
+        timeseries("Embodied carbon per bucket", "Embodied grams per bucket of the range's resolution: GPUs held, "
+                                                 "and the host's parts (CPU sockets, DRAM, storage, chassis) by "
+                                                 "CPU share.",
+                   [target("A", f'SELECT sum("embodied_g") AS "gpu" FROM {src(WL_EMBODIED, tier)} WHERE {where} AND '
+                                f"\"component\" = 'gpu' AND $timeFilter GROUP BY time(${res}) fill(0)", alias="$col"),
+                    target("B", f'SELECT {parts} FROM {src(WL_EMBODIED, tier)} WHERE {where} AND '
+                                f"\"component\" = 'host' AND $timeFilter GROUP BY time(${res}) fill(0)",
+                           alias="$col")],
+                   (12, y, 12, 4), "massg", stack=True, bars=True),
+    ]
+
+
 def _kwh(where: str, measurement: str = WL_JOB, pue: bool = False, alias: str = "", tier: str = "tier") -> str:
     factor = " * $pue" if pue else ""
     name = alias or ("facility_kwh" if pue else "it_kwh")
@@ -476,6 +572,20 @@ def _dashboard(uid: str, title: str, description: str, variables: list[dict[str,
 
 
 # -- the five dashboards ---------------------------------------------------------------
+
+
+def host_embodied_panels(where: str, y: int) -> list[Panel]:
+    """The host's embodied carbon in the range, and by job (``_idle``: unused capacity), in a row at ``y``."""
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {{}} WHERE {where} AND $timeFilter'
+    return [
+        stat("Embodied carbon", "The host's embodied carbon accrued in the range (kg / lifetime per second of "
+                                "each device; docs/embodied.md), whoever it was charged to.",
+             [target("A", grams.format(src(WL_EMBODIED)), alias=EMBODIED_G)], (0, y, 6, 8), "massg"),
+        bargauge("Embodied carbon by job", "Embodied grams per job over the range; _idle is unused capacity: "
+                                           "hardware nobody used.",
+                 [target("A", f'{grams.format(src(WL_EMBODIED, J))} GROUP BY "job"', alias="$tag_job")],
+                 (6, y, 18, 8), "massg"),
+    ]
 
 
 def overview(defaults: Defaults = Defaults()) -> Dashboard:
@@ -528,10 +638,12 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
                            f'WHERE {node} AND $timeFilter GROUP BY "host", "component", "device", "source"',
                       table=True)],
               (16, 13, 8, 8), "watt"),
+        *host_embodied_panels(node, 21),
     ]
     return _dashboard("wattledger-overview", "wattledger / Overview",
                       "Host power by component and how the ledger split it.",
-                      [datasource_variable(), host_variable(), pue_variable(defaults), *tier_variables()], panels)
+                      [datasource_variable(), host_variable(), pue_variable(defaults), *tier_variables(),
+                       *tier_variables(J)], panels)
 
 
 def job(defaults: Defaults = Defaults()) -> Dashboard:
@@ -547,17 +659,18 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
              [target("A", f'SELECT sum("driver_s") AS "driver_s" FROM {src(WL_JOB, J)} WHERE {where} '
                           'AND $timeFilter',
                      alias="driver_s")], (18, 0, 6, 4), "s"),
+        *embodied_panels(where, 4, J),
         timeseries("Power by component", "Mean power charged to the job per bucket, by component.",
                    [target("A", _power_w(WL_JOB, where, '"component"', J), alias="$tag_component")],
-                   (0, 4, 12, 8), "watt", stack=True),
+                   (0, 8, 12, 8), "watt", stack=True),
         timeseries("Energy per hour", "IT and facility (x $pue) energy per UTC hour.",
                    [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
                                 f'sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM {src(WL_JOB, J)} '
                                 f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
-                   (12, 4, 12, 8), "kwatth", bars=True),
+                   (12, 8, 12, 8), "kwatth", bars=True),
         timeseries("CO2e per hour and cumulative",
                    "g CO2e per UTC hour (facility kWh x intensity) and its running total over the range.",
-                   co2e_targets(WL_JOB, where, J), (0, 12, 24, 9), "massg",
+                   co2e_targets(WL_JOB, where, J), (0, 16, 24, 9), "massg",
                    transformations=co2e_transformations(True)),
         table("Breakdown by host", "Energy of the job per host and component (a job that ran on several hosts "
                                    "has a line per host): dynamic follows its driver, static is its share of "
@@ -567,7 +680,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
                            f'sum("static_j") / {KWH_J} AS "static_kwh", sum("driver_s") AS "driver_s" '
                            f'FROM {src(WL_JOB, J)} WHERE {where} AND $timeFilter '
                            'GROUP BY "host", "user", "component", "source"', table=True)],
-              (0, 21, 24, 7), "none", overrides=[
+              (0, 25, 24, 7), "none", overrides=[
                   {"matcher": {"id": "byRegexp", "options": "/_kwh$/"},
                    "properties": [{"id": "unit", "value": "kwatth"}]},
               ]),
@@ -585,7 +698,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
         *tier_variables(J),
     ]
     return _dashboard("wattledger-job", "wattledger / Job",
-                      "One job's energy, facility energy (x PUE) and CO2e, over time and in total.",
+                      "One job's energy, facility energy (x PUE), CO2e and embodied CO2e, over time and in total.",
                       variables, panels, time_from="now-7d")
 
 
@@ -604,8 +717,15 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
                                 alias=f"$tag_{tag}")], (x, y, 8, 8), "kwatth",
                         transformations=[name_untagged(tag)])
 
+    def owned(tag: str, y: int, x: int) -> Panel:
+        return bargauge(f"Facility energy by {tag}",
+                        f"IT energy x $pue, per {tag} and owner, over the range: a project is its user's "
+                        "(shared by several users only where the admin says so).",
+                        owned_targets(tag, where, defaults.shared_projects), (x, y, 8, 8), "kwatth",
+                        transformations=[name_untagged(tag)])
+
     panels: list[Panel] = [
-        by("user", 0, 0), by("project", 0, 8), by("phase", 0, 16),
+        by("user", 0, 0), owned("project", 0, 8), owned("phase", 0, 16),
         stat("CO2e of the selection", "All jobs of the selected users, projects and phases: sum over UTC "
                                       "hours of facility kWh x the zone's intensity. For a table per user, "
                                       "project or phase: wattledger report --by user.",
@@ -615,9 +735,10 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
         timeseries("Power by user", "Mean power charged to each user's jobs, stacked.",
                    [target("A", _power_w(WL_JOB, where, '"user"'), alias="$tag_user")],
                    (8, 8, 16, 8), "watt", stack=True, transformations=[name_untagged("user")]),
+        *embodied_panels(where, 16),
         table("Ledger", "Energy per user, project, phase and job over the range (facility = IT x $pue). "
                         "Click a job for its page.",
-              [target("A", by_job, table=True)], (0, 16, 24, 10), "kwatth", overrides=[
+              [target("A", by_job, table=True)], (0, 20, 24, 10), "kwatth", overrides=[
                   {"matcher": {"id": "byName", "options": "job"},
                    "properties": [{"id": "links", "value": job_link}]},
               ]),

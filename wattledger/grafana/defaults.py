@@ -1,4 +1,4 @@
-"""The dashboards' variable defaults (PUE, grid zone, fallback intensity): built in, or from a config.
+"""The dashboards' variable defaults (PUE, grid zone, fallback intensity) and shared projects: built in, or from a config.
 
 Without a config the dashboards are the repository's ``dashboards/`` exactly;
 ``defaults_from_config`` gives the figures ``wattledger report`` would use.
@@ -7,6 +7,7 @@ Without a config the dashboards are the repository's ``dashboards/`` exactly;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from wattledger.carbon import fallback_intensity
 from wattledger.carbon.static import TABLE as STATIC_TABLE
@@ -22,6 +23,13 @@ class Defaults:
     pue: float = DEFAULT_PUE
     zone: str = "WORLD"
     fallback_g_per_kwh: float = STATIC_TABLE["WORLD"].g_per_kwh  # what the report falls back to for WORLD
+    # [jobs] shared_projects as (project, users) pairs: the project panels merge those users only.
+    shared_projects: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def shared_pairs(table: Mapping[str, list[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[jobs] shared_projects`` in a stable, hashable order."""
+    return tuple((name, tuple(sorted(set(users)))) for name, users in sorted(table.items()) if users)
 
 
 def defaults_from_config(cfg: Config) -> Defaults:
@@ -32,4 +40,5 @@ def defaults_from_config(cfg: Config) -> Defaults:
     """
     zone = cfg.carbon.zone.upper()
     fallback = fallback_intensity(cfg.carbon, zone).g_per_kwh
-    return Defaults(pue=cfg.pue.value, zone=zone, fallback_g_per_kwh=fallback)
+    return Defaults(pue=cfg.pue.value, zone=zone, fallback_g_per_kwh=fallback,
+                    shared_projects=shared_pairs(cfg.jobs.shared_projects))

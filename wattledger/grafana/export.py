@@ -13,6 +13,7 @@ def export(directory: Path, dashboards: dict[str, Dashboard] | None = None) -> l
     written = []
     for name, dashboard in (dashboards if dashboards is not None else all_dashboards()).items():
         path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)  # prometheus/ holds the Prometheus versions
         path.write_text(render(dashboard), encoding="utf-8")
         written.append(path)
     return written

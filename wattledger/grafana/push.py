@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wattledger.grafana.dashboards import Dashboard, all_dashboards
+from wattledger.util.redact import redact_text, redact_url
 
 if TYPE_CHECKING:
     from grafana_client import GrafanaApi
@@ -76,8 +77,9 @@ def push_to(url: str, token: str | None, folder: str | None, timeout_s: float,
     except GrafanaClientError as e:
         status = getattr(e, "status_code", None)
         hint = _HINTS.get(status or 0, "see Grafana's answer above")
-        raise PushError(f"Grafana at {url} refused the push (HTTP {status}: {e.message}); {hint}") from None
+        raise PushError(f"Grafana at {redact_url(url)} refused the push (HTTP {status}: "
+                        f"{redact_text(str(e.message))}); {hint}") from None
     except GrafanaException as e:
-        raise PushError(f"Grafana at {url} failed: {e}") from None
+        raise PushError(f"Grafana at {redact_url(url)} failed: {redact_text(str(e))}") from None
     except OSError as e:  # connection refused, DNS, timeouts (niquests errors derive from OSError)
-        raise PushError(f"cannot reach Grafana at {url}: {e}; check --url") from None
+        raise PushError(f"cannot reach Grafana at {redact_url(url)}: {redact_text(str(e))}; check --url") from None

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from wattledger.model.jobs import JobKey
+from wattledger.model.slurm import SlurmJob
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,4 @@ class ProcSample:
     listed: bool = True  # /proc was listed (something was born or died)
     cgroups_read: int = 0
     processes: int = 0  # processes known (alive at the last listing)
+    slurm: Mapping[JobKey, SlurmJob] = field(default_factory=dict)  # jobs with a live process that Slurm launched

@@ -87,6 +87,7 @@ class GpuReading:
     activity: GpuActivity | None  # None on a MIG GPU (each instance has its own)
     mig: tuple[MigReading, ...] = ()
     mig_total_slices: int = 0  # the GPU's slice count (MIG mode only)
+    index: int | None = None  # NVML's device index (what Slurm's GPU ids name; None: not known)
 
     @property
     def mig_enabled(self) -> bool:
@@ -140,6 +141,8 @@ class GpuDeviceReading:
     processes_seen: bool = True
     energy_j: float = 0.0
     reset: bool = False  # the counter went down since the previous read (driver reload)
+    unobserved: bool = False  # the interval is a restart's gap: no process was watched (energy to _unobserved)
+    share: float = 1.0  # the fraction of the physical GPU this pool stands for (MIG: its slices of this read)
 
     @property
     def device(self) -> str:

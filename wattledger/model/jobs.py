@@ -18,18 +18,25 @@ Tags are user input. ``sanitise_tag`` is the one rule applied before a tag
 1. every run of characters outside ``[A-Za-z0-9._:+@/=-]`` (spaces, quotes,
    commas, backslashes, newlines, NUL, non-ASCII...) becomes one ``_``;
 2. leading ``_`` are removed: names starting with ``_`` are reserved for the
-   ledger's own jobs (``_idle``, ``_untagged``, ``_system``, ``_agent``);
+   ledger's own jobs (``_idle``, ``_untagged``, ``_system``, ``_agent``,
+   ``_unobserved``, ``_overflow``);
 3. the result is cut to ``max_chars`` characters (default 128) and trailing
    ``_`` are removed;
 4. a tag that is empty after this is no tag (the process is ``_untagged``).
 
 The line-protocol library escapes what is left (``=`` in a tag value), so no
 tag can break a write or inject a field, a tag or a measurement.
+
+A project (and the phases inside it) is tied to its user as a job is:
+``project_owner`` says whose a project's energy is, ``user`` unless the
+admin's ``[jobs] shared_projects`` lets several users use one name, and
+``""`` for energy without a project (nobody's name to protect).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_TAG_CHARS = 128
@@ -45,7 +52,12 @@ IDLE = "_idle"            # static energy nobody used
 UNTAGGED = "_untagged"    # processes without a tag, kept per user
 SYSTEM = "_system"        # busy time that no observed process explains, kernel threads
 AGENT = "_agent"          # wattledger itself
-RESERVED = frozenset({IDLE, UNTAGGED, SYSTEM, AGENT})
+UNOBSERVED = "_unobserved"  # measured while no agent watched (between a stop and the restart): no process known
+OVERFLOW = "_overflow"    # a user's tag sets beyond the daily cap ([jobs] max_tags_per_user_day), kept per user
+RESERVED = frozenset({IDLE, UNTAGGED, SYSTEM, AGENT, UNOBSERVED, OVERFLOW})
+# The house's own jobs: under every static policy they pay idle power only for the
+# capacity they used themselves, never a share of what other jobs left idle.
+HOUSE = frozenset({SYSTEM, AGENT})
 ALLOWED_TAG_CHARS = "A-Z a-z 0-9 . _ : + @ / = -"
 
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._:+@/=-]+")
@@ -82,10 +94,37 @@ class JobKey:
     def reserved(self) -> bool:
         return self.tag in RESERVED
 
+    @property
+    def house(self) -> bool:
+        """``_system`` or ``_agent``: charged for their own use only (see ``HOUSE``)."""
+        return self.tag in HOUSE
+
 
 SYSTEM_JOB = JobKey(SYSTEM)
 IDLE_JOB = JobKey(IDLE)
 AGENT_JOB = JobKey(AGENT)
+UNOBSERVED_JOB = JobKey(UNOBSERVED)
+
+
+def overflow(user: str) -> JobKey:
+    """The job that holds one user's tag sets beyond the daily cap."""
+    return JobKey(OVERFLOW, user)
+
+
+def shared_label(users: list[str] | tuple[str, ...]) -> str:
+    """How a shared project's owner is shown: its users, sorted, joined by ``+`` (``alice+bob``)."""
+    return "+".join(sorted(set(users)))
+
+
+def project_owner(project: str, user: str, shared: Mapping[str, list[str]]) -> str:
+    """Whose ``project`` energy charged by ``user`` is: the project's shared label when the admin's map
+    lets ``user`` use that name, else ``user`` alone; ``""`` when there is no project."""
+    if not project:
+        return ""
+    members = shared.get(project)
+    if members and user in members:
+        return shared_label(members)
+    return user
 
 
 _USER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+|\\+$")

@@ -21,6 +21,7 @@ WL_JOB = "wl_job"
 WL_CARBON = "wl_carbon"
 WL_PUE = "wl_pue"
 WL_AGENT = "wl_agent"
+WL_EMBODIED = "wl_embodied"
 
 # measurement -> (tags, fields), in the order DESIGN.md gives them.
 # wl_job also carries ``source`` so that model estimates stay flagged on every
@@ -37,6 +38,14 @@ SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("host",),
         ("tick_s", "cpu_s", "rss_bytes", "spooled", "delivered", "dropped", "write_errors"),
     ),
+    # Embodied carbon charged per job and tick (docs/embodied.md): a measurement of its own, so that
+    # wl_job stays energy (sum of a pool's jobs = its wl_node) and grams never mix with joules.
+    # component "gpu" (device: the GPU pool) or "host" (device "host": the CPU sockets, DRAM, storage
+    # and chassis, split by one driver, with each part as a field). Every field adds up over ticks.
+    WL_EMBODIED: (
+        ("host", "job", "user", "project", "phase", "component", "device"),
+        ("embodied_g", "cpu_g", "dram_g", "storage_g", "chassis_g"),
+    ),
 }
 
 # The fields of each measurement that add up over time: a sum over ticks means
@@ -47,6 +56,7 @@ SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 ADDITIVE: dict[str, tuple[str, ...]] = {
     WL_NODE: ("energy_j", "interval_s"),
     WL_JOB: ("energy_j", "dynamic_j", "static_j", "driver_s"),
+    WL_EMBODIED: ("embodied_g", "cpu_g", "dram_g", "storage_g", "chassis_g"),
 }
 
 

@@ -8,6 +8,8 @@ model <- lifecycle <- render):
 - ``assemble``: what both sources share (``Options``, cells, ``assemble``).
 - ``ledger``: ``from_ledger``, the local SQLite ledger.
 - ``influxql``: ``InfluxQL`` (a minimal client) and ``from_influx``.
+- ``runs``: `wattledger run` records as cells (marked ``R``).
+- ``jobview`` and ``jobtext``: one job's summary (``report --job``) and its text, CSV and JSON.
 - ``lifecycle``: the life-cycle model CT + T + e*I of one project.
 - ``render``: table, CSV and JSON; ``plot``: the PNG (matplotlib).
 - ``top``: the live view of the newest tick.
@@ -20,13 +22,14 @@ their modules, whose names they share; ``lifecycle`` here is the function.
 from __future__ import annotations
 
 from wattledger.report.assemble import Options
-from wattledger.report.influxql import InfluxQL, from_influx
-from wattledger.report.ledger import from_ledger
+from wattledger.report.influxql import InfluxQL, from_influx, influx_measured_seconds
+from wattledger.report.ledger import from_ledger, ledger_measured_seconds
 from wattledger.report.lifecycle import Lifecycle, lifecycle
 from wattledger.report.model import PoolBaseline, Report, ReportError, Row, build
 from wattledger.report.render import format_csv, format_json, format_lifecycle, format_table
 
 __all__ = [
     "InfluxQL", "Lifecycle", "Options", "PoolBaseline", "Report", "ReportError", "Row", "build", "format_csv",
-    "format_json", "format_lifecycle", "format_table", "from_influx", "from_ledger", "lifecycle",
+    "format_json", "format_lifecycle", "format_table", "from_influx", "from_ledger", "influx_measured_seconds",
+    "ledger_measured_seconds", "lifecycle",
 ]

@@ -19,12 +19,16 @@ import urllib.request
 from typing import Any
 
 from wattledger.config import Config, Layout
-from wattledger.model.points import WL_CARBON, WL_JOB, WL_PUE
+from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.tiers import HOURS
 from wattledger.report import tiers
 from wattledger.model.units import HOUR_NS
-from wattledger.report.assemble import CELL_TAGS, Options, assemble, energy_cell, hour_window
-from wattledger.report.model import EnergyCell, Report, ReportError
+from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Options, assemble, embodied_cell, energy_cell,
+                                        hour_window, measured_seconds)
+from wattledger.report.jobview import JobTicks, ticks_from_points
+from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError
+from wattledger.store.runs import Runs
+from wattledger.util.redact import redact_text, redact_url
 from wattledger.util.timeutil import hour_floor
 
 QUERY_SPAN_NS = 7 * 24 * HOUR_NS  # one query per week of hours keeps answers small
@@ -75,9 +79,10 @@ class InfluxQL:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             hint = " (check [sink] token/username/password)" if e.code in (401, 403) else ""
-            raise ReportError(f"InfluxDB {self.url} answered HTTP {e.code} to a query{hint}") from None
+            raise ReportError(f"InfluxDB {redact_url(self.url)} answered HTTP {e.code} to a query{hint}") from None
         except (urllib.error.URLError, OSError) as e:
-            raise ReportError(f"cannot reach InfluxDB at {self.url}: {getattr(e, 'reason', e)}") from None
+            raise ReportError(f"cannot reach InfluxDB at {redact_url(self.url)}: "
+                              f"{redact_text(str(getattr(e, 'reason', e)))}") from None
 
 
 def _rows(body: Any) -> list[dict[str, Any]]:
@@ -100,16 +105,22 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options()) -> Report:
+def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options(),
+                runs: Runs | None = None) -> Report:
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
+    if opts.scheduler_filter:
+        raise ReportError("--account and --partition need the ledger: Slurm job details are kept beside each "
+                          "host's ledger, not in InfluxDB; run the report on the node without --from-influx")
     zone = (opts.zone or cfg.carbon.zone).upper()
     host = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
     plan = tiers.reads(client.query, since_ns, until_ns, client.tiered, client.retention_policy, host,
                        jobs=opts.by == "job" or opts.job is not None)
     cells: list[EnergyCell] = []
+    embodied: list[EmbodiedCell] = []
     for read in plan.reads:
         where = _tag_filter(opts) + tiers.host_condition(read.hosts, _quote)
         cells += _energy_cells(client, _source(read.rp, WL_JOB), read.lo_ns, read.hi_ns, where)
+        embodied += _embodied_cells(client, _source(read.rp, WL_EMBODIED), read.lo_ns, read.hi_ns, where)
     h0, h1 = hour_window(plan.since_ns, plan.until_ns)
     carbon = client.query(
         f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM {_source(plan.long_rp, WL_CARBON)} '
@@ -118,8 +129,9 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
     pue = client.query(f'SELECT "pue", "site" FROM {_source(plan.long_rp, WL_PUE)} WHERE time >= {h0} AND time < {h1}')
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
-    origin = f"InfluxDB {client.url} db {client.database}" + (" (tiers raw, minutes, hours)" if plan.tiered else "")
-    report = assemble(cfg, opts, cells, carbon, pue, plan.since_ns, plan.until_ns, origin)
+    origin = (f"InfluxDB {redact_url(client.url)} db {client.database}"
+              + (" (tiers raw, minutes, hours)" if plan.tiered else ""))
+    report = assemble(cfg, opts, cells, carbon, pue, plan.since_ns, plan.until_ns, origin, runs, embodied)
     if plan.tiered and opts.by == "job" and any(r.rp == HOURS for r in plan.reads):
         report.extra_notes.append("energy kept only as hour sums (older than [influx] minutes_days) has no job "
                                   "name: it shows as job '' per user, project and phase")
@@ -157,3 +169,62 @@ def _energy_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, w
         ]
         start = stop
     return cells
+
+
+def _embodied_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, where: str) -> list[EmbodiedCell]:
+    """wl_embodied grams per hour and tag set from ``source``, a week of hours per query (from its first point)."""
+    rows = _hourly(client, source, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, where)
+    return [embodied_cell(int(r["time"]), r, float(r["embodied_g"])) for r in rows]
+
+
+def _hourly(client: InfluxQL, source: str, field: str, tags: tuple[str, ...], since_ns: int, until_ns: int,
+            where: str) -> list[dict[str, Any]]:
+    """SUM(field) per hour and tag set of ``source`` (a measurement, qualified with its retention policy),
+    a week of hours per query, from its first point on."""
+    first = client.query(f'SELECT first("{field}") FROM {source} WHERE time >= {since_ns} AND '
+                         f'time < {until_ns}{where}')
+    start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
+    rows: list[dict[str, Any]] = []
+    group = ", ".join(f'"{t}"' for t in tags)
+    while start < until_ns:
+        stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
+        rows += client.query(f'SELECT sum("{field}") AS "{field}" FROM {source} WHERE time >= {start} AND '
+                             f'time < {stop}{where} GROUP BY time(1h), {group} fill(none)')
+        start = stop
+    return [r for r in rows if r.get(field) is not None]
+
+
+def influx_measured_seconds(client: InfluxQL, report: Report, host: str | None = None) -> dict[int, float]:
+    """Seconds of each hour of the report's window the agent measured (``assemble.measured_seconds``),
+    from the report's first hour with energy on (a life cycle's window starts in 1970)."""
+    rows: list[dict[str, Any]] = []
+    where = f' AND "host" = {_quote(host)}' if host else ""
+    until_ns = report.until_ns
+    start = max(report.since_ns, report.hours[0]) if report.hours else until_ns
+    while start < until_ns:
+        stop = min(until_ns, start + QUERY_SPAN_NS)
+        rows += client.query(
+            f'SELECT sum("interval_s") AS "interval_s" FROM "{WL_NODE}" WHERE time >= {start} AND time < {stop}'
+            f'{where} GROUP BY time(1h), "host", "component", "device" fill(none)'
+        )
+        start = stop
+    for r in rows:
+        r["time_ns"] = int(r.pop("time"))
+    return measured_seconds(rows)
+
+
+def job_ticks(client: InfluxQL, since_ns: int, until_ns: int, opts: Options) -> list[JobTicks]:
+    """What InfluxDB knows of ``opts.job``'s ticks, per user: its rows, and the nodes' and ``_idle``'s
+    rows of its span, joined here (InfluxQL has no joins)."""
+    if opts.job is None:
+        return []
+    jobs = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}'
+                        f'{_tag_filter(opts)} GROUP BY "user", "host", "component", "device"')
+    if not jobs:
+        return []
+    first, last = min(int(r["time"]) for r in jobs), max(int(r["time"]) for r in jobs)
+    span = f"time >= {first} AND time <= {last}"
+    nodes = client.query(f'SELECT "energy_j", "interval_s" FROM "{WL_NODE}" WHERE {span} '
+                         'GROUP BY "host", "component", "device"')
+    idle = client.query(f'SELECT "energy_j" FROM "{WL_JOB}" WHERE {span} AND "job" = \'_idle\' GROUP BY "host"')
+    return ticks_from_points(jobs, nodes, idle)

@@ -18,8 +18,16 @@ figure (``[carbon] g_per_kwh`` or the table) and every output says so: the
 ``fallback_kwh`` in CSV and JSON.
 
 The report also splits the host's energy into tagged jobs and the reserved
-ones (``_untagged``, ``_system``, ``_idle``, ``_agent``), and flags energy
-that came from the model estimate (``source=model``) rather than a counter.
+ones (``_untagged``, ``_system``, ``_idle``, ``_agent``, ``_unobserved``,
+``_overflow``), and flags energy that came from the model estimate
+(``source=model``) rather than a counter.
+
+A project, and a phase inside one, is keyed by its owner as a job is by its
+user (``--by project`` and ``--by phase`` group by (name, owner)): the user
+who charged it, or the shared label of a project the admin lets several
+users use (``[jobs] shared_projects``; ``model.jobs.project_owner``). So a
+user who sets another's project name gets a row of their own, never a share
+of the other's.
 
 No I/O here: the sources (ledger.py, influxql.py) reduce their rows to
 ``EnergyCell``s and raw carbon/PUE rows (assemble.py); render.py and plot.py
@@ -28,29 +36,31 @@ present the ``Report``.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wattledger.carbon.base import KIND_RANK
+from wattledger.carbon.hourly import intensity_by_hour
 from wattledger.carbon.pue import PueSeries
 from wattledger.carbon.static import StaticIntensity, UnknownZone
-from wattledger.model.jobs import AGENT, IDLE, SYSTEM, UNTAGGED
+from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED
 from wattledger.carbon.footprint import facility_kwh
 from wattledger.model.units import J_PER_KWH
 from wattledger.report.numfmt import num
-from wattledger.util.timeutil import hour_floor, iso
+from wattledger.store.jobinfo import JobRecord
+from wattledger.util.timeutil import iso
 
 GROUPINGS: dict[str, tuple[str, ...]] = {
     "job": ("job", "user"),  # a job is (user, tag): two users' same tag are two jobs
     "user": ("user",),
-    "project": ("project",),
-    "phase": ("phase",),
+    "project": ("project", "owner"),  # a project is (owner, name): see the module docstring
+    "phase": ("phase", "owner"),
 }
-CATEGORIES = ("tagged", "untagged", "system", "idle", "agent")
-RESERVED_CATEGORY = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent"}
+CATEGORIES = ("tagged", "untagged", "system", "idle", "agent", "unobserved", "overflow")
+ALWAYS_SHOWN = CATEGORIES[:5]  # unobserved and overflow appear when they hold energy
+RESERVED_CATEGORY = {UNTAGGED: "untagged", SYSTEM: "system", IDLE: "idle", AGENT: "agent",
+                     UNOBSERVED: "unobserved", OVERFLOW: "overflow"}
 # Energy from these sources is not a hardware measurement; the report flags it.
 ESTIMATED_SOURCES = {"model": "estimate", "fake": "fake hardware"}
 
@@ -79,6 +89,35 @@ class EnergyCell:
     source: str
     energy_j: float
     component: str = ""  # cpu, dram, gpu, ...
+    shared: str = ""  # the shared label when the admin lets this user use the project name (assemble)
+
+    @property
+    def owner(self) -> str:
+        """Whose project (and phase) this energy is: "" without a project, else the shared label or the user."""
+        return (self.shared or self.user) if self.project else ""
+    record: str = ""  # "run": from a `wattledger run` record, not the service's ledger
+
+
+@dataclass(frozen=True)
+class EmbodiedCell:
+    """wl_embodied grams summed over one hour bucket for one tag set (docs/embodied.md).
+
+    Embodied carbon is already CO2e: no PUE and no grid intensity apply to it.
+    """
+
+    bucket_ns: int
+    job: str
+    user: str
+    project: str
+    phase: str
+    host: str
+    embodied_g: float
+    component: str = ""  # gpu, or host (CPU sockets, DRAM, storage and chassis)
+    shared: str = ""
+
+    @property
+    def owner(self) -> str:
+        return (self.shared or self.user) if self.project else ""
 
 
 @dataclass(frozen=True)
@@ -125,24 +164,10 @@ def intensity_series(
     fallback_fn: Callable[[], StaticIntensity],
     configured_static: bool = False,
 ) -> IntensitySeries:
-    """Reduce raw wl_carbon rows (time_ns, zone, provider, kind, g_per_kwh) to one CI per hour."""
+    """Reduce raw wl_carbon rows (time_ns, zone, provider, kind, g_per_kwh) to one CI per hour
+    (``carbon.hourly``: the rule the agent's Prometheus gauge uses too)."""
     want = zone.upper()
-    best: dict[tuple[str, int], tuple[int, float]] = {}  # (provider, time) -> (kind rank, value)
-    for r in rows:
-        if str(r.get("zone", "")).upper() != want or r.get("g_per_kwh") is None:
-            continue
-        key = (str(r.get("provider", "")), int(r["time_ns"]))
-        rank = KIND_RANK.get(str(r.get("kind", "")), len(KIND_RANK))
-        if key not in best or rank < best[key][0]:
-            best[key] = (rank, float(r["g_per_kwh"]))
-    per_hour: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for (provider, t), (_, value) in best.items():
-        per_hour[hour_floor(t)][provider].append(value)
-    by_hour: dict[int, tuple[float, str]] = {}
-    for bucket, providers in per_hour.items():
-        provider = prefer_provider if prefer_provider in providers else min(providers)
-        values = providers[provider]
-        by_hour[bucket] = (math.fsum(values) / len(values), provider)
+    by_hour = intensity_by_hour(rows, want, prefer_provider)
     return IntensitySeries(want, by_hour, fallback_fn, configured_static)
 
 
@@ -160,11 +185,24 @@ class Row:
     providers: set[str] = field(default_factory=set)
     estimate_sources: set[str] = field(default_factory=set)
     it_j_by_component: dict[str, float] = field(default_factory=dict)
+    run_it_j: float = 0.0  # of it_j, from `wattledger run` records
+    embodied_g: float = 0.0  # the hardware's embodied carbon charged to the row (wl_embodied)
+    embodied_g_by_component: dict[str, float] = field(default_factory=dict)  # gpu, host
     hosts: dict[str, Row] = field(default_factory=dict)  # the same figures per host (filled by ``build``)
 
     @property
     def it_kwh(self) -> float:
         return self.it_j / J_PER_KWH
+
+    @property
+    def total_g(self) -> float:
+        """Operational (energy x PUE x intensity) plus embodied CO2e."""
+        return self.g_co2e + self.embodied_g
+
+    def add_embodied(self, grams: float, component: str) -> None:
+        self.embodied_g += grams
+        name = component or "other"
+        self.embodied_g_by_component[name] = self.embodied_g_by_component.get(name, 0.0) + grams
 
     @property
     def it_kwh_by_component(self) -> dict[str, float]:
@@ -183,8 +221,11 @@ class Row:
         """The energy-weighted mean intensity this row was charged at (facility kWh basis)."""
         return self.g_co2e / self.facility_kwh if self.facility_kwh > 0 else None
 
-    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "") -> None:
+    def add(self, it_j: float, pue: float, ci: HourIntensity, source: str, component: str = "",
+            record: str = "") -> None:
         kwh = facility_kwh(it_j, pue)
+        if record:
+            self.run_it_j += it_j
         self.it_j += it_j
         name = component or "other"
         self.it_j_by_component[name] = self.it_j_by_component.get(name, 0.0) + it_j
@@ -215,11 +256,22 @@ class Report:
     pue: str  # how PUE was obtained
     series: dict[tuple[str, ...], dict[int, Row]]  # per row key, per hour (for plots)
     intensity_by_hour: dict[int, HourIntensity]
+    jobs: dict[tuple[str, ...], JobRecord] = field(default_factory=dict)  # by=job: Slurm's details per row key
+    runs_origin: str = ""  # the runs file whose records are in the report, if any
+    embodied_categories: dict[str, float] = field(default_factory=dict)  # category -> embodied grams
     # --by job from the ledger: each job's whole life from its summary (first and last seen, GPU-seconds
-    # held, peak power per component), whatever the window; JSON only.
+    # held, peak power per component, embodied carbon), whatever the window; JSON only.
     lifetimes: list[dict[str, Any]] = field(default_factory=list)
     extra_notes: list[str] = field(default_factory=list)  # what a source has to say about its figures
     per_host: bool = False  # show each row's hosts (render, to_dict)
+    # False when cells stood for several hours of one intensity and PUE (the ledger's long reads): the
+    # figures are exact, but ``series`` is not per hour and cannot be plotted.
+    per_hour: bool = True
+
+    @property
+    def has_embodied(self) -> bool:
+        """The window holds embodied carbon (a ledger of an agent with [embodied] on)."""
+        return bool(self.embodied_categories)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -245,6 +297,9 @@ class Report:
                    else f"no wl_carbon point for zone {self.zone} in {len(self.fallback_hours)} of "
                         f"{len(self.hours)} hours (run `wattledger carbon sync`)")
             out.append(f"F = intensity from the {self.fallback.describe()}: {how}")
+        if self.total.run_it_j > 0:
+            out.append(f"R = measured by `wattledger run` (its records: {self.runs_origin or 'runs file'}), not by "
+                       f"the service agent: {num(self.total.run_it_j / J_PER_KWH)} kWh")
         if self.total.estimated_it_j > 0:
             kinds = ", ".join(sorted(ESTIMATED_SOURCES[s] for s in self.total.estimate_sources))
             out.append(f"E = includes energy not measured by a counter ({kinds}: source="
@@ -252,34 +307,65 @@ class Report:
                        f"{num(self.total.estimated_kwh)} kWh of {num(self.total.it_kwh)} kWh")
         return out + self.extra_notes
 
+    def co2e_basis(self) -> dict[str, Any]:
+        """What every gCO2e figure of this report was made with: the PUE and the intensity, per hour.
+
+        ``pue`` and ``g_per_kwh`` are the energy-weighted means over the window (None: no energy);
+        ``pue_source`` and ``intensity_source`` say where they came from.
+        """
+        t = self.total
+        return {
+            "formula": "g_co2e = it_kwh x pue x g_per_kwh, hour by hour",
+            "pue": t.facility_kwh / t.it_kwh if t.it_j > 0 else None,
+            "pue_source": self.pue,
+            "g_per_kwh": t.g_per_kwh,
+            "intensity_source": self.intensity_source(t),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data: what ``--format json`` prints (and CSV's rows)."""
         total = sum(self.categories.values())
         return {
             "since": iso(self.since_ns), "until": iso(self.until_ns), "by": self.by, "zone": self.zone,
-            "origin": self.origin, "pue": self.pue,
+            "origin": self.origin, "pue": self.pue, "co2e_basis": self.co2e_basis(),
             "rows": [self.row_dict(r) for r in self.rows],
             "total": {k: v for k, v in self.row_dict(self.total).items() if k not in self.columns and k != "category"},
             "host_energy": {
                 c: {"kwh": j / J_PER_KWH, "share": (j / total if total > 0 else None)}
                 for c, j in self.categories.items()
             },
+            "unused_capacity": {"kwh": self.categories["idle"] / J_PER_KWH,
+                                "share": self.categories["idle"] / total if total > 0 else None,
+                                "what": "idle power no job used (_idle)"},
             "intensity": self._intensity_dict(),
+            "embodied": self._embodied_dict(),
             "notes": self.notes(),
             **({"lifetimes": self.lifetimes} if self.lifetimes else {}),
         }
+
+    def _embodied_dict(self) -> dict[str, Any]:
+        total = sum(self.embodied_categories.values())
+        return {"g_co2e": total, "by_category": dict(self.embodied_categories),
+                "unused_capacity_g": self.embodied_categories.get("idle", 0.0),
+                "what": "the hardware's embodied (manufacture, transport) carbon, amortised over its lifetime and "
+                        "charged by occupancy (GPUs) and CPU share (CPU, DRAM, storage, chassis): docs/embodied.md"}
 
     def row_dict(self, r: Row) -> dict[str, Any]:
         """One row as plain data: its key columns, then its figures."""
         d: dict[str, Any] = dict(zip(self.columns, r.key))
         if self.by == "job":
             d["category"] = category(r.key[0])
+            if r.key in self.jobs:
+                d["slurm"] = slurm_dict(self.jobs[r.key])
         d.update(
             it_kwh=r.it_kwh, it_kwh_by_component=r.it_kwh_by_component, facility_kwh=r.facility_kwh, g_co2e=r.g_co2e, g_per_kwh=r.g_per_kwh,
             fallback_kwh=r.fallback_kwh, intensity_fallback=r.fallback_it_j > 0,
             intensity_source=self.intensity_source(r), estimated_kwh=r.estimated_kwh,
-            estimate=r.estimated_it_j > 0,
+            estimate=r.estimated_it_j > 0, embodied_g_co2e=r.embodied_g,
+            embodied_g_by_component=dict(sorted(r.embodied_g_by_component.items())), total_g_co2e=r.total_g,
         )
+        if r.run_it_j > 0:
+            d["from_run_records_kwh"] = r.run_it_j / J_PER_KWH
         if self.per_host:
             d["hosts"] = {h: {"it_kwh": x.it_kwh, "facility_kwh": x.facility_kwh, "g_co2e": x.g_co2e}
                           for h, x in sorted(r.hosts.items())}
@@ -306,13 +392,15 @@ def build(
     since_ns: int,
     until_ns: int,
     origin: str,
+    embodied: Iterable[EmbodiedCell] = (),
     hours: Iterable[int] | None = None,
 ) -> Report:
-    """The pure core: hourly cells x PUE_b x CI_b, grouped.
+    """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are.
 
     ``hours``: the hours that had energy, when given: a cell then may stand for
     several hours that share one intensity and PUE (the ledger's long reads),
-    its ``bucket_ns`` being one of them. None: each cell is its hour.
+    its ``bucket_ns`` being one of them. None: each cell is its hour. Run
+    record cells (``record``) are always one hour each.
     """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
@@ -320,7 +408,7 @@ def build(
     rows: dict[tuple[str, ...], Row] = {}
     series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
     total = Row(("TOTAL",))
-    categories = {c: 0.0 for c in CATEGORIES}
+    categories = {c: 0.0 for c in ALWAYS_SHOWN}
     hours_seen: set[int] = set()
     ci_by_hour: dict[int, HourIntensity] = {}
     for c in cells:
@@ -332,25 +420,50 @@ def build(
         p = pue.at(c.bucket_ns)
         key = tuple(getattr(c, k) for k in cols)
         row = rows.setdefault(key, Row(key))
-        row.add(c.energy_j, p, ci, c.source, c.component)
-        row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component)
-        total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component)
-        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component)
-        total.add(c.energy_j, p, ci, c.source, c.component)
-        categories[category(c.job)] += c.energy_j
-        hours_seen.add(c.bucket_ns)
+        row.add(c.energy_j, p, ci, c.source, c.component, c.record)
+        row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component,
+                                                                    c.record)
+        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        total.add(c.energy_j, p, ci, c.source, c.component, c.record)
+        categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
+        if hours is None or c.record:
+            hours_seen.add(c.bucket_ns)
     if hours is not None:
-        hours_seen = set(hours)
+        hours_seen |= set(hours)
         for b in hours_seen - ci_by_hour.keys():
             ci_by_hour[b] = intensity.at(b)
     fallback_hours = sorted(b for b in hours_seen if ci_by_hour[b].fallback)
-    ordered = sorted(rows.values(), key=lambda r: (-r.g_co2e, -r.it_j, r.key))
+    embodied_categories = _add_embodied(embodied, cols, rows, series, total)
+    ordered = sorted(rows.values(), key=lambda r: (-r.total_g, -r.it_j, r.key))
     return Report(
         since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours_seen),
         fallback_hours, intensity.fallback if fallback_hours else None, intensity.configured_static,
-        pue.describe(hours_seen),
-        dict(series), ci_by_hour,
+        pue.describe(hours_seen), dict(series), ci_by_hour, embodied_categories=embodied_categories,
     )
+
+
+def _add_embodied(cells: Iterable[EmbodiedCell], cols: tuple[str, ...], rows: dict[tuple[str, ...], Row],
+                  series: dict[tuple[str, ...], dict[int, Row]], total: Row) -> dict[str, float]:
+    """Embodied grams into their rows (a row with embodied carbon only is a row too); per category."""
+    categories: dict[str, float] = {}
+    for c in cells:
+        if c.embodied_g == 0:
+            continue
+        key = tuple(getattr(c, k) for k in cols)
+        rows.setdefault(key, Row(key)).add_embodied(c.embodied_g, c.component)
+        series[key].setdefault(c.bucket_ns, Row(key)).add_embodied(c.embodied_g, c.component)
+        total.add_embodied(c.embodied_g, c.component)
+        categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.embodied_g
+    return categories
+
+
+def slurm_dict(record: JobRecord) -> dict[str, Any]:
+    """What Slurm said about a job, and when this host saw it run, as plain data."""
+    s = record.slurm
+    return {"id": s.display_id, "job_id": s.job_id, "name": s.name, "account": s.account,
+            "partition": s.partition, "gpus": list(s.gpus), "host": record.host, "start": iso(record.first_ns),
+            "end": iso(record.last_ns)}
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,10 @@ class Compactor:
                     (oldest,) = db.execute(f"SELECT MIN(bucket_ns) FROM {src}").fetchone()
                     ends.append(level.floor(rollup.folded(db, src)))
                 marks[m] = rollup.folded(db, level_table(m, level))
-                starts.append(max(marks[m], level.floor(oldest)) if oldest is not None else marks[m])
+                if oldest is not None:  # a measurement with no rows (wl_embodied, [embodied] off) starts nothing
+                    starts.append(max(marks[m], level.floor(oldest)))
             hi = max(ends) if i == 0 else min(ends)  # raw: every tick before the newest minute is complete
-            lo = min(starts)
+            lo = min(starts, default=hi)
             if lo < hi:
                 end = self._chunk_end(f"fold {level.name}", level, lo, hi)
                 return Task(f"fold {level.name}", [(m, "", max(lo, marks[m]) if marks[m] < end else end, end)

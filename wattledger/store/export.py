@@ -6,7 +6,8 @@ sums for years (docs/fleet.md). Those sums are not computed again by InfluxDB
 (store/rollup.py), read per bucket, with the tags the tier keeps (the device
 summed over, the job of tagged work left out at hours), and spooled through
 the same outbox as the raw ticks. So the figures in every tier are the
-ledger's figures: a sum of integer micro-units, sent as joules.
+ledger's figures: a sum of integer micro-units (nano-grams for embodied
+carbon), sent in joules and grams.
 
 A bucket is exported once it is *folded* (final): the watermark
 ``exported:<level table>`` in ``meta`` follows ``folded:``, in the same
@@ -26,16 +27,17 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from wattledger.model.points import WL_NODE, Point
+from wattledger.model.points import ADDITIVE, SCHEMA, WL_NODE, Point
 from wattledger.model.tiers import reserved_only, tags_at
 from wattledger.store import rollup
-from wattledger.store.schema import (EXPORT_DIRTY, HOUR, MICRO, MINUTE, Level, additive, level_table, micro_cols,
-                                     series_measurements, series_table)
+from wattledger.store.schema import (EXPORT_DIRTY, HOUR, MINUTE, Level, additive, int_cols, level_table, scale,
+                                     series_table)
 
 TIER_OF: dict[Level, str] = {MINUTE: "minutes", HOUR: "hours"}
-# The series measurements (schema.series_measurements: those with additive fields), wl_node first: a reader
-# that sees a bucket's node point sees its jobs' in the same spooled write.
-EXPORTED = tuple(sorted(series_measurements(), key=lambda m: m != WL_NODE))
+# The data model's rolled-up measurements (those with additive fields: wl_node, wl_job, wl_embodied; not the
+# ledger's own job_tick, which is never sent), wl_node first: a reader that sees a bucket's node point sees
+# its jobs' in the same spooled write.
+EXPORTED = tuple(sorted((m for m in SCHEMA if m in ADDITIVE), key=lambda m: m != WL_NODE))
 DIRTY = EXPORT_DIRTY  # exported buckets a late raw row changed (level name, bucket): sent again
 
 
@@ -64,7 +66,7 @@ def bucket_sql(m: str, level: Level, where: str) -> str:
     """Sums per (bucket, tags the tier keeps) of ``level``'s rows matching ``where`` (on ``r.bucket_ns``)."""
     tier = TIER_OF[level]
     tags = tags_at(tier, m)
-    sums = ", ".join(f"SUM(r.{c})" for c in micro_cols(m))
+    sums = ", ".join(f"SUM(r.{c})" for c in int_cols(m))
     cols = ", ".join(_tag_expr(tier, m, t) for t in tags)
     groups = ", ".join(str(i) for i in range(1, len(tags) + 2))
     return (f"SELECT r.bucket_ns, {cols}, {sums} FROM {level_table(m, level)} r JOIN {series_table(m)} s "
@@ -77,7 +79,7 @@ def _points(m: str, level: Level, rows: Iterable[Sequence[Any]]) -> list[Point]:
     out = []
     for row in rows:
         t = {k: str(v) for k, v in zip(tags, row[1:1 + len(tags)]) if v}
-        f = {name: int(v) / MICRO for name, v in zip(fields, row[1 + len(tags):]) if v is not None}
+        f = {name: int(v) / scale(name) for name, v in zip(fields, row[1 + len(tags):]) if v is not None}
         if f:
             out.append(Point(m, t, f, int(row[0]), tier))
     return out

@@ -1,6 +1,6 @@
 """The agent's export of the ledger's rollups into the outbox, a bounded piece per tick (store/export.py).
 
-``Exporter.step()`` runs after each tick's compaction (``Agent.commit``) when
+``RollupExporter.step()`` runs after each tick's compaction (``Agent.commit``) when
 the sink is a fleet's tiered InfluxDB (``[influx] layout = "tiered"``): in
 one transaction it spools the minute and hour buckets folded since the last
 step (at most ``max_buckets`` of each), those a late tick changed, and moves
@@ -32,7 +32,7 @@ class ExportStep:
     resent: int = 0  # buckets sent again after a late tick changed them
 
 
-class Exporter:
+class RollupExporter:
     def __init__(self, ledger: Ledger, *, max_buckets: int = 60) -> None:
         self.ledger = ledger
         self.max_buckets = max_buckets

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from wattledger.model.points import Batch, Point
 from wattledger.store import quarantine
 from wattledger.store.errors import Fault, StorageError, storage_errors
 from wattledger.store.ledger import Ledger
+from wattledger.store.quantize import Quantized, quantize
 from wattledger.util.logonce import LogOnce
 
 log = logging.getLogger("wattledger.ledger")
@@ -40,7 +41,9 @@ class GuardedLedger(Ledger):
     def __init__(self, path: Path, *, spool: bool = False, spool_max_rows: int = 1_000_000,
                  buffer_points: int = 50_000) -> None:
         self.buffer_points = buffer_points
-        self._held: deque[list[Point]] = deque()
+        # Ticks not yet written: quantized (None once held: quantizing the stored values again gives the same
+        # integers), as stored points (~0.8 KB each), and their state.
+        self._held: deque[tuple[list[Quantized] | None, list[Point], Mapping[str, str] | None]] = deque()
         self._held_points = 0
         self._lost = [0, 0]  # points, ticks: not yet added to meta
         self._once = LogOnce(log)
@@ -117,19 +120,23 @@ class GuardedLedger(Ledger):
             return default
 
     # -- writing: hold what cannot be written ----------------------------------------------------
-    def append(self, points: Sequence[Point]) -> None:
-        if not points:
-            return
+    def append(self, points: Sequence[Point], state: Mapping[str, str] | None = None) -> list[Point]:
+        items = quantize(points)
+        stored = [q.as_point() for q in items]
+        if not items and not state:
+            return stored
         with self._lock:
-            self._held.append(list(points))
-            self._held_points += len(points)
+            self._held.append((items, stored, state))
+            self._held_points += len(stored)
             self._flush()
+        return stored
 
     def _flush(self) -> None:
         written, replaced = 0, False
         while self._held:
+            items, stored, state = self._held[0]
             try:
-                Ledger.append(self, self._held[0])
+                Ledger.write(self, quantize(stored) if items is None else items, stored, state)
             except StorageError as e:
                 if e.fault is Fault.CORRUPT and not replaced:
                     self.on_fault(e)
@@ -137,17 +144,19 @@ class GuardedLedger(Ledger):
                     continue  # a fresh ledger: try again at once
                 self._hold(e)
                 return
-            self._held_points -= len(self._held.popleft())
+            self._held_points -= len(self._held.popleft()[1])
             written += 1
         self._recovered(written)
 
     def _hold(self, e: StorageError) -> None:
+        _, stored, state = self._held[-1]  # the tick just added; older ones were made smaller when held
+        self._held[-1] = (None, stored, state)  # the smaller form: its points as stored
         self._once.problem(("write", e.fault), f"{e}. Meanwhile ticks are measured and held in memory "
                            f"(at most {self.buffer_points} points; the oldest are dropped and counted beyond "
                            "that) and written, in order, as soon as the ledger can be written again",
                            logging.ERROR)
         while self._held_points > self.buffer_points and len(self._held) > 1:
-            gone = self._held.popleft()
+            _, gone, _ = self._held.popleft()
             self._held_points -= len(gone)
             self._lost[0] += len(gone)
             self._lost[1] += 1

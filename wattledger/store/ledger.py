@@ -1,7 +1,7 @@
 """The local SQLite ledger (WAL, in the state dir): the embedded store and the spool.
 
 Every point the agent makes is written here first, in one transaction per
-tick (``append``). Additive fields become integer micro-units with the jobs
+tick (``append``). Additive fields become integers (micro-units) with the jobs
 of each pool apportioned to the pool's energy (store/quantize.py), so every
 sum the ledger gives is exact and conserved. ``wl_node`` and ``wl_job`` rows
 are kept compactly (store/schema.py) and rolled up into minutes, hours and
@@ -27,26 +27,27 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wattledger.model.points import ADDITIVE, SCHEMA, Batch, Point
+from wattledger.model.points import ADDITIVE, SCHEMA, WL_JOB, Batch, Point
 from wattledger.model.tiers import RAW
 from wattledger.store import export, migrate, rollup, schema, spool, summary
 from wattledger.store.errors import Fault, StorageError, storage_errors
 from wattledger.store.files import connect_readonly, connect_writable
-from wattledger.store.quantize import quantize
-from wattledger.store.schema import MICRO, additive, raw_table, series_table
+from wattledger.store.quantize import Quantized, quantize
+from wattledger.store.schema import additive, raw_table, series_table
 from wattledger.store.sizing import Stats, stats
-from wattledger.store.sums import HourClass, Sums, class_sums
+from wattledger.store.sums import HourClass, Sums, Totals, class_sums, series_totals
 from wattledger.store.write import REPLACE_KEYS, SeriesIds, write_points
 
 LEDGER_FILE = "ledger.sqlite3"
 __all__ = ["LEDGER_FILE", "REPLACE_KEYS", "Ledger", "StorageError"]
 
 log = logging.getLogger("wattledger.ledger")
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 
 class Ledger:
@@ -112,16 +113,31 @@ class Ledger:
             yield self._db
 
     # -- writing ---------------------------------------------------------
-    def append(self, points: Sequence[Point]) -> None:
-        """Store one tick's points (and spool them, as one tick, when a remote sink is on)."""
-        if not points:
-            return
+    def append(self, points: Sequence[Point], state: Mapping[str, str] | None = None) -> list[Point]:
+        """Store one tick's points (and spool them, as one tick, when a remote sink is on); the points as
+        stored, their additive fields quantized (store/quantize.py): what every other output of the tick
+        (stdout, Prometheus) must show, so that all of them equal the ledger.
+
+        ``state``: meta keys to set in the same transaction (the counters' readings that the tick's
+        energy was measured up to: agent/restart.py), so the ledger never holds a tick without them
+        nor them without the tick.
+        """
         items = quantize(points)
+        stored = [q.as_point() for q in items]
+        self.write(items, stored, state)
+        return stored
+
+    def write(self, items: Sequence[Quantized], stored: Sequence[Point], state: Mapping[str, str] | None) -> None:
+        """``append``'s transaction: the quantized ``items``, ``stored`` (the same as points) to the spool."""
+        if not items and not state:
+            return
         dropped = None
         with self._tx() as db:
             write_points(db, self._ids, items)
-            if self.spool:
-                spool.put(db, [q.as_point() for q in items])
+            if state:
+                db.executemany(_SET_META, list(state.items()))
+            if self.spool and items:
+                spool.put(db, stored)
                 dropped = spool.enforce_bound(db, self.spool_max_rows)
         if dropped is not None:
             self._overflow.dropped(dropped)
@@ -194,10 +210,7 @@ class Ledger:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            db.execute(_SET_META, (key, value))
 
     def add_meta(self, key: str, n: int) -> None:
         """Add ``n`` to an integer counter in meta."""
@@ -220,17 +233,17 @@ class Ledger:
             args.append(until_ns)
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         if measurement in ADDITIVE:
-            sel = [f"s.{t}" for t in tags] + [f"r.{schema.micro(f)}" if f in additive(measurement) else f"r.{f}"
+            sel = [f"s.{t}" for t in tags] + [f"r.{schema.int_col(f)}" if f in additive(measurement) else f"r.{f}"
                                               for f in fields]
             sql = (f"SELECT r.time_ns, {', '.join(sel)} FROM {raw_table(measurement)} r JOIN "
                    f"{series_table(measurement)} s ON s.id = r.series{cond} ORDER BY r.time_ns, r.series")
         else:
             sql = f"SELECT time_ns, {', '.join(tags + fields)} FROM {measurement} r{cond} ORDER BY time_ns"
         cols = ("time_ns",) + tags + fields
-        scale = {i + 1 + len(tags) for i, f in enumerate(fields) if f in additive(measurement)}
+        per_unit = {i + 1 + len(tags): schema.scale(f) for i, f in enumerate(fields) if f in additive(measurement)}
         with self._read() as db:
             rows = db.execute(sql, args).fetchall()
-        return [dict(zip(cols, (v / MICRO if i in scale and v is not None else v for i, v in enumerate(r))))
+        return [dict(zip(cols, (v / per_unit[i] if i in per_unit and v is not None else v for i, v in enumerate(r))))
                 for r in rows]
 
     def sums(self, measurement: str, field: str, group_tags: Sequence[str], since_ns: int, until_ns: int,
@@ -272,10 +285,42 @@ class Ledger:
         with self._read() as db:
             return export.points_between(db, level, since_ns, until_ns)
 
-    def job_summary(self, equal: dict[str, str] | None = None) -> list[dict[str, object]]:
-        """The per-job summary (store/summary.py), optionally only rows whose tags equal ``equal``."""
+    def job_summary(self, equal: dict[str, str] | None = None, measurement: str = WL_JOB
+                    ) -> list[dict[str, object]]:
+        """The per-job summary of wl_job (or wl_embodied) (store/summary.py), optionally only rows whose tags
+        equal ``equal``."""
         with self._read() as db:
-            return summary.read(db, equal)
+            return summary.read(db, equal, measurement)
+
+    def latest_time(self, measurement: str) -> int | None:
+        """The newest point's time in one measurement (None when it has none); reads the time index."""
+        if measurement not in SCHEMA:
+            raise ValueError(f"no measurement {measurement!r}")
+        table = raw_table(measurement) if measurement in ADDITIVE else measurement
+        with self._read() as db:
+            (newest,) = db.execute(f"SELECT MAX(time_ns) FROM {table}").fetchone()
+        return None if newest is None else int(newest)
+
+    def job_ticks(self, tag: str, since_ns: int, until_ns: int, equal: dict[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+        """Per user of one job tag: the ticks it was charged in (``report --job``), from the ledger's
+        ``job_tick`` series at the coarsest resolution that covers the range (store/jobtick.py).
+
+        Each row: ``user``, ``first_ns`` (start of its first tick), ``last_ns`` (end of its last),
+        ``active_s`` (its ticks' lengths), ``ticks``, ``host_j`` (every pool's energy in those
+        ticks, on the same hosts), ``unused_j`` (``_idle``'s energy in them) and ``gpu_s_held``
+        (the length of each tick x GPU it was charged on). ``equal``: more tags (host, user,
+        project) its rows must have.
+        """
+        with self._read() as db:
+            totals, tags, _ = series_totals(db, schema.JOB_TICK, since_ns, until_ns, {**(equal or {}), "job": tag})
+        users: dict[str, Totals] = {}
+        for sid, tot in sorted(totals.items()):
+            if tot.rows:
+                users.setdefault(tags[sid]["user"], Totals()).add(schema.JOB_TICK, tot.rows, tot.ints, tot.extrema)
+        return [{"user": user, "first_ns": t.extrema.get("first_ns"), "last_ns": t.extrema.get("last_ns"),
+                 "ticks": t.rows, "active_s": t.sum("active_s"), "host_j": t.sum("host_j"),
+                 "unused_j": t.sum("unused_j"), "gpu_s_held": t.sum("gpu_held_s")} for user, t in sorted(users.items())]
 
     def connection(self) -> sqlite3.Connection:
         """The open connection, for the store's own readers and the compactor (same package)."""

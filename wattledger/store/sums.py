@@ -7,7 +7,7 @@ and gets one sum per (class, tag values). Days whose 24 hours are all in one
 class are read from the day table (one row per series and day), other days
 from hours, the ragged edges from minutes and raw ticks (store/plan.py). With
 one class per hour this is the plain hourly sum. Every figure is a sum of
-integer micro-units, so it equals the raw ticks' sum whatever the resolution.
+integers (store/schema.py ``scale``), so it equals the raw ticks' sum whatever the resolution.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import sqlite3
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from wattledger.model.points import SCHEMA
 from wattledger.model.units import HOUR_NS
 from wattledger.store import rollup
 from wattledger.store.plan import Plan, Segment, Span, plan
-from wattledger.store.schema import DAY, HOUR, LEVELS, MICRO, Level, level_table, micro, raw_table, series_table
+from wattledger.store.schema import (DAY, HOUR, LEVELS, Level, additive, extrema, int_col, int_cols, level_table,
+                                     raw_table, scale, series_table, tags_of)
 
 HourClass = Callable[[int], Hashable]
 
@@ -50,7 +50,7 @@ def spans(db: sqlite3.Connection, m: str) -> tuple[list[Span], int]:
 
 
 def _series_tags(db: sqlite3.Connection, m: str, equal: Mapping[str, str]) -> dict[int, dict[str, str]]:
-    tags = SCHEMA[m][0]
+    tags = tags_of(m)
     out = {}
     for row in db.execute(f"SELECT id, {', '.join(tags)} FROM {series_table(m)}"):
         t = dict(zip(tags, row[1:]))
@@ -92,7 +92,7 @@ def class_sums(db: sqlite3.Connection, m: str, field_name: str, group_tags: Sequ
 
     ``hour_class`` None: each hour is its own class (hourly sums).
     """
-    col = micro(field_name)
+    col = int_col(field_name)
     level_spans, raw_kept = spans(db, m)
     p = plan(since_ns, until_ns, level_spans, raw_kept, _one_class_days(hour_class))
     tags = _series_tags(db, m, equal or {})
@@ -113,6 +113,64 @@ def class_sums(db: sqlite3.Connection, m: str, field_name: str, group_tags: Sequ
                 hours.update(bucket + h * HOUR_NS for h in range(24) if bits >> h & 1)
             elif total:
                 hours.add(bucket)
-    cells = [(rep[cls], values, total / MICRO) for (cls, values), total in acc.items()]
+    per_unit = scale(field_name)
+    cells = [(rep[cls], values, total / per_unit) for (cls, values), total in acc.items()]
     return Sums(cells, hours, p)
 
+
+
+@dataclass
+class Totals:
+    """One series' sums over a range: rows (ticks, for ``job_tick``), each additive field (as stored: integers,
+    ``sum`` gives the field's units) and each extremum (store/schema.py EXTREMA; None: no rows)."""
+
+    rows: int = 0
+    ints: dict[str, int] = field(default_factory=dict)
+    extrema: dict[str, int | None] = field(default_factory=dict)
+
+    def sum(self, f: str) -> float:
+        return self.ints.get(f, 0) / scale(f)
+
+    def add(self, m: str, rows: int, ints: Mapping[str, int | None], ext: Mapping[str, int | None]) -> None:
+        """Fold in another range's (or series') rows, integer sums and extrema of measurement ``m``."""
+        self.rows += rows
+        for f, v in ints.items():
+            self.ints[f] = self.ints.get(f, 0) + (v or 0)
+        for e in extrema(m):
+            self.extrema[e.column] = _extreme(e.agg, self.extrema.get(e.column), ext.get(e.column))
+
+
+def _extreme(agg: str, a: int | None, b: int | None) -> int | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b) if agg == "MIN" else max(a, b)
+
+
+def _totals_sql(m: str, seg: Segment, ids: Sequence[int]) -> str:
+    cols = int_cols(m)
+    only = f" AND series IN ({', '.join(str(i) for i in ids)})"
+    if seg.level is None:
+        table, t, count = raw_table(m), "time_ns", "COUNT(*)"
+        ext = [f"{e.agg}({e.sql()})" for e in extrema(m)]
+    else:
+        table, t, count = level_table(m, seg.level), "bucket_ns", "SUM(rows)"
+        ext = [f"{e.agg}({e.column})" for e in extrema(m)]
+    return (f"SELECT series, {count}, {', '.join([*(f'SUM({c})' for c in cols), *ext])} FROM {table} "
+            f"WHERE {t} >= ? AND {t} < ?{only} GROUP BY series")
+
+
+def series_totals(db: sqlite3.Connection, m: str, since_ns: int, until_ns: int, equal: Mapping[str, str]
+                  ) -> tuple[dict[int, Totals], dict[int, dict[str, str]], Plan]:
+    """Per series whose tags equal ``equal``: its rows, sums and extrema in [since, until), read at the
+    coarsest resolution that covers the range exactly (whole days wherever they are kept); the series' tags;
+    the plan (its ``since_ns``/``until_ns``: the range actually covered)."""
+    level_spans, raw_kept = spans(db, m)
+    p = plan(since_ns, until_ns, level_spans, raw_kept)
+    tags = _series_tags(db, m, equal)
+    out: dict[int, Totals] = {}
+    fields, ext = additive(m), extrema(m)
+    for seg in p.segments if tags else ():
+        for row in db.execute(_totals_sql(m, seg, sorted(tags)), (seg.lo_ns, seg.hi_ns)):
+            out.setdefault(int(row[0]), Totals()).add(m, int(row[1] or 0), dict(zip(fields, row[2:2 + len(fields)])),
+                                                      dict(zip((e.column for e in ext), row[2 + len(fields):])))
+    return out, tags, p

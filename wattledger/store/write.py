@@ -1,4 +1,5 @@
-"""Writing quantized points into the tables (inside the caller's transaction): raw rows, late rollups, summary."""
+"""Writing quantized points into the tables (inside the caller's transaction): raw rows, the ledger's own
+``job_tick`` rows (store/jobtick.py), late rollups, summaries."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import sqlite3
 from collections.abc import Sequence
 
 from wattledger.model.points import ADDITIVE, SCHEMA, WL_CARBON, WL_PUE, Point
-from wattledger.store import export, rollup, summary
+from wattledger.store import export, jobtick, rollup, summary
 from wattledger.store.quantize import Quantized
-from wattledger.store.schema import LEVELS, additive, level_table, micro_cols, plain_fields, raw_table, series_table
+from wattledger.store.schema import (DERIVED, LEVELS, additive, level_table, int_cols, plain_fields, raw_table,
+                                     series_table, tags_of)
 
 # Series that hold one value per (key tags, time): a newer point replaces the stored
 # one, exactly as a same-tags same-time point does in InfluxDB: a re-synced or
@@ -34,7 +36,7 @@ class SeriesIds:
         found = cache.get(key)
         if found is not None:
             return found
-        names = SCHEMA[m][0]
+        names = tags_of(m)
         where = " AND ".join(f"{t} = ?" for t in names)
         row = db.execute(f"SELECT id FROM {series_table(m)} WHERE {where}", key).fetchone()
         if row is None and create:
@@ -54,8 +56,8 @@ def _sum_or_null(c: str) -> str:
 
 def series_insert_sql(m: str) -> str:
     """Insert raw rows; a second point of the same series and time adds its sums (nothing is dropped)."""
-    cols = ["time_ns", "series", *micro_cols(m), *plain_fields(m)]
-    sets = [_sum_or_null(c) for c in micro_cols(m)] + [f"{f} = excluded.{f}" for f in plain_fields(m)]
+    cols = ["time_ns", "series", *int_cols(m), *plain_fields(m)]
+    sets = [_sum_or_null(c) for c in int_cols(m)] + [f"{f} = excluded.{f}" for f in plain_fields(m)]
     return (f"INSERT INTO {raw_table(m)} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT (time_ns, series) DO UPDATE SET {', '.join(sets)}")
 
@@ -67,10 +69,11 @@ def _write_series(db: sqlite3.Connection, ids: SeriesIds, m: str, items: Sequenc
     for q in items:
         p = q.point
         sid = ids.get(db, m, q.tags)
-        values = [q.micro.get(f) for f in fields]
+        values = [q.ints.get(f) for f in fields]
         rows.append([p.time_ns, sid, *values, *[p.fields.get(f) for f in plain]])
         if p.time_ns < mark:
             late.append((p.time_ns, int(sid or 0), values))
+    rows.sort(key=lambda r: (r[0], r[1]))  # in key order: appended pages fill up (~35 bytes a row, not ~45)
     db.executemany(series_insert_sql(m), rows)
     if late:
         rollup.add_late(db, m, late)
@@ -92,7 +95,8 @@ def _write_plain(db: sqlite3.Connection, m: str, pts: Sequence[Point]) -> None:
 
 
 def write_points(db: sqlite3.Connection, ids: SeriesIds, items: Sequence[Quantized]) -> None:
-    """One write's points into their tables, late rows into folded rollups, wl_job rows into the summary."""
+    """One write's points (whole ticks) into their tables with their ``job_tick`` rows, late rows into folded
+    rollups, wl_job and wl_embodied rows into the summaries."""
     by_measurement: dict[str, list[Quantized]] = {}
     for q in items:
         if q.point.measurement not in SCHEMA:
@@ -103,4 +107,9 @@ def write_points(db: sqlite3.Connection, ids: SeriesIds, items: Sequence[Quantiz
             _write_series(db, ids, m, group)
         else:
             _write_plain(db, m, [q.point for q in group])
+    derived = jobtick.derive(items)
+    for m in DERIVED:
+        group = [q for q in derived if q.point.measurement == m]
+        if group:
+            _write_series(db, ids, m, group)
     summary.update(db, items)

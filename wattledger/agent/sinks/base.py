@@ -37,6 +37,7 @@ from wattledger.model.readings import ProbeResult
 # not silence delivery for a day: the spool would fill and drop data), and the parser.
 from wattledger.util.backoff import MAX_RETRY_AFTER_S, parse_retry_after
 from wattledger.util.logonce import LogOnce
+from wattledger.util.redact import redact_text
 
 __all__ = [
     "Expired", "MAX_RETRY_AFTER_S", "Outcome", "Sink", "WriteResult", "classify", "describe_error", "encode_lines",
@@ -114,7 +115,7 @@ _OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*")
 
 def describe_error(error: BaseException) -> str:
     """``Type: message`` without urllib3's ``<...Connection object at 0x...>`` noise."""
-    return _shorten(f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error))}")
+    return _shorten(redact_text(f"{type(error).__name__}: {_OBJECT_REPR.sub('', str(error))}"))
 
 
 def _shorten(text: str) -> str:

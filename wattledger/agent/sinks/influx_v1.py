@@ -23,6 +23,7 @@ from wattledger.agent.sinks.base import (
 )
 from wattledger.agent.sinks.routing import Routing, single
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.util.redact import redact_url
 
 SOURCE = "influx_v1"
 
@@ -100,14 +101,14 @@ class InfluxV1Sink:
             ping = self._get("/ping")
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {describe_error(e)}",
-                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {self.url}/ping)",
+                SOURCE, SourceState.MISSING, f"cannot reach {redact_url(self.url)}: {describe_error(e)}",
+                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {redact_url(self.url)}/ping)",
             )
         version = ping.headers.get("X-Influxdb-Version")
         if ping.status != 204 or not version:
             return ProbeResult(
                 SOURCE, SourceState.NOT_SUPPORTED,
-                f"{self.url}/ping answered HTTP {ping.status} without an InfluxDB version header",
+                f"{redact_url(self.url)}/ping answered HTTP {ping.status} without an InfluxDB version header",
                 "point [sink] url at the InfluxDB HTTP API (default port 8086)",
             )
         try:
@@ -127,7 +128,7 @@ class InfluxV1Sink:
                 "see the InfluxDB log",
             )
         names = _first_column(resp.data)
-        where = f"InfluxDB {version} at {self.url}"
+        where = f"InfluxDB {version} at {redact_url(self.url)}"
         if names is not None and self.database not in names:
             return ProbeResult(
                 SOURCE, SourceState.MISSING, f"{where}: database '{self.database}' does not exist"

@@ -28,6 +28,7 @@ from wattledger.agent.sinks.base import (
 )
 from wattledger.agent.sinks.routing import Routing, single
 from wattledger.model.readings import ProbeResult, SourceState
+from wattledger.util.redact import redact_url
 
 SOURCE = "influx_v2"
 
@@ -100,15 +101,15 @@ class InfluxV2Sink:
         except ApiException as e:
             return ProbeResult(
                 SOURCE, SourceState.NOT_SUPPORTED,
-                f"{self.url}/ping answered HTTP {e.status}: {error_message(e.body, e.headers)}",
+                f"{redact_url(self.url)}/ping answered HTTP {e.status}: {error_message(e.body, e.headers)}",
                 "point [sink] url at the InfluxDB HTTP API (default port 8086 for 1.x/2.x, 8181 for 3.x)",
             )
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"cannot reach {self.url}: {describe_error(e)}",
-                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {self.url}/ping)",
+                SOURCE, SourceState.MISSING, f"cannot reach {redact_url(self.url)}: {describe_error(e)}",
+                f"check that InfluxDB runs and that [sink] url is right (try: curl -i {redact_url(self.url)}/ping)",
             )
-        where = f"InfluxDB {version} at {self.url}"
+        where = f"InfluxDB {version} at {redact_url(self.url)}"
         buckets = sorted(set(self.routing.targets.values()))
         for bucket in buckets:
             problem = self._probe_bucket(where, bucket)
