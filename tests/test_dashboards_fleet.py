@@ -237,15 +237,15 @@ def check(uid: str, title: str, answers: dict[str, dict[str, Any]], grafana: dic
     if title == "Energy shares":
         shares = {name: total(answers[chr(ord("A") + i)], name) * 3.6e6
                   for i, (name, _) in enumerate(dash.ENERGY_CLASSES)}
-        want = {c: by_job.categories.get(c, 0.0) for c in shares}
-        assert shares == pytest.approx(want, abs=REL * t.it_j)
+        in_report = {c: by_job.categories.get(c, 0.0) for c in shares}
+        assert shares == pytest.approx(in_report, abs=REL * t.it_j)
         assert not {c for c, j in by_job.categories.items() if j and c not in shares}
         return True
     if title.startswith("Facility energy by "):
         tag = title.rsplit(" ", 1)[1]
         parts: dict[str, float] = {}
-        for r in fleet.report(since_ns, tag).rows:  # projects and phases are per owner: summed by name here
-            parts[r.key[0]] = parts.get(r.key[0], 0.0) + r.facility_kwh
+        for row_ in fleet.report(since_ns, tag).rows:  # projects and phases are per owner: summed by name here
+            parts[row_.key[0]] = parts.get(row_.key[0], 0.0) + row_.facility_kwh
         shown: dict[str, float] = {}
         for doc in answers.values():
             for r in rows(doc):
