@@ -229,10 +229,13 @@ def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str
         for day in range(args.days):
             stamp = start + day * DAY_NS + 12 * HOUR_NS + h * NS_PER_S
             ledger.append(day_points(name, jobs, day, stamp))
-            compactor.catch_up(stamp + DAY_NS // 2)  # the next tick is a day later: fold what is final
-            while exporter.step().points:
-                pass
-            deliverer.flush(60)
+            if day % args.settle_days == args.settle_days - 1 or day == args.days - 1:
+                # fold, export and deliver what is final (the agent does it every tick; here every few
+                # simulated days, well inside the ledger's retention of minutes, so nothing is pruned first)
+                compactor.catch_up(stamp + DAY_NS // 2)
+                while exporter.step().points:
+                    pass
+                deliverer.flush(60)
         stats = deliverer.stats()
         refused += stats["rejected_points"]
         delivered += stats["delivered_points"]
@@ -274,6 +277,7 @@ def main() -> None:
     ap.add_argument("--jobs-per-year", type=float, default=10_000)
     ap.add_argument("--raw-days", type=float, default=Config().influx.raw_days)
     ap.add_argument("--minutes-days", type=float, default=Config().influx.minutes_days)
+    ap.add_argument("--settle-days", type=int, default=7, help="fold, export and deliver every this many days")
     ap.add_argument("--dir", help="work directory (ledgers, influxd data) [default: a new temp dir]")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("-v", "--verbose", action="store_true")

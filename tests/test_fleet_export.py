@@ -214,3 +214,27 @@ def test_a_measurement_without_rows_does_not_hold_folding_back(tmp_path: Path) -
     db = ledger.connection()
     assert rollup.folded(db, level_table(WL_NODE, MINUTE)) == T0 + MINUTE_NS
     assert rollup.folded(db, level_table("wl_embodied", MINUTE)) == T0 + MINUTE_NS
+
+
+def test_resend_replays_the_minute_and_hour_sums_too(influxd: object, tmp_path: Path) -> None:
+    """After a spool overflow (or into a new server), `wattledger resend` sends a range's sums as well."""
+    from tests.influx_server import InfluxServer
+    from wattledger.agent.resend import resend
+    from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
+
+    assert isinstance(influxd, InfluxServer)
+    db = "fleet_resend"
+    influxd.create_db(db)
+    for rp in TARGETS:
+        influxd.query(f'CREATE RETENTION POLICY "{rp}" ON "{db}" DURATION 0s REPLICATION 1')
+    ledger = Ledger(tmp_path / "l.sqlite3")  # no spool: nothing was delivered
+    run(ledger, T0, 2 * 3600 + 120)
+    sink = InfluxV1Sink(influxd.url, db, routing=Routing(TARGETS))
+    out = resend(ledger, sink, T0, T0 + 3 * HOUR_NS, raw_kept_ns=ledger.raw_kept_ns(), tiers=True)
+    assert out.stopped is None and out.sent == out.points
+    hours = influxd.series_values('SELECT sum("energy_j") FROM "hours"."wl_node" GROUP BY time(1h) fill(none)', db)
+    raw = influxd.series_values('SELECT sum("energy_j") FROM "raw"."wl_node" WHERE time < '
+                                f'{T0 + 2 * HOUR_NS} GROUP BY time(1h) fill(none)', db)
+    assert [r["sum"] for r in hours] == pytest.approx([r["sum"] for r in raw]) and len(hours) == 2
+    minutes = influxd.series_values('SELECT count("energy_j") FROM "minutes"."wl_node"', db)
+    assert minutes[0]["count"] == (2 * 60 + 2) * len(POOLS)

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.influx, pytest.mark.slow]
 def test_a_small_fleet_stays_within_the_series_budget(influxd: InfluxServer, tmp_path: Path) -> None:
     defaults = Config().influx
     args = argparse.Namespace(hosts=2, days=40, jobs_per_year=10_000, raw_days=defaults.raw_days,
-                              minutes_days=defaults.minutes_days, verbose=False)
+                              minutes_days=defaults.minutes_days, verbose=False, settle_days=7)
     r = simulate(influxd, tmp_path, args, db="series_budget")
     assert r["refused"] == 0 and r["delivered"] > 0
     f = r["formula"]
