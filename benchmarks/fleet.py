@@ -7,8 +7,9 @@ agent's compactor, the rollup exporter, the deliverer and the v1 sink with
 the tiers' routing, driven through ``Agent.commit`` once a second with a
 realistic tick (``FleetStream``: 2 CPU packages, 2 DRAM, 8 GPUs; 50 jobs at a
 time on the CPU and DRAM pools plus the ledger's own four; a job per busy
-GPU; 236 points a tick, like benchmarks/ledger_year.py's server; jobs turn
-over every ``--job-ticks`` ticks; the first two slots of each group of four
+GPU; 236 energy points a tick, like benchmarks/ledger_year.py's server, plus
+the embodied carbon of each job (59 wl_embodied points) and the wl_agent
+point: 296 a tick; jobs turn over every ``--job-ticks`` ticks; the first two slots of each group of four
 hosts run the same multi-node Slurm job). Hosts' clocks are skewed by up to
 ±``--skew`` seconds. The hosts are spread over ``--workers`` processes (the
 GIL), ticking on the wall clock; influxd (Debian's 1.6) is started on
@@ -50,7 +51,7 @@ from wattledger.agent.provision import setup  # noqa: E402
 from wattledger.agent.sinks import make_sink  # noqa: E402
 from wattledger.agent.sinks.routing import routing  # noqa: E402
 from wattledger.config import Config  # noqa: E402
-from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE  # noqa: E402
+from wattledger.model.points import WL_AGENT, WL_EMBODIED  # noqa: E402
 from wattledger.model.units import NS_PER_S  # noqa: E402
 from wattledger.store import export  # noqa: E402
 from wattledger.store.schema import HOUR, MINUTE, raw_table, series_table  # noqa: E402
@@ -114,7 +115,7 @@ def ledger_counts(h: SimHost) -> dict[str, int]:
     """What InfluxDB must hold for this host: raw rows per measurement, exported minute and hour points."""
     db = h.ledger.connection()
     out = {}
-    for m in (WL_NODE, WL_JOB):
+    for m in export.EXPORTED:
         out[f"raw:{m}"] = db.execute(f"SELECT COUNT(*) FROM {raw_table(m)} r JOIN {series_table(m)} s "
                                      "ON s.id = r.series WHERE s.host = ?", (h.name,)).fetchone()[0]
     out[f"raw:{WL_AGENT}"] = db.execute(f"SELECT COUNT(*) FROM {WL_AGENT}").fetchone()[0]
@@ -127,10 +128,10 @@ def ledger_counts(h: SimHost) -> dict[str, int]:
 
 def influx_counts(server: InfluxServer) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for tier, measurements in (("raw", (WL_NODE, WL_JOB, WL_AGENT)), ("minutes", (WL_NODE, WL_JOB)),
-                               ("hours", (WL_NODE, WL_JOB))):
+    for tier, measurements in (("raw", (*export.EXPORTED, WL_AGENT)), ("minutes", export.EXPORTED),
+                               ("hours", export.EXPORTED)):
         for m in measurements:
-            field = "tick_s" if m == WL_AGENT else "energy_j"
+            field = {WL_AGENT: "tick_s", WL_EMBODIED: "embodied_g"}.get(m, "energy_j")
             for r in server.series_values(f'SELECT count("{field}") FROM "{tier}"."{m}" GROUP BY "host"', DB):
                 out.setdefault(r["host"], {})[f"{tier}:{m}"] = int(r["count"])
     return out
@@ -200,18 +201,19 @@ def summarise(args: argparse.Namespace, server: InfluxServer, results: list[dict
     stats = server.query("SHOW STATS FOR 'database'")["results"][0]["series"]
     series = next(s["values"][0][s["columns"].index("numSeries")] for s in stats if s["tags"]["database"] == DB)
     slopes = {h: slope_per_min(b, 10) for h, b in backlog.items()}
+    per_tick = len(stream_of(args).points(host_names(args.hosts)[0], 0, 0)) + 1  # + the wl_agent point
     ticks = sum(r["ticks"] for r in results) / len(results)
     late = sum(r["late"] for r in results)
     delivered = sum(r["delivered"] for r in results)
     return {
         "hosts": args.hosts, "workers": args.workers, "seconds": args.seconds, "interval_s": args.interval,
-        "ticks_per_host": ticks, "late_ticks": late, "points_per_tick": 236 + 1,
-        "points_per_s_offered": args.hosts * 237 / args.interval,
+        "ticks_per_host": ticks, "late_ticks": late, "points_per_tick": per_tick,
+        "points_per_s_offered": args.hosts * per_tick / args.interval,
         "points_per_s_delivered": delivered / args.seconds,
         "backlog_max": max(max(b) for b in backlog.values() if b),
         "backlog_end_max": max(b[-1] for b in backlog.values() if b),
         "backlog_slope_max_per_min": max(slopes.values()),
-        "growing_hosts": sorted(h for h, s in slopes.items() if s > 237 / args.interval),
+        "growing_hosts": sorted(h for h, s in slopes.items() if s > per_tick / args.interval),
         "influxd_cpu_pct": 100 * influx_cpu / args.seconds,
         "influxd_rss_mb_max": max(s[2] for s in samples) if samples else 0.0,
         "agent_cpu_pct_per_host": 100 * sum(r["commit_cpu_s"] for r in results) / args.seconds / args.hosts,
