@@ -175,6 +175,9 @@ def test_points_older_than_their_tier_are_left_out_and_counted() -> None:
 def test_single_layout_writes_each_point_once() -> None:
     groups, _ = single("").split([point(WL_CARBON, RAW, 0), point(WL_JOB, RAW, 0)], NOW)
     assert list(groups) == [""] and len(groups[""]) == 2
+    # Sums spooled before the layout became single would count the raw ticks twice in the one policy.
+    groups, _ = single("").split([point(WL_JOB, MINUTES, 0), point(WL_JOB, HOURS, 0)], NOW)
+    assert groups == {}
 
 
 def test_a_tiered_sink_writes_each_tier_to_its_retention_policy(influxd: object, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from wattledger.config import Config, tier_keep_days, tier_targets
 from wattledger.model.points import Point
-from wattledger.model.tiers import TIERS, tiers_of
+from wattledger.model.tiers import RAW, TIERS, tiers_of
 
 DAY_NS = 86_400 * 1_000_000_000
 EDGE_NS = 10 * 60 * 1_000_000_000  # points this close to leaving a retention policy are left out too
@@ -37,7 +37,10 @@ class Routing:
         out: dict[str, list[Point]] = {}
         expired = 0
         oldest = {t: now_ns - int(d * DAY_NS) + EDGE_NS for t, d in self.keep_days.items() if d}
+        single = not self.tiered
         for p in points:
+            if single and p.tier != RAW:  # sums spooled before a switch to the single layout: the raw ticks
+                continue                  # are in that one policy already, the sums would count them twice
             for target in dict.fromkeys(self.targets[t] for t in tiers_of(p.measurement, p.tier)
                                         if p.time_ns >= oldest.get(t, p.time_ns)):
                 out.setdefault(target, []).append(p)
