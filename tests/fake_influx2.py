@@ -11,6 +11,21 @@ against this: it records every request exactly as influxdb-client sent it
   ``{"code":"invalid","message":"partial write error ..."}`` when a line
   matches ``reject_line`` (the other lines are kept, like a real partial
   write); or whatever was scripted with ``respond`` (429 + Retry-After, 503...).
+
+and, for ``wattledger influx setup`` (its admin API, as InfluxDB 2.7 answers it):
+
+- ``GET /api/v2/orgs?org=``; ``GET/POST /api/v2/buckets``, ``PATCH
+  /api/v2/buckets/{id}`` (retention rules kept per bucket);
+- ``GET/POST /api/v2/dbrps``, ``PATCH/DELETE /api/v2/dbrps/{id}`` (DBRP
+  mappings);
+- ``POST /api/v2/delete`` (a ``_measurement="m"`` predicate drops that
+  measurement's lines from the bucket);
+- ``POST /query`` for InfluxQL ``SELECT "f", ... FROM "m"`` (no WHERE): the
+  lines of measurement m in the bucket the database's default DBRP mapping
+  names, as InfluxDB 2's InfluxQL would answer through DBRP.
+
+``mutations`` counts the requests that changed something (a second setup run
+must make none).
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 VERSION = "v2.7.11-fake"
 
@@ -51,8 +67,13 @@ class FakeInflux2:
         self.token = token
         self.org = org
         self.buckets = set(buckets)
+        self.org_id = "0" * 15 + "1"
+        self.retention: dict[str, int] = {b: 0 for b in buckets}  # bucket -> everySeconds (0: forever)
+        self.dbrps: list[dict[str, Any]] = []
+        self.mutations = 0
         self.requests: list[Recorded] = []
         self.lines: list[str] = []            # lines stored, in arrival order
+        self.bucket_lines: dict[str, list[str]] = {}  # bucket -> its lines (for /query and delete)
         self.script: deque[Scripted] = deque()
         self.reject_line: Callable[[str], bool] | None = None
         self.max_body_bytes: int | None = None
@@ -71,6 +92,16 @@ class FakeInflux2:
         """Answer the next write requests with these, in order (then normally again)."""
         with self._lock:
             self.script.extend(answers)
+
+    def bucket_doc(self, name: str) -> dict[str, Any]:
+        seconds = self.retention.get(name, 0)
+        return {"id": _bucket_id(name), "name": name, "orgID": self.org_id, "type": "user",
+                "retentionRules": [{"type": "expire", "everySeconds": seconds}] if seconds else [],
+                "links": {"self": f"/api/v2/buckets/{_bucket_id(name)}"}}
+
+    def admin(self, rec: Recorded) -> tuple[int, Any]:
+        with self._lock:
+            return _admin(self, rec)
 
     def writes(self) -> list[Recorded]:
         return [r for r in self.requests if r.path == "/api/v2/write"]
@@ -130,18 +161,28 @@ class FakeInflux2:
                         return
                     names = rec.query.get("name", [])
                     found = [b for b in sorted(fake.buckets) if not names or b in names]
-                    self._send(200, {"links": {"self": "/api/v2/buckets"}, "buckets": [
-                        {"id": f"{i:016x}", "name": b, "orgID": "0" * 16, "type": "user", "retentionRules": [],
-                         "links": {"self": f"/api/v2/buckets/{i:016x}"}}
-                        for i, b in enumerate(found)
-                    ]})
-                else:
+                    self._send(200, {"links": {"self": "/api/v2/buckets"},
+                                     "buckets": [fake.bucket_doc(b) for b in found]})
+                elif rec.path.startswith("/api/v2/") and self._authorised(rec):
+                    self._send(*fake.admin(rec))
+                elif not rec.path.startswith("/api/v2/"):
                     self._send(404, {"code": "not found", "message": "path not found"})
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                rec = self._record()
+                if self._authorised(rec):
+                    self._send(*fake.admin(rec))
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                rec = self._record()
+                if self._authorised(rec):
+                    self._send(*fake.admin(rec))
 
             def do_POST(self) -> None:  # noqa: N802
                 rec = self._record()
                 if rec.path != "/api/v2/write":
-                    self._send(404, {"code": "not found", "message": "path not found"})
+                    if self._authorised(rec):
+                        self._send(*fake.admin(rec))
                     return
                 with fake._lock:
                     scripted = fake.script.popleft() if fake.script else None
@@ -165,6 +206,7 @@ class FakeInflux2:
                 good = [ln for ln in lines if ln not in bad]
                 with fake._lock:
                     fake.lines.extend(good)
+                    fake.bucket_lines.setdefault(bucket, []).extend(good)
                 if bad:
                     self._send(400, {"code": "invalid", "message":
                                      f"partial write error ({len(good)} written): unable to parse '{bad[0][:60]}': "
@@ -173,3 +215,94 @@ class FakeInflux2:
                 self._send(204)
 
         return Handler
+
+
+# -- the admin API that `wattledger influx setup` uses ---------------------------------------------------------
+
+
+def _bucket_id(name: str) -> str:
+    return f"{abs(hash(name)) % 16**16:016x}"
+
+
+def _admin(fake: FakeInflux2, rec: Recorded) -> tuple[int, Any]:
+    """(status, JSON body) for one admin request."""
+    doc = json.loads(rec.body) if rec.body and rec.body.lstrip().startswith("{") else {}
+    q = {k: v[0] for k, v in rec.query.items()}
+    path, method = rec.path, rec.method
+    if path == "/api/v2/orgs":
+        ok = q.get("org") == fake.org
+        return (200, {"orgs": [{"id": fake.org_id, "name": fake.org}]}) if ok else (404, {"code": "not found",
+                                                                                         "message": "org not found"})
+    if path == "/api/v2/buckets" and method == "POST":
+        fake.mutations += 1
+        fake.buckets.add(doc["name"])
+        fake.retention[doc["name"]] = max([r["everySeconds"] for r in doc.get("retentionRules") or []] or [0])
+        return 201, fake.bucket_doc(doc["name"])
+    if path.startswith("/api/v2/buckets/") and method == "PATCH":
+        name = next(b for b in fake.buckets if _bucket_id(b) == path.rsplit("/", 1)[1])
+        fake.mutations += 1
+        fake.retention[name] = max([r["everySeconds"] for r in doc.get("retentionRules") or []] or [0])
+        return 200, fake.bucket_doc(name)
+    if path.startswith("/api/v2/dbrps"):
+        return _dbrps(fake, method, path, q, doc)
+    if path == "/api/v2/delete":
+        fake.mutations += 1
+        measurement = doc["predicate"].split("=", 1)[1].strip('"')
+        kept = [ln for ln in fake.bucket_lines.get(q["bucket"], []) if not ln.startswith(measurement + " ")
+                and not ln.startswith(measurement + ",")]
+        fake.bucket_lines[q["bucket"]] = kept
+        return 204, None
+    if path == "/query":
+        return 200, _influxql(fake, urllib.parse.parse_qs(rec.body))
+    return 404, {"code": "not found", "message": "path not found"}
+
+
+def _dbrps(fake: FakeInflux2, method: str, path: str, q: dict[str, str], doc: dict[str, Any]) -> tuple[int, Any]:
+    if method == "GET":
+        found = [m for m in fake.dbrps if (not q.get("db") or m["database"] == q["db"])
+                 and (not q.get("rp") or m["retention_policy"] == q["rp"])]
+        return 200, {"content": found}
+    fake.mutations += 1
+    if method == "POST":
+        mapping = {**doc, "id": f"{len(fake.dbrps) + 1:016x}"}
+        if mapping.get("default"):
+            for m in fake.dbrps:
+                if m["database"] == mapping["database"]:
+                    m["default"] = False
+        fake.dbrps.append(mapping)
+        return 201, {"content": mapping}
+    one = next(m for m in fake.dbrps if m["id"] == path.rsplit("/", 1)[1])
+    if method == "DELETE":
+        fake.dbrps.remove(one)
+        return 204, None
+    one.update(doc)
+    return 200, {"content": one}
+
+
+def _influxql(fake: FakeInflux2, form: dict[str, list[str]]) -> dict[str, Any]:
+    """SELECT "a", "b" FROM "m" on the database's default mapping, as InfluxDB 2's InfluxQL would."""
+    import re
+
+    text, db = form["q"][0], form["db"][0]
+    m = re.match(r'SELECT (.+) FROM "([^"]+)"$', text)
+    mapping = next((d for d in fake.dbrps if d["database"] == db and d.get("default")), None)
+    if m is None or mapping is None:
+        return {"results": [{"statement_id": 0, "error": f"not understood by the fake: {text}"}]}
+    cols = [c.strip().strip('"') for c in m.group(1).split(",")]
+    bucket = next(b for b in fake.buckets if _bucket_id(b) == mapping["bucketID"])
+    values = []
+    for line in fake.bucket_lines.get(bucket, []):
+        head, fields, stamp = line.rsplit(" ", 2) if line.count(" ") >= 2 else (line, "", "0")
+        if head != m.group(2):
+            continue
+        parsed = dict(_field(f) for f in re.findall(r'(\w+=(?:"[^"]*"|[^,]+))', fields))
+        values.append([int(stamp)] + [parsed.get(c) for c in cols])
+    series = [{"name": m.group(2), "columns": ["time", *cols], "values": values}] if values else []
+    return {"results": [{"statement_id": 0, **({"series": series} if series else {})}]}
+
+
+def _field(text: str) -> tuple[str, object]:
+    key, value = text.split("=", 1)
+    if value.startswith('"'):
+        return key, value.strip('"')
+    return key, int(value[:-1]) if value.endswith("i") else float(value)

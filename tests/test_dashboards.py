@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from wattledger.grafana import dashboards as dash
 from wattledger.carbon.static import lookup
 from wattledger.cli.main import main
+from wattledger.model.tiers import TIER_TABLE
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS_DIR = REPO / "dashboards"
@@ -24,6 +25,9 @@ BUILTINS = {"timeFilter", "__interval", "__interval_ms", "__from", "__to", "__ra
             "__url_time_range", "interval", "col", "tag_component", "tag_user", "tag_project", "tag_phase",
             "tag_host", "tag_site", "tag_provider", "tag_kind", "tag_job"}
 _VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::\w+)?\]\]|\$\{(\w+)(?:\.[^:^\}]+)?(?::[^\}]+)?\}")
+
+
+TIER_NAMES = {name for tier, (_, res) in dash.TIER_VARIABLES.items() for name in (tier, res, f"{res}_s")}
 
 
 def all_targets(d: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,7 +104,10 @@ def test_queries_are_influxql_and_use_only_defined_variables(name: str) -> None:
         assert "$timeFilter" in t["query"] or "${__from}" in t["query"], t["query"]
         texts.append(t.get("alias", ""))
     for v in d["templating"]["list"]:
-        if v["type"] == "query":
+        if v["type"] == "query" and v["name"] in TIER_NAMES:  # the hidden tier choice reads the wl_tier rows
+            assert v["query"].startswith("SELECT ") and f'FROM "{TIER_TABLE}"' in v["query"] and v["hide"] == 2
+            assert v["refresh"] == 2, "the tier must be chosen again when the range changes"
+        elif v["type"] == "query":
             assert v["query"].startswith("SHOW TAG VALUES FROM "), v["query"]
     for text in texts:
         assert "from(bucket" not in text and "|>" not in text  # no Flux

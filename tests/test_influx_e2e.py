@@ -72,15 +72,19 @@ def agent_cmd(state: Path, rapl: MovingRapl, url: str, db: str, *extra: str) -> 
             "--sysfs-root", str(rapl.root), "--influx-url", url, "--influx-database", db, *extra]
 
 
+# These tests write into a plain database: the single layout (the tiered one is tests/test_fleet_*.py's).
+AGENT_ENV = {"WATTLEDGER_AGENT_GPUS": "never", "WATTLEDGER_INFLUX_LAYOUT": "single"}
+
+
 def run_agent(cmd: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, WATTLEDGER_AGENT_GPUS="never")
+    env = dict(os.environ, **AGENT_ENV)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     assert r.returncode == 0, r.stderr
     return r
 
 
 def start_agent(cmd: list[str]) -> subprocess.Popen[str]:
-    env = dict(os.environ, WATTLEDGER_AGENT_GPUS="never")
+    env = dict(os.environ, **AGENT_ENV)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

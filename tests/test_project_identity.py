@@ -183,7 +183,9 @@ def panel_series(url: str, db: str, board: dict[str, Any], title: str) -> dict[s
     panel = next(p for p in board["panels"] if p.get("title") == title)
     when = TimeRange(H0 // 1_000_000, H3 // 1_000_000)
     selected = {"host": "$__all", "user": "$__all", "project": "$__all", "phase": "$__all", "pue": "1.0",
-                "zone": "DE", "provider": "electricitymaps", "kind": "actual", "ci_fallback": "381"}
+                "zone": "DE", "provider": "electricitymaps", "kind": "actual", "ci_fallback": "381",
+                # the database's one retention policy, by the hour (the tier choice: test_dashboards_fleet.py)
+                "tier": "autogen", "res": "1h", "res_s": "3600", "jtier": "autogen", "jres": "1h", "jres_s": "3600"}
     out: dict[str, float] = {}
     for target in panel["targets"]:
         q = interpolate(target["query"], board, selected, when, 3_600_000)

@@ -115,7 +115,8 @@ def test_sink_settings_from_file_and_environment(tmp_path: Path) -> None:
     sink = make_sink(cfg.sink)
     assert isinstance(sink, InfluxV1Sink)
     assert sink.retention_policy == "week" and not sink.gzip
-    assert "rp=week" in sink._write_url and "db=wl" in sink._write_url and "precision=ns" in sink._write_url
+    url = sink._write_url(sink.routing.targets["raw"])  # no layout given: every tier to the one policy
+    assert "rp=week" in url and "db=wl" in url and "precision=ns" in url
     assert cfg.sink.password == "pw" and cfg.sink.timeout_s == 3.0 and cfg.sink.batch_points == 100
 
 

@@ -72,7 +72,8 @@ def resend_args(message: str) -> list[str]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # A plain database with 2024's points: the single layout (the tiered one is tests/test_fleet_*.py's).
+    env = dict(os.environ, PYTHONPATH=str(REPO), WATTLEDGER_INFLUX_LAYOUT="single")
     return subprocess.run([sys.executable, "-m", "wattledger.cli.main", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 

@@ -84,7 +84,8 @@ def build_wheels(tmp_path: Path) -> tuple[Path, str]:
 
 def config(influx_url: str) -> str:
     return (f'[agent]\ninterval_s = 0.5\nestimate = "never"\ngpus = "never"\n'
-            f'[sink]\nurl = "{influx_url}"\ndatabase = "{DB}"\ntimeout_s = 2\n')
+            f'[sink]\nurl = "{influx_url}"\ndatabase = "{DB}"\ntimeout_s = 2\n'
+            '[influx]\nlayout = "single"\n')  # a plain database (the tiers: tests/test_fleet_*.py)
 
 
 def wait(what: str, check: Callable[[], bool], timeout_s: float, explain: Callable[[], str]) -> None:

@@ -43,6 +43,7 @@ from wattledger.model.jobs import DEFAULT_TAG_VARS, MAX_TAG_CHARS
 from wattledger.model.policies import AfterLife, Choice, StaticPolicy, Unused
 from wattledger.util.redact import redact_url
 from wattledger.model.slurm import DEFAULT_GPU_VARS
+from wattledger.model.tiers import HOURS, MINUTES, RAW, TIERS
 
 DEFAULT_CONFIG_PATH = Path("/etc/wattledger/config.toml")
 ENV_PREFIX = "WATTLEDGER_"
@@ -87,6 +88,13 @@ class SinkKind(Choice):
     def remote(self) -> bool:
         """True when points leave the host (the ledger then spools them until delivered)."""
         return self in (SinkKind.INFLUX_V1, SinkKind.INFLUX_V2)
+
+
+class Layout(Choice):
+    """[influx] layout: how the agents' points are laid out in InfluxDB (docs/fleet.md)."""
+
+    TIERED = "tiered"  # raw ticks, the ledger's minute sums and its hour sums in three retention policies
+    SINGLE = "single"  # every point into [sink] database/retention_policy or bucket (no rollups sent)
 
 
 # -- parsers: one per key, each says what it allows --------------------------------------------------------------
@@ -376,6 +384,16 @@ class SinkSection:
 
 
 @dataclass
+class InfluxSection:
+    """The fleet's InfluxDB layout (docs/fleet.md): tiers and how long each is kept."""
+
+    layout: Layout = _choice(Layout.TIERED)
+    raw_days: float = _number(2.0, 0.05, 3650.0, "days")
+    minutes_days: float = _number(20.0, 0.05, 36500.0, "days, at least raw_days")
+    hours_days: float = _number(0.0, 1.0, 36500.0, "days, at least minutes_days", off=True)  # 0: forever
+
+
+@dataclass
 class SpoolSection:
     max_rows: int = _number(2_000_000, 1, 1_000_000_000, "rows", whole=True)
 
@@ -462,6 +480,7 @@ class Config:
     attribution: AttributionSection = field(default_factory=AttributionSection)
     estimate: EstimateSection = field(default_factory=EstimateSection)
     sink: SinkSection = field(default_factory=SinkSection)
+    influx: InfluxSection = field(default_factory=InfluxSection)
     spool: SpoolSection = field(default_factory=SpoolSection)
     ledger: LedgerSection = field(default_factory=LedgerSection)
     carbon: CarbonSection = field(default_factory=CarbonSection)
@@ -588,6 +607,10 @@ def validate(cfg: Config) -> None:
     if not led.raw_days <= led.minutes_days <= led.hours_days:
         raise ConfigError(f"[ledger] retention must not grow finer with age: raw_days ({led.raw_days:g}) <= "
                           f"minutes_days ({led.minutes_days:g}) <= hours_days ({led.hours_days:g})")
+    inf = cfg.influx
+    if not inf.raw_days <= inf.minutes_days <= (inf.hours_days or math.inf):
+        raise ConfigError(f"[influx] retention must not grow finer with age: raw_days ({inf.raw_days:g}) <= "
+                          f"minutes_days ({inf.minutes_days:g}) <= hours_days ({inf.hours_days:g}; 0: forever)")
     e = cfg.estimate
     if e.cpu_max_w_per_vcpu < e.cpu_idle_w_per_vcpu:
         raise ConfigError(f"[estimate] cpu_max_w_per_vcpu ({e.cpu_max_w_per_vcpu:g}) must be at least "
@@ -667,6 +690,31 @@ def resolve_sink_kind(sink: SinkSection) -> SinkKind:
         "for InfluxDB 1.x, or --influx-bucket B --influx-org O --influx-token T for 2.x/3.x "
         "(or [sink] database / bucket in the config file)"
     )
+
+
+def tier_targets(cfg: Config) -> dict[str, str]:
+    """Where each tier (model/tiers.py) is written: tier -> retention policy (v1 API) or bucket (v2 API).
+
+    ``tiered``: the retention policies ``raw``, ``minutes``, ``hours`` of [sink] database, or the buckets
+    ``<bucket>_raw``, ``<bucket>_minutes``, ``<bucket>_hours`` (InfluxDB 1.8's v2 API: ``<database>/<tier>``).
+    ``single``: every tier is [sink] retention_policy (empty: the database's default) or bucket.
+    """
+    s, kind = cfg.sink, resolve_sink_kind(cfg.sink)
+    if cfg.influx.layout is Layout.SINGLE:
+        return {t: s.bucket if kind is SinkKind.INFLUX_V2 and s.bucket else s.retention_policy for t in TIERS}
+    if s.retention_policy:
+        raise ConfigError(f"[sink] retention_policy ({s.retention_policy!r}) is for [influx] layout = \"single\"; "
+                          "the tiered layout writes to the retention policies raw, minutes and hours "
+                          "(`wattledger influx setup` creates them): remove it or set layout = \"single\"")
+    if kind is SinkKind.INFLUX_V2 and s.bucket:
+        return {t: f"{s.bucket}_{t}" for t in TIERS}
+    return {t: t for t in TIERS}
+
+
+def tier_keep_days(cfg: Config) -> dict[str, float]:
+    """How long each tier is kept in InfluxDB, days (0: forever); in the single layout, the tiers are one."""
+    i = cfg.influx
+    return {RAW: i.raw_days, MINUTES: i.minutes_days, HOURS: i.hours_days}
 
 
 def configured_idle_w(cfg: Config, component: str, device: str) -> float | None:

@@ -22,7 +22,7 @@ from wattledger.agent.factory import choose_energy_collectors, choose_gpu_collec
 from wattledger.carbon.embodied import UnknownArchetype, host_footprint
 from wattledger.collectors.inventory import read_inventory
 from wattledger.collectors.procs import cgroup_v2_root
-from wattledger.config import Config, SinkKind, configured_idle_w, how_to_set
+from wattledger.config import Config, ConfigError, SinkKind, configured_idle_w, how_to_set
 from wattledger.model.embodied import G_PER_KG, SECONDS_PER_YEAR, Footprint, HostFootprint
 from wattledger.model.inventory import GpuInfo
 from wattledger.model.readings import ProbeResult, SourceState
@@ -70,8 +70,13 @@ def sink_rows(cfg: Config) -> list[ProbeResult]:
     if cfg.sink.kind is SinkKind.NONE and not cfg.sink.url:
         return []
     from wattledger.agent.sinks import check_connection
+    from wattledger.agent.sinks.routing import routing
 
-    return [check_connection(cfg.sink)]
+    try:
+        route = routing(cfg)
+    except ConfigError as e:
+        return [ProbeResult("sink", SourceState.ERROR, str(e), "fix the [sink] and [influx] sections")]
+    return [check_connection(cfg.sink, route)]
 
 
 def gpu_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:

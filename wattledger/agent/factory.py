@@ -28,11 +28,12 @@ from wattledger.collectors.inventory import read_inventory
 from wattledger.collectors.nvml import ABSENT, NO_GPU_HERE, TRANSIENT, NvmlCollector
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.rapl import RaplCollector
-from wattledger.config import Config, ConfigError, Estimate, Gpus, how_to_set
+from wattledger.config import Config, ConfigError, Estimate, Gpus, Layout, how_to_set
 from wattledger.model.embodied import HostFootprint
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.store.compact import Compactor, Retention
 from wattledger.store.jobinfo import JobInfoStore
+from wattledger.store.exporter import RollupExporter
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 
@@ -130,6 +131,7 @@ def build_agent(
     absent_level: int = logging.INFO,
     bridge: bool = True,
     exporter: bool = False,
+    rollups: bool | None = None,
 ) -> Agent:
     """An Agent for ``cfg``; sources not given are found on this host (missing ones reported once).
 
@@ -143,6 +145,8 @@ def build_agent(
     ``_unobserved`` (accounting/resume.py); off where the ledger is temporary.
     ``exporter``: make the Prometheus endpoint when ``[prometheus] listen`` is set (the service;
     the caller starts it: ``agent.exporter.start()``).
+    ``rollups``: spool the ledger's minute and hour sums for a fleet's tiered InfluxDB
+    (None: when there is a deliverer and [influx] layout is "tiered").
     """
     missing: list[ProbeResult] = []
     if energy is None:
@@ -165,12 +169,20 @@ def build_agent(
         restore(agent.counters, ledger, agent.cpu_pools, agent.gpu_pools, energy)
     if cfg.embodied.enabled:
         _charge_embodied(agent, cfg, gpu, absent_level)
-    if exporter and cfg.prometheus.listen:
+    tiered = deliverer is not None and cfg.influx.layout is Layout.TIERED
+    _attach_outputs(agent, cfg, ledger, exporter, tiered if rollups is None else rollups)
+    _report_missing(agent, missing, bool(energy), absent_level)
+    return agent
+
+
+def _attach_outputs(agent: Agent, cfg: Config, ledger: Ledger, prometheus: bool, rollups: bool) -> None:
+    """The Prometheus endpoint ([prometheus] listen) and the rollups' export (a fleet's tiered InfluxDB)."""
+    if prometheus and cfg.prometheus.listen:
         from wattledger.agent.exporter import Exporter
 
         agent.exporter = Exporter(cfg, ledger, agent.host)
-    _report_missing(agent, missing, bool(energy), absent_level)
-    return agent
+    if rollups:
+        agent.rollups = RollupExporter(ledger)
 
 
 def _report_missing(agent: Agent, missing: list[ProbeResult], measuring: bool, absent_level: int) -> None:

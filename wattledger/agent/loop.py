@@ -15,7 +15,9 @@ One tick, top to bottom (``Agent.tick``):
    and the counters' readings they were measured up to, so that a restart
    can charge its gap to ``_unobserved``: ``agent.restart``), the local sinks
    (stdout), delivery of spooled points to a remote sink, carbon sync, then
-   one bounded piece of the ledger's compaction (``store.compact``).
+   one bounded piece of the ledger's compaction (``store.compact``) and, for
+   a fleet's tiered InfluxDB, the export of what it folded into the spool
+   (``store.exporter``).
 
 The first read of every counter only sets the baseline, so ``run(ticks=N)``
 primes once and then makes N ticks of data. SIGTERM (``stop()``) finishes
@@ -50,6 +52,7 @@ from wattledger.model.points import WL_AGENT, WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergySample, ProbeResult
 from wattledger.store.compact import Compactor
 from wattledger.store.jobinfo import settle_requested_ns
+from wattledger.store.exporter import RollupExporter
 from wattledger.store.ledger import Ledger
 from wattledger.util.clock import SYSTEM_CLOCK, Clock
 from wattledger.util.logonce import LogOnce
@@ -119,6 +122,7 @@ class Agent:
     jobinfo: JobInfoStore | None = None  # Slurm jobs' details beside the ledger (store.jobinfo)
     exporter: Exporter | None = None  # the Prometheus endpoint ([prometheus] listen)
     embodied: EmbodiedCharger | None = None  # the hardware's embodied carbon per tick ([embodied])
+    rollups: RollupExporter | None = None  # the ledger's rollups into the spool, for a fleet's tiered InfluxDB
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -265,6 +269,8 @@ class Agent:
             self.deliverer.step()
         if self.compactor is not None and result.points:
             self.compactor.step(max(p.time_ns for p in result.points))  # the tick's time is "now"
+        if self.rollups is not None:
+            self.rollups.step()  # what compaction folded, spooled for the next delivery
         if self.on_tick is not None:
             self.on_tick(result)
 

@@ -6,9 +6,10 @@ back as points and written again. Every point carries its own timestamp, so
 a point InfluxDB already has is overwritten by the same values: resending is
 idempotent and can be repeated or overlapped freely.
 
-Only raw ticks can be resent point by point; a range older than ``[ledger]
-raw_days`` holds only rollups, and the result says from when on it could
-send. Answers are handled as delivery handles them (docs/delivery.md): a
+Raw ticks can be resent only while the ledger keeps them (``[ledger]
+raw_days``), and the result says from when on it could send them. For a
+fleet's tiered InfluxDB (``tiers``) the ledger's minute and hour sums of the
+range are sent too (docs/fleet.md), as far back as the ledger keeps them. Answers are handled as delivery handles them (docs/delivery.md): a
 batch too large is halved, bad points are isolated and skipped (counted),
 and a server that is down or refuses our credentials stops the resend with
 the time to resume from.
@@ -16,6 +17,7 @@ the time to resume from.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from wattledger.agent.sinks.base import Outcome, Sink, WriteResult
 from wattledger.model.points import SCHEMA, Point
 from wattledger.model.units import HOUR_NS
 from wattledger.store.ledger import Ledger
+from wattledger.store.schema import HOUR, MINUTE
 
 RETRIES = 3
 
@@ -54,6 +57,16 @@ def ledger_points(ledger: Ledger, since_ns: int, until_ns: int, chunk_ns: int = 
             yield points
 
 
+def rollup_points(ledger: Ledger, since_ns: int, until_ns: int, chunk_ns: int = 24 * HOUR_NS
+                  ) -> Iterator[list[Point]]:
+    """The ledger's minute and hour buckets that start in [since, until), as tier points, a day at a time."""
+    for level in (MINUTE, HOUR):
+        for lo in range(level.ceil(since_ns), until_ns, chunk_ns):
+            points = ledger.rollup_points(level, lo, min(until_ns, lo + chunk_ns))
+            if points:
+                yield points
+
+
 def _write(sink: Sink, points: list[Point], out: Resent, sleep: Callable[[float], None]) -> bool:
     """Send one batch (halving and isolating as needed); False when the sink stopped us."""
     result = sink.write(points)
@@ -77,11 +90,15 @@ def _write(sink: Sink, points: list[Point], out: Resent, sleep: Callable[[float]
 
 
 def resend(ledger: Ledger, sink: Sink, since_ns: int, until_ns: int, *, batch_points: int = 5000,
-           raw_kept_ns: int = 0, sleep: Callable[[float], None] = time.sleep) -> Resent:
-    """Write the ledger's points of [max(since, raw_kept), until) to ``sink`` again."""
+           raw_kept_ns: int = 0, tiers: bool = False, sleep: Callable[[float], None] = time.sleep) -> Resent:
+    """Write the ledger's raw points of [max(since, raw_kept), until) to ``sink`` again (and with ``tiers``
+    its minute and hour buckets that start in [since, until))."""
     start = max(since_ns, raw_kept_ns)
     out = Resent(start, until_ns)
-    for points in ledger_points(ledger, start, until_ns):
+    chunks = ledger_points(ledger, start, until_ns)
+    if tiers:
+        chunks = itertools.chain(chunks, rollup_points(ledger, since_ns, until_ns))
+    for points in chunks:
         out.points += len(points)
         for i in range(0, len(points), batch_points):
             if not _write(sink, points[i:i + batch_points], out, sleep):

@@ -29,9 +29,10 @@ def _deliverer(cfg: Config, ledger: Ledger) -> Deliverer | None:
     if not cfg.sink.kind.remote:
         return None
     from wattledger.agent.sinks import make_sink
+    from wattledger.agent.sinks.routing import routing
 
     try:
-        sink = make_sink(cfg.sink)
+        sink = make_sink(cfg.sink, routing(cfg))
     except (ConfigError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     return None if sink is None else make_deliverer(cfg, ledger, sink)

@@ -17,6 +17,7 @@ from wattledger import __version__
 from wattledger.cli.agent import agent
 from wattledger.cli.dashboards import dashboards
 from wattledger.cli.doctor import doctor
+from wattledger.cli.influx import influx
 from wattledger.cli.report import carbon, report
 from wattledger.cli.resend import resend
 from wattledger.cli.run import run
@@ -56,11 +57,12 @@ def main(verbose: bool) -> None:
     Measure one:    wattledger run -t my-experiment -- python train.py
     The service:    wattledger agent   (see `wattledger doctor` first)
     Read costs:     wattledger report --by job
+    A fleet:        wattledger influx setup   (then every agent with --influx-url)
     """
     _setup_logging(verbose)
 
 
-for command in (agent, doctor, run, report, top, carbon, dashboards, slurm, resend):
+for command in (agent, doctor, run, report, top, carbon, dashboards, slurm, resend, influx):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,9 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--pue", type=Finite(1.0, 5.0), help="Use this constant PUE, 1 to 5 [default: wl_pue series, else [pue] value].")
 @click.option("--zone", help="Carbon zone [default: [carbon] zone].")
-@click.option("--host", help="Only this host's energy (InfluxDB holds many hosts).")
+@click.option("--host", help="Only this host's energy (InfluxDB holds a fleet's hosts) [default: all hosts].")
+@click.option("--per-host", is_flag=True, help="Under each row, its energy per host (a job that ran on several "
+                                               "hosts is one row, summed over them).")
 @click.option("--from-influx", is_flag=True, help="Read InfluxDB ([sink] url/database, InfluxQL) instead of the ledger.")
 @click.option("--influx-url", help="InfluxDB URL [default: [sink] url].")
 @click.option("--influx-database", help="Database [default: [sink] database].")
@@ -98,7 +100,8 @@ def _open_ledger(cfg: Config, *, write: bool) -> Any:
 @click.option("--expected-inferences", type=int, default=0, show_default=True,
               help="With --lifecycle: e, the inferences to project over the model's life.")
 def report(config_path: str | None, state_dir: str | None, since: str | None, until: str, by: str, fmt: str,
-           pue: float | None, zone: str | None, host: str | None, from_influx: bool, influx_url: str | None,
+           pue: float | None, zone: str | None, host: str | None, per_host: bool, from_influx: bool,
+           influx_url: str | None,
            influx_database: str | None, plot_path: str | None, lifecycle: bool, project: str | None,
            job_tag: str | None, user: str | None, account: str | None, partition: str | None,
            unit: str | None, runs_file: str | None, no_runs: bool,
@@ -117,6 +120,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
       wattledger report --since 7d --job slurm-4242
       wattledger report --since 30d --by job --account physics --partition gpu
       wattledger report --since 2024-03-01 --until 2024-04-01 --format csv > march.csv
+      wattledger report --from-influx --since 30d --job slurm-4242 --per-host
       wattledger report --lifecycle --project bert --since 90d --inferences-count 1000000 \\
                         --expected-inferences 100000000
     """
@@ -139,6 +143,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         # the runs alone where there is no ledger: only when no ledger was asked for by name
         read = _read(cfg, opts, since_ns, until_ns, from_influx, runs,
                      runs_alone=state_dir is None or runs_file is not None, plot=bool(plot_path))
+        read.report.per_host = per_host
         if lifecycle:
             click.echo(rp.format_lifecycle(rp.lifecycle(read.report, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)

@@ -7,7 +7,7 @@ import time
 import click
 
 from wattledger.cli.options import config_option, influx_options, load_config, state_dir_option, with_influx
-from wattledger.config import ConfigError, Overrides
+from wattledger.config import ConfigError, Layout, Overrides
 from wattledger.store.errors import StorageError
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 from wattledger.util.timeutil import BadTime, iso, parse_when
@@ -37,14 +37,18 @@ def resend(config_path: str | None, state_dir: str | None, since: str, until: st
     range and this command when such an episode ends), or to refill a server.
     Points keep their timestamps, so a point the server already has is only
     overwritten with the same values: running it twice is harmless. The agent
-    may keep running meanwhile. Only raw ticks can be resent ([ledger] raw_days).
+    may keep running meanwhile. Raw ticks can be resent while the ledger keeps
+    them ([ledger] raw_days); with [influx] layout = "tiered" (the default) the
+    ledger's minute and hour sums that start in the range are sent too, as far
+    back as it keeps them (docs/fleet.md).
 
     \b
     Example:
       wattledger resend --since 2024-03-05T10:00:00.000000Z --until 2024-03-05T10:42:13.000001Z
     """
-    from wattledger.agent.resend import ledger_points, resend as replay
+    from wattledger.agent.resend import ledger_points, resend as replay, rollup_points
     from wattledger.agent.sinks import make_sink
+    from wattledger.agent.sinks.routing import routing
 
     cfg = load_config(config_path, with_influx(Overrides(state_dir=state_dir), influx_url, influx_database,
                                                influx_bucket, influx_org, influx_token))
@@ -55,8 +59,9 @@ def resend(config_path: str | None, state_dir: str | None, since: str, until: st
     path = cfg.state_dir / LEDGER_FILE
     if not path.exists():
         raise click.ClickException(f"no ledger at {path}: pass --state-dir DIR (where the agent keeps it)")
+    tiers = cfg.influx.layout is Layout.TIERED
     try:
-        sink = None if dry_run else make_sink(cfg.sink)
+        sink = None if dry_run else make_sink(cfg.sink, routing(cfg))
     except (ConfigError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     if not dry_run and (sink is None or not sink.remote):
@@ -69,24 +74,33 @@ def resend(config_path: str | None, state_dir: str | None, since: str, until: st
             if dry_run:
                 start = max(since_ns, kept)
                 n = sum(len(p) for p in ledger_points(ledger, start, until_ns))
-                click.echo(f"resend: {n} point(s) in the ledger from {iso(start)} to {iso(until_ns)}")
+                sums = sum(len(p) for p in rollup_points(ledger, since_ns, until_ns)) if tiers else 0
+                click.echo(f"resend: {n} point(s) in the ledger from {iso(start)} to {iso(until_ns)}"
+                           + (f", and {sums} minute and hour sum(s) from {iso(since_ns)}" if tiers else ""))
                 return
             assert sink is not None
-            out = replay(ledger, sink, since_ns, until_ns, batch_points=cfg.sink.batch_points, raw_kept_ns=kept)
+            out = replay(ledger, sink, since_ns, until_ns, batch_points=cfg.sink.batch_points, raw_kept_ns=kept,
+                         tiers=tiers)
         finally:
             ledger.close()
     except StorageError as e:
         raise click.ClickException(str(e)) from None
-    _report(out, since_ns, sink.name)
+    _report(out, since_ns, sink, tiers)
 
 
-def _report(out: object, since_ns: int, sink_name: str) -> None:
+def _report(out: object, since_ns: int, sink: object, tiers: bool) -> None:
     from wattledger.agent.resend import Resent
 
     assert isinstance(out, Resent)
+    sink_name = str(getattr(sink, "name", "the sink"))
+    expired = getattr(getattr(sink, "expired", None), "points", 0)
+    if expired:
+        click.echo(f"resend: {expired} point(s) older than their tier's retention in InfluxDB ([influx]) were not "
+                   "sent: InfluxDB would refuse them", err=True)
     if out.since_ns > since_ns:
         click.echo(f"resend: raw ticks before {iso(out.since_ns)} were compacted into rollups ([ledger] "
-                   "raw_days) and cannot be resent point by point; sent from there", err=True)
+                   "raw_days) and cannot be resent point by point; sent from there"
+                   + (" (the minute and hour sums before were sent)" if tiers else ""), err=True)
     if out.refused:
         click.echo(f"resend: {out.refused} point(s) refused by {sink_name} as bad data ({out.refused_reason}); "
                    "skipped", err=True)

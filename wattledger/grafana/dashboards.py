@@ -35,6 +35,15 @@ Choices that hold for every panel:
   keys it by owner): the project and phase panels group by user as well, and
   merge several users' energy under one name only for the projects the
   admin shares (``[jobs] shared_projects``, through ``--config``).
+- The resolution follows the range (docs/fleet.md): hidden variables pick,
+  from the ``wl_tier`` rows ``wattledger influx setup`` writes, the tier
+  (``$tier``: the retention policy raw, minutes or hours) whose retention
+  reaches the start of the range and the ``GROUP BY time($res)`` bucket
+  (``$res_s`` seconds) that keeps every series under ~2,000 points. Panels
+  that need the job tag use ``$jtier``/``$jres``, which never pick the hours
+  tier (it keeps no job names). The CO2e chain groups by UTC hour at any
+  range (one point per hour: 2,160 at 90 days). ``wl_agent`` and the
+  Devices table read the default retention policy (raw).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from typing import Any
 from wattledger.grafana.defaults import Defaults
 from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNTAGGED, shared_label
 from wattledger.model.points import WL_AGENT, WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.tiers import MAX_POINTS, TIER_EPOCH_MS, TIER_TABLE
 from wattledger.model.units import J_PER_KWH
 
 Dashboard = dict[str, Any]
@@ -148,7 +158,7 @@ def timeseries(
     unit: str,
     stack: bool = False,
     transformations: list[dict[str, Any]] | None = None,
-    interval: str = "1m",
+    interval: str = "",
     bars: bool = False,
 ) -> Panel:
     custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "fillOpacity": 40 if stack or bars else 10}
@@ -341,6 +351,33 @@ def carbon_variables(defaults: Defaults) -> list[dict[str, Any]]:
     ]
 
 
+# Hidden variables that choose the tier and the bucket for the range (model/tiers.py, docs/fleet.md):
+# variable name of the tier -> (its scope in wl_tier, the bucket variable; its length in seconds is "<bucket>_s").
+TIER_VARIABLES = {"tier": ("all", "res"), "jtier": ("jobs", "jres")}
+J = "jtier"  # panels that need the job tag
+
+
+def src(measurement: str, tier: str = "tier") -> str:
+    """A measurement in the retention policy the ``tier`` variable chose."""
+    return f'"${tier}"."{measurement}"'
+
+
+def tier_variables(tier: str = "tier") -> list[dict[str, Any]]:
+    """The tier, its bucket and the bucket's seconds for the range: the first wl_tier row (of the scope) whose
+    retention reaches back to ``${__from}`` and whose bucket keeps the range under MAX_POINTS points."""
+    scope, res = TIER_VARIABLES[tier]
+    where = (f"WHERE \"scope\" = '{scope}' AND time >= now() - ${{__from}}ms + {TIER_EPOCH_MS}ms "
+             "AND \"max_range_ms\" >= ${__to} - ${__from} LIMIT 1")
+    what = {tier: '"tier"', res: '"res"', f"{res}_s": f'"max_range_ms" / {MAX_POINTS * 1000}'}
+    out = []
+    for name, field in what.items():
+        v = query_variable(name, name, f'SELECT {field} FROM "{TIER_TABLE}" {where}', hide=2,
+                           description="Chosen from the time range (docs/fleet.md); `wattledger influx setup` "
+                                       "writes the rows it reads.")
+        out.append(v)
+    return out
+
+
 def host_variable(measurement: str = WL_NODE) -> dict[str, Any]:
     return query_variable("host", "Host", f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "host"', multi=True)
 
@@ -348,17 +385,17 @@ def host_variable(measurement: str = WL_NODE) -> dict[str, Any]:
 # -- the CO2e chain ------------------------------------------------------------------
 
 
-def intensity_per_hour_query() -> str:
+def intensity_per_hour_query(tier: str = "tier") -> str:
     """Grid intensity per UTC hour: the mean of the hour's points, else the fallback figure."""
     return (
-        f'SELECT mean("g_per_kwh") AS "{G_PER_KWH}" FROM "{WL_CARBON}" WHERE {CARBON_FILTER} '
+        f'SELECT mean("g_per_kwh") AS "{G_PER_KWH}" FROM {src(WL_CARBON, tier)} WHERE {CARBON_FILTER} '
         "AND time >= ${__from}ms - 1h AND time < ${__to}ms + 1h GROUP BY time(1h) fill($ci_fallback)"
     )
 
 
-def facility_kwh_per_hour_query(measurement: str, where: str) -> str:
+def facility_kwh_per_hour_query(measurement: str, where: str, tier: str = "tier") -> str:
     return (
-        f'SELECT sum("energy_j") / {KWH_J} * $pue AS "{FACILITY_KWH}" FROM "{measurement}" '
+        f'SELECT sum("energy_j") / {KWH_J} * $pue AS "{FACILITY_KWH}" FROM {src(measurement, tier)} '
         f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)"
     )
 
@@ -381,7 +418,7 @@ def owned_targets(tag: str, where: str, shared: tuple[tuple[str, tuple[str, ...]
     projects' users. Then one query per shared project: its users' energy
     together ("p1 (alice+bob)"), the rule of ``model.jobs.project_owner``.
     """
-    head = f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM "{WL_JOB}" WHERE {where}'
+    head = f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM {src(WL_JOB)} WHERE {where}'
     not_shared = "".join(f' AND ("project" != {_influx_string(p)} OR "user" !~ {_users_regex(users)})'
                          for p, users in shared)
     targets = [
@@ -439,21 +476,22 @@ def name_untagged(label: str) -> dict[str, Any]:
     return {"id": "renameByRegex", "options": {"regex": "^Value$", "renamePattern": f"(no {label})"}}
 
 
-def co2e_targets(measurement: str, where: str) -> list[dict[str, Any]]:
+def co2e_targets(measurement: str, where: str, tier: str = "tier") -> list[dict[str, Any]]:
     return [
-        target("A", facility_kwh_per_hour_query(measurement, where), alias=FACILITY_KWH),
-        target("B", intensity_per_hour_query(), alias=G_PER_KWH),
+        target("A", facility_kwh_per_hour_query(measurement, where, tier), alias=FACILITY_KWH),
+        target("B", intensity_per_hour_query(tier), alias=G_PER_KWH),
     ]
 
 
-def embodied_per_hour_query(where: str) -> str:
+def embodied_per_hour_query(where: str, tier: str = "tier") -> str:
     """Embodied grams per UTC hour (fill(0): the same hours as the facility kWh, so an inner join keeps all)."""
-    return (f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter '
-            "GROUP BY time(1h) fill(0)")
+    return (f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {src(WL_EMBODIED, tier)} WHERE {where} '
+            "AND $timeFilter GROUP BY time(1h) fill(0)")
 
 
-def total_targets(measurement: str, where: str) -> list[dict[str, Any]]:
-    return [*co2e_targets(measurement, where), target("C", embodied_per_hour_query(where), alias=EMBODIED_G)]
+def total_targets(measurement: str, where: str, tier: str = "tier") -> list[dict[str, Any]]:
+    return [*co2e_targets(measurement, where, tier),
+            target("C", embodied_per_hour_query(where, tier), alias=EMBODIED_G)]
 
 
 def total_transformations() -> list[dict[str, Any]]:
@@ -468,10 +506,11 @@ def total_transformations() -> list[dict[str, Any]]:
     ]
 
 
-def embodied_panels(where: str, y: int) -> list[Panel]:
+def embodied_panels(where: str, y: int, tier: str = "tier") -> list[Panel]:
     """A job's (or a selection's) embodied carbon and its total with the operational CO2e, in a row at ``y``."""
-    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter'
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {src(WL_EMBODIED, tier)} WHERE {where} AND $timeFilter'
     parts = ", ".join(f'sum("{p}_g") AS "{p}"' for p in ("cpu", "dram", "storage", "chassis"))
+    res = TIER_VARIABLES[tier][1]
     return [
         stat("Embodied carbon", "The hardware's manufacture and transport (Boavizta), spread over its lifetime and "
                               "charged per tick: each GPU to the jobs holding it, the CPU sockets, DRAM, storage "
@@ -479,28 +518,31 @@ def embodied_panels(where: str, y: int) -> list[Panel]:
              [target("A", grams, alias=EMBODIED_G)], (0, y, 6, 4), "massg"),
         stat("Total CO2e", "Operational CO2e (facility kWh x the zone's intensity, hour by hour) plus embodied "
                            "CO2e: what wattledger report shows as total gCO2e.",
-             total_targets(WL_JOB, where), (6, y, 6, 4), "massg", transformations=total_transformations()),
-        timeseries("Embodied carbon per hour", "Embodied grams per UTC hour: GPUs held, and the host's parts "
-                                             "(CPU sockets, DRAM, storage, chassis) by CPU share.",
-                   [target("A", f'SELECT sum("embodied_g") AS "gpu" FROM "{WL_EMBODIED}" WHERE {where} AND '
-                                "\"component\" = 'gpu' AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col"),
-                    target("B", f'SELECT {parts} FROM "{WL_EMBODIED}" WHERE {where} AND "component" = \'host\' '
-                                "AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
-                   (12, y, 12, 4), "massg", stack=True, bars=True, interval=""),
+             total_targets(WL_JOB, where, tier), (6, y, 6, 4), "massg", transformations=total_transformations()),
+        timeseries("Embodied carbon per bucket", "Embodied grams per bucket of the range's resolution: GPUs held, "
+                                                 "and the host's parts (CPU sockets, DRAM, storage, chassis) by "
+                                                 "CPU share.",
+                   [target("A", f'SELECT sum("embodied_g") AS "gpu" FROM {src(WL_EMBODIED, tier)} WHERE {where} AND '
+                                f"\"component\" = 'gpu' AND $timeFilter GROUP BY time(${res}) fill(0)", alias="$col"),
+                    target("B", f'SELECT {parts} FROM {src(WL_EMBODIED, tier)} WHERE {where} AND '
+                                f"\"component\" = 'host' AND $timeFilter GROUP BY time(${res}) fill(0)",
+                           alias="$col")],
+                   (12, y, 12, 4), "massg", stack=True, bars=True),
     ]
 
 
-def _kwh(where: str, measurement: str = WL_JOB, pue: bool = False, alias: str = "") -> str:
+def _kwh(where: str, measurement: str = WL_JOB, pue: bool = False, alias: str = "", tier: str = "tier") -> str:
     factor = " * $pue" if pue else ""
     name = alias or ("facility_kwh" if pue else "it_kwh")
-    return (f'SELECT sum("energy_j") / {KWH_J}{factor} AS "{name}" FROM "{measurement}" '
+    return (f'SELECT sum("energy_j") / {KWH_J}{factor} AS "{name}" FROM {src(measurement, tier)} '
             f"WHERE {where} AND $timeFilter")
 
 
-def _power_w(measurement: str, where: str, group_by: str = "") -> str:
+def _power_w(measurement: str, where: str, group_by: str = "", tier: str = "tier") -> str:
     """Mean power per bucket from energy: stacked series add up to the host."""
-    by = f"time($__interval), {group_by}" if group_by else "time($__interval)"
-    return (f'SELECT sum("energy_j") * 1000 / $__interval_ms AS "power_w" FROM "{measurement}" '
+    res = TIER_VARIABLES[tier][1]
+    by = f"time(${res}), {group_by}" if group_by else f"time(${res})"
+    return (f'SELECT sum("energy_j") / ${res}_s AS "power_w" FROM {src(measurement, tier)} '
             f"WHERE {where} AND $timeFilter GROUP BY {by} fill(0)")
 
 
@@ -534,14 +576,15 @@ def _dashboard(uid: str, title: str, description: str, variables: list[dict[str,
 
 def host_embodied_panels(where: str, y: int) -> list[Panel]:
     """The host's embodied carbon in the range, and by job (``_idle``: unused capacity), in a row at ``y``."""
-    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM "{WL_EMBODIED}" WHERE {where} AND $timeFilter'
+    grams = f'SELECT sum("embodied_g") AS "{EMBODIED_G}" FROM {{}} WHERE {where} AND $timeFilter'
     return [
         stat("Embodied carbon", "The host's embodied carbon accrued in the range (kg / lifetime per second of "
                                 "each device; docs/embodied.md), whoever it was charged to.",
-             [target("A", grams, alias=EMBODIED_G)], (0, y, 6, 8), "massg"),
+             [target("A", grams.format(src(WL_EMBODIED)), alias=EMBODIED_G)], (0, y, 6, 8), "massg"),
         bargauge("Embodied carbon by job", "Embodied grams per job over the range; _idle is unused capacity: "
                                            "hardware nobody used.",
-                 [target("A", f'{grams} GROUP BY "job"', alias="$tag_job")], (6, y, 18, 8), "massg"),
+                 [target("A", f'{grams.format(src(WL_EMBODIED, J))} GROUP BY "job"', alias="$tag_job")],
+                 (6, y, 18, 8), "massg"),
     ]
 
 
@@ -553,13 +596,13 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
         stat("Facility energy", "IT energy x $pue: what the building drew for this host.",
              [target("A", _kwh(node, WL_NODE, pue=True), alias="facility_kwh")], (6, 0, 6, 4), "kwatth"),
         stat("Mean host power", "IT energy / the range's length.",
-             [target("A", f'SELECT sum("energy_j") / $__range_s AS "power_w" FROM "{WL_NODE}" '
+             [target("A", f'SELECT sum("energy_j") / $__range_s AS "power_w" FROM {src(WL_NODE)} '
                           f"WHERE {node} AND $timeFilter", alias="power_w")], (12, 0, 6, 4), "watt"),
         stat("Tagged share", "Share of the host's energy charged to tagged jobs (the rest is untagged, "
                              "system, idle and the agent).",
-             [target("A", f'SELECT sum("energy_j") AS "tagged_j" FROM "{WL_JOB}" WHERE {job_rows} '
+             [target("A", f'SELECT sum("energy_j") AS "tagged_j" FROM {src(WL_JOB)} WHERE {job_rows} '
                           "AND \"job\" !~ /^_/ AND $timeFilter", alias="tagged_j"),
-              target("B", f'SELECT sum("energy_j") AS "all_j" FROM "{WL_JOB}" WHERE {job_rows} '
+              target("B", f'SELECT sum("energy_j") AS "all_j" FROM {src(WL_JOB)} WHERE {job_rows} '
                           "AND $timeFilter", alias="all_j")],
              (18, 0, 6, 4), "percentunit",
              transformations=[
@@ -586,7 +629,7 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
                   for i, (name, cond) in enumerate(ENERGY_CLASSES)],
                  (0, 13, 8, 8), "kwatth"),
         bargauge("Energy by component", "IT energy per component (cpu, dram, gpu, ...) over the range.",
-                 [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh" FROM "{WL_NODE}" '
+                 [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh" FROM {src(WL_NODE)} '
                               f'WHERE {node} AND $timeFilter GROUP BY "component"', alias="$tag_component")],
                  (8, 13, 8, 8), "kwatth"),
         table("Devices", "Last reading of each measured device; source says how it was measured "
@@ -599,41 +642,44 @@ def overview(defaults: Defaults = Defaults()) -> Dashboard:
     ]
     return _dashboard("wattledger-overview", "wattledger / Overview",
                       "Host power by component and how the ledger split it.",
-                      [datasource_variable(), host_variable(), pue_variable(defaults)], panels)
+                      [datasource_variable(), host_variable(), pue_variable(defaults), *tier_variables(),
+                       *tier_variables(J)], panels)
 
 
 def job(defaults: Defaults = Defaults()) -> Dashboard:
     where = JOB_FILTER
     panels: list[Panel] = [
-        stat("IT energy", "Energy charged to this job (all its devices).",
-             [target("A", _kwh(where), alias="it_kwh")], (0, 0, 6, 4), "kwatth"),
+        stat("IT energy", "Energy charged to this job (all its devices, on every host it ran on).",
+             [target("A", _kwh(where, tier=J), alias="it_kwh")], (0, 0, 6, 4), "kwatth"),
         stat("Facility energy", "IT energy x $pue.",
-             [target("A", _kwh(where, pue=True), alias="facility_kwh")], (6, 0, 6, 4), "kwatth"),
+             [target("A", _kwh(where, pue=True, tier=J), alias="facility_kwh")], (6, 0, 6, 4), "kwatth"),
         stat("CO2e", "Sum over UTC hours of facility kWh x the zone's intensity in that hour.",
-             co2e_targets(WL_JOB, where), (12, 0, 6, 4), "massg", transformations=co2e_transformations(False)),
+             co2e_targets(WL_JOB, where, J), (12, 0, 6, 4), "massg", transformations=co2e_transformations(False)),
         stat("Device time", "Seconds of the job's cost driver (CPU seconds, GPU SM-busy seconds).",
-             [target("A", f'SELECT sum("driver_s") AS "driver_s" FROM "{WL_JOB}" WHERE {where} AND $timeFilter',
+             [target("A", f'SELECT sum("driver_s") AS "driver_s" FROM {src(WL_JOB, J)} WHERE {where} '
+                          'AND $timeFilter',
                      alias="driver_s")], (18, 0, 6, 4), "s"),
-        *embodied_panels(where, 4),
+        *embodied_panels(where, 4, J),
         timeseries("Power by component", "Mean power charged to the job per bucket, by component.",
-                   [target("A", _power_w(WL_JOB, where, '"component"'), alias="$tag_component")],
+                   [target("A", _power_w(WL_JOB, where, '"component"', J), alias="$tag_component")],
                    (0, 8, 12, 8), "watt", stack=True),
         timeseries("Energy per hour", "IT and facility (x $pue) energy per UTC hour.",
                    [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
-                                f'sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM "{WL_JOB}" '
+                                f'sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM {src(WL_JOB, J)} '
                                 f"WHERE {where} AND $timeFilter GROUP BY time(1h) fill(0)", alias="$col")],
-                   (12, 8, 12, 8), "kwatth", bars=True, interval=""),
+                   (12, 8, 12, 8), "kwatth", bars=True),
         timeseries("CO2e per hour and cumulative",
                    "g CO2e per UTC hour (facility kWh x intensity) and its running total over the range.",
-                   co2e_targets(WL_JOB, where), (0, 16, 24, 9), "massg",
-                   transformations=co2e_transformations(True), interval=""),
-        table("Breakdown by device", "Energy of the job per host and device: dynamic follows its driver, "
-                                     "static is its share of idle power.",
+                   co2e_targets(WL_JOB, where, J), (0, 16, 24, 9), "massg",
+                   transformations=co2e_transformations(True)),
+        table("Breakdown by host", "Energy of the job per host and component (a job that ran on several hosts "
+                                   "has a line per host): dynamic follows its driver, static is its share of "
+                                   "idle power.",
               [target("A", f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", '
                            f'sum("dynamic_j") / {KWH_J} AS "dynamic_kwh", '
                            f'sum("static_j") / {KWH_J} AS "static_kwh", sum("driver_s") AS "driver_s" '
-                           f'FROM "{WL_JOB}" WHERE {where} AND $timeFilter '
-                           'GROUP BY "host", "user", "component", "device", "source"', table=True)],
+                           f'FROM {src(WL_JOB, J)} WHERE {where} AND $timeFilter '
+                           'GROUP BY "host", "user", "component", "source"', table=True)],
               (0, 25, 24, 7), "none", overrides=[
                   {"matcher": {"id": "byRegexp", "options": "/_kwh$/"},
                    "properties": [{"id": "unit", "value": "kwatth"}]},
@@ -649,6 +695,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
         host_variable(WL_JOB),
         pue_variable(defaults),
         *carbon_variables(defaults),
+        *tier_variables(J),
     ]
     return _dashboard("wattledger-job", "wattledger / Job",
                       "One job's energy, facility energy (x PUE), CO2e and embodied CO2e, over time and in total.",
@@ -658,7 +705,7 @@ def job(defaults: Defaults = Defaults()) -> Dashboard:
 def ledger(defaults: Defaults = Defaults()) -> Dashboard:
     where = LEDGER_FILTER
     by_job = (f'SELECT sum("energy_j") / {KWH_J} AS "it_kwh", sum("energy_j") / {KWH_J} * $pue '
-              f'AS "facility_kwh" FROM "{WL_JOB}" WHERE {where} AND $timeFilter '
+              f'AS "facility_kwh" FROM {src(WL_JOB, J)} WHERE {where} AND $timeFilter '
               'GROUP BY "user", "project", "phase", "job"')
     job_link = [{"title": "Job page",
                  "url": "/d/wattledger-job/?var-job=${__value.text}&${__url_time_range}"}]
@@ -666,7 +713,7 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
     def by(tag: str, y: int, x: int) -> Panel:
         return bargauge(f"Facility energy by {tag}", f"IT energy x $pue, per {tag}, over the range.",
                         [target("A", f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" '
-                                     f'FROM "{WL_JOB}" WHERE {where} AND $timeFilter GROUP BY "{tag}"',
+                                     f'FROM {src(WL_JOB)} WHERE {where} AND $timeFilter GROUP BY "{tag}"',
                                 alias=f"$tag_{tag}")], (x, y, 8, 8), "kwatth",
                         transformations=[name_untagged(tag)])
 
@@ -706,6 +753,8 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
         host_variable(WL_JOB),
         pue_variable(defaults),
         *carbon_variables(defaults),
+        *tier_variables(),
+        *tier_variables(J),
     ]
     return _dashboard("wattledger-ledger", "wattledger / Ledger",
                       "Energy, facility energy and CO2e by user, project, phase and job.", variables, panels,
@@ -715,13 +764,13 @@ def ledger(defaults: Defaults = Defaults()) -> Dashboard:
 def carbon(defaults: Defaults = Defaults()) -> Dashboard:
     panels: list[Panel] = [
         timeseries("Grid carbon intensity", "Every provider and kind stored for the zone.",
-                   [target("A", f'SELECT mean("g_per_kwh") FROM "{WL_CARBON}" WHERE "zone" = \'$zone\' '
-                                'AND $timeFilter GROUP BY time($__interval), "provider", "kind" fill(none)',
+                   [target("A", f'SELECT mean("g_per_kwh") FROM {src(WL_CARBON)} WHERE "zone" = \'$zone\' '
+                                'AND $timeFilter GROUP BY time($res), "provider", "kind" fill(none)',
                            alias="$tag_provider ($tag_kind)")],
-                   (0, 0, 16, 8), "none", interval="1h"),
+                   (0, 0, 16, 8), "none"),
         stat("Intensity in range", "Mean, min and max of the selected provider and kind (g CO2e/kWh).",
              [target("A", f'SELECT mean("g_per_kwh") AS "mean", min("g_per_kwh") AS "min", '
-                          f'max("g_per_kwh") AS "max" FROM "{WL_CARBON}" WHERE {CARBON_FILTER} AND $timeFilter',
+                          f'max("g_per_kwh") AS "max" FROM {src(WL_CARBON)} WHERE {CARBON_FILTER} AND $timeFilter',
                      alias="$col")],
              (16, 0, 8, 4), "none", calcs="lastNotNull", decimals=1),
         text("PUE applied", "Facility energy on these dashboards is IT energy x **${pue}** "
@@ -729,8 +778,8 @@ def carbon(defaults: Defaults = Defaults()) -> Dashboard:
                             "g/kWh (the `ci_fallback` variable), as `wattledger report` uses the static figure.",
              (16, 4, 8, 4)),
         timeseries("Measured PUE", "wl_pue series per site, when the site publishes one.",
-                   [target("A", f'SELECT mean("pue") FROM "{WL_PUE}" WHERE $timeFilter '
-                                'GROUP BY time($__interval), "site" fill(none)', alias="$tag_site")],
+                   [target("A", f'SELECT mean("pue") FROM {src(WL_PUE)} WHERE $timeFilter '
+                                'GROUP BY time($res), "site" fill(none)', alias="$tag_site")],
                    (0, 8, 12, 8), "none"),
         stat("Host CO2e", "All selected hosts: sum over UTC hours of facility kWh x intensity.",
              co2e_targets(WL_NODE, HOST_FILTER), (12, 8, 12, 4), "massg",
@@ -739,24 +788,25 @@ def carbon(defaults: Defaults = Defaults()) -> Dashboard:
              "UTC hours of the range that have a wl_carbon point for the selected zone, provider and kind; "
              "the others use the fallback figure. `wattledger carbon sync` fills them in.",
              [target("A", 'SELECT count("g") AS "hours" FROM (SELECT mean("g_per_kwh") AS "g" '
-                          f'FROM "{WL_CARBON}" WHERE {CARBON_FILTER} AND $timeFilter GROUP BY time(1h) fill(none))',
+                          f'FROM {src(WL_CARBON)} WHERE {CARBON_FILTER} AND $timeFilter GROUP BY time(1h) fill(none))',
                      alias="hours")],
              (12, 12, 12, 4), "none", calcs="lastNotNull"),
         timeseries("Host CO2e per hour and cumulative",
                    "g CO2e per UTC hour of the selected hosts and its running total.",
                    co2e_targets(WL_NODE, HOST_FILTER), (0, 16, 24, 9), "massg",
-                   transformations=co2e_transformations(True), interval=""),
+                   transformations=co2e_transformations(True)),
     ]
     return _dashboard("wattledger-carbon", "wattledger / Carbon intensity and PUE",
                       "Grid carbon intensity, PUE, and the host's CO2e.",
-                      [datasource_variable(), host_variable(), pue_variable(defaults), *carbon_variables(defaults)], panels,
+                      [datasource_variable(), host_variable(), pue_variable(defaults), *carbon_variables(defaults),
+                       *tier_variables()], panels,
                       time_from="now-7d")
 
 
 def agent(defaults: Defaults = Defaults()) -> Dashboard:
     where = HOST_FILTER
 
-    def series(select: str, group: str = "time($__interval), \"host\"", fill: str = "fill(none)") -> str:
+    def series(select: str, group: str = "time($res), \"host\"", fill: str = "fill(none)") -> str:
         return f'SELECT {select} FROM "{WL_AGENT}" WHERE {where} AND $timeFilter GROUP BY {group} {fill}'
 
     counters = ("delivered", "dropped", "write_errors")
@@ -780,7 +830,7 @@ def agent(defaults: Defaults = Defaults()) -> Dashboard:
                    [target("A", series('mean("tick_s") AS "mean", max("tick_s") AS "max"'),
                            alias="$tag_host $col")], (0, 4, 12, 8), "s"),
         timeseries("Agent CPU", "CPU seconds per second of wall time, as % of one core.",
-                   [target("A", series('sum("cpu_s") * 100000 / $__interval_ms AS "cpu_pct"'),
+                   [target("A", series('sum("cpu_s") * 100 / $res_s AS "cpu_pct"'),
                            alias="$tag_host")], (12, 4, 12, 8), "percent"),
         timeseries("Memory (RSS)", "Resident memory of the agent.",
                    [target("A", series('max("rss_bytes") AS "rss_bytes"'), alias="$tag_host")],
@@ -796,7 +846,7 @@ def agent(defaults: Defaults = Defaults()) -> Dashboard:
                       "Is the agent keeping up: tick time, its own CPU and memory, the spool and delivery.",
                       [datasource_variable(), query_variable("host", "Host",
                                                              f'SHOW TAG VALUES FROM "{WL_AGENT}" WITH KEY = "host"',
-                                                             multi=True)],
+                                                             multi=True), *tier_variables()],
                       panels, time_from="now-6h")
 
 

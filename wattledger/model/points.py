@@ -66,6 +66,9 @@ class Point:
     tags: Mapping[str, str]
     fields: Mapping[str, float]
     time_ns: int
+    # Which tier of a fleet's InfluxDB the point belongs to (model/tiers.py): "raw" for a tick's points,
+    # "minutes" / "hours" for the ledger's rollups. Not part of the line protocol: sinks route by it.
+    tier: str = "raw"
 
     def clean_tags(self) -> dict[str, str]:
         """Tags with empty values left out (an empty tag value is a rejected line)."""

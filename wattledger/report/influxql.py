@@ -4,6 +4,10 @@ InfluxQL is the language InfluxDB 1.x, 2.x (through DBRP mappings) and 3.x
 all answer. ``from_influx`` sums ``wl_job`` energy with ``GROUP BY time(1h)``
 and reads the raw ``wl_carbon`` and ``wl_pue`` points; the rest is the
 ledger's arithmetic (assemble.py), so both sources give the same report.
+In a fleet's tiered database every host's energy is read from its hour,
+minute and raw tiers as that host's data allows (tiers.py), so a report over
+a hundred hosts and a year reads hour sums, and a job that ran on several
+hosts is summed over all of them (one row; ``--per-host`` splits it).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from wattledger.config import Config
+from wattledger.config import Config, Layout
 from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
+from wattledger.model.tiers import HOURS
+from wattledger.report import tiers
 from wattledger.model.units import HOUR_NS
 from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Options, assemble, embodied_cell, energy_cell,
                                         hour_window, measured_seconds)
@@ -36,7 +42,8 @@ class InfluxQL:
     """
 
     def __init__(self, url: str, database: str, *, token: str = "", username: str = "", password: str = "",
-                 retention_policy: str = "", timeout_s: float = 30.0) -> None:
+                 retention_policy: str = "", timeout_s: float = 30.0, tiered: bool = True) -> None:
+        """``tiered``: read the fleet's tiers when the database has them ([influx] layout = "tiered")."""
         if not url or not database:
             raise ReportError("--from-influx needs [sink] url and database (or bucket): set them in the config "
                               "or WATTLEDGER_SINK_URL / WATTLEDGER_SINK_DATABASE")
@@ -45,22 +52,22 @@ class InfluxQL:
         self.retention_policy = retention_policy
         self.token, self.username, self.password = token, username, password
         self.timeout_s = timeout_s
+        self.tiered = tiered
 
     @classmethod
     def from_config(cls, cfg: Config) -> "InfluxQL":
         s = cfg.sink
         return cls(s.url, s.database or s.bucket, token=s.token, username=s.username, password=s.password,
-                   retention_policy=s.retention_policy, timeout_s=s.timeout_s)
+                   retention_policy=s.retention_policy, timeout_s=s.timeout_s,
+                   tiered=cfg.influx.layout is Layout.TIERED)
 
     def query(self, q: str) -> list[dict[str, Any]]:
         """Rows of all series as dicts (the series' tags merged in); raises ReportError."""
         return _rows(self._post(q))
 
     def _post(self, q: str) -> Any:
-        """The decoded JSON answer to one query."""
+        """The decoded JSON answer to one query (sources are qualified with their retention policy)."""
         form = {"q": q, "db": self.database, "epoch": "ns"}
-        if self.retention_policy:
-            form["rp"] = self.retention_policy
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
@@ -105,18 +112,34 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
         raise ReportError("--account and --partition need the ledger: Slurm job details are kept beside each "
                           "host's ledger, not in InfluxDB; run the report on the node without --from-influx")
     zone = (opts.zone or cfg.carbon.zone).upper()
-    cells = _energy_cells(client, since_ns, until_ns, _tag_filter(opts))
-    embodied = _embodied_cells(client, since_ns, until_ns, _tag_filter(opts))
-    h0, h1 = hour_window(since_ns, until_ns)
+    host = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
+    plan = tiers.reads(client.query, since_ns, until_ns, client.tiered, client.retention_policy, host,
+                       jobs=opts.by == "job" or opts.job is not None)
+    cells: list[EnergyCell] = []
+    embodied: list[EmbodiedCell] = []
+    for read in plan.reads:
+        where = _tag_filter(opts) + tiers.host_condition(read.hosts, _quote)
+        cells += _energy_cells(client, _source(read.rp, WL_JOB), read.lo_ns, read.hi_ns, where)
+        embodied += _embodied_cells(client, _source(read.rp, WL_EMBODIED), read.lo_ns, read.hi_ns, where)
+    h0, h1 = hour_window(plan.since_ns, plan.until_ns)
     carbon = client.query(
-        f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM "{WL_CARBON}" '
+        f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM {_source(plan.long_rp, WL_CARBON)} '
         f'WHERE time >= {h0} AND time < {h1} AND "zone" = {_quote(zone)}'
     )
-    pue = client.query(f'SELECT "pue", "site" FROM "{WL_PUE}" WHERE time >= {h0} AND time < {h1}')
+    pue = client.query(f'SELECT "pue", "site" FROM {_source(plan.long_rp, WL_PUE)} WHERE time >= {h0} AND time < {h1}')
     for r in carbon + pue:
         r["time_ns"] = int(r.pop("time"))
-    origin = f"InfluxDB {redact_url(client.url)} db {client.database}"
-    return assemble(cfg, opts, cells, carbon, pue, since_ns, until_ns, origin, runs, embodied)
+    origin = (f"InfluxDB {redact_url(client.url)} db {client.database}"
+              + (" (tiers raw, minutes, hours)" if plan.tiered else ""))
+    report = assemble(cfg, opts, cells, carbon, pue, plan.since_ns, plan.until_ns, origin, runs, embodied)
+    if plan.tiered and opts.by == "job" and any(r.rp == HOURS for r in plan.reads):
+        report.extra_notes.append("energy kept only as hour sums (older than [influx] minutes_days) has no job "
+                                  "name: it shows as job '' per user, project and phase")
+    return report
+
+
+def _source(rp: str, measurement: str) -> str:
+    return f'"{rp}"."{measurement}"' if rp else f'"{measurement}"'
 
 
 def _tag_filter(opts: Options) -> str:
@@ -128,17 +151,17 @@ def _tag_filter(opts: Options) -> str:
                    for tag, value in opts.equal().items())
 
 
-def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) -> list[EnergyCell]:
-    """wl_job energy per hour and tag set, a week of hours per query."""
+def _energy_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, where: str) -> list[EnergyCell]:
+    """wl_job energy per hour and tag set from ``source``, a week of hours per query."""
     cells: list[EnergyCell] = []
-    first = client.query(f'SELECT first("energy_j") FROM "{WL_JOB}" WHERE time >= {since_ns} AND time < {until_ns}{where}')
+    first = client.query(f'SELECT first("energy_j") FROM {source} WHERE time >= {since_ns} AND time < {until_ns}{where}')
     # Start at the first point: a life cycle asks from 1970, and empty weeks cost a query each.
     start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
     while start < until_ns:
         stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
         group = ", ".join(f'"{t}"' for t in CELL_TAGS)
         rows = client.query(
-            f'SELECT sum("energy_j") AS "energy_j" FROM "{WL_JOB}" WHERE time >= {start} AND time < {stop}{where} '
+            f'SELECT sum("energy_j") AS "energy_j" FROM {source} WHERE time >= {start} AND time < {stop}{where} '
             f"GROUP BY time(1h), {group} fill(none)"
         )
         cells += [
@@ -148,23 +171,24 @@ def _energy_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) ->
     return cells
 
 
-def _embodied_cells(client: InfluxQL, since_ns: int, until_ns: int, where: str) -> list[EmbodiedCell]:
-    """wl_embodied grams per hour and tag set, a week of hours per query (from its first point)."""
-    rows = _hourly(client, WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, where)
+def _embodied_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, where: str) -> list[EmbodiedCell]:
+    """wl_embodied grams per hour and tag set from ``source``, a week of hours per query (from its first point)."""
+    rows = _hourly(client, source, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, where)
     return [embodied_cell(int(r["time"]), r, float(r["embodied_g"])) for r in rows]
 
 
-def _hourly(client: InfluxQL, measurement: str, field: str, tags: tuple[str, ...], since_ns: int, until_ns: int,
+def _hourly(client: InfluxQL, source: str, field: str, tags: tuple[str, ...], since_ns: int, until_ns: int,
             where: str) -> list[dict[str, Any]]:
-    """SUM(field) per hour and tag set, a week of hours per query, from the measurement's first point on."""
-    first = client.query(f'SELECT first("{field}") FROM "{measurement}" WHERE time >= {since_ns} AND '
+    """SUM(field) per hour and tag set of ``source`` (a measurement, qualified with its retention policy),
+    a week of hours per query, from its first point on."""
+    first = client.query(f'SELECT first("{field}") FROM {source} WHERE time >= {since_ns} AND '
                          f'time < {until_ns}{where}')
     start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
     rows: list[dict[str, Any]] = []
     group = ", ".join(f'"{t}"' for t in tags)
     while start < until_ns:
         stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
-        rows += client.query(f'SELECT sum("{field}") AS "{field}" FROM "{measurement}" WHERE time >= {start} AND '
+        rows += client.query(f'SELECT sum("{field}") AS "{field}" FROM {source} WHERE time >= {start} AND '
                              f'time < {stop}{where} GROUP BY time(1h), {group} fill(none)')
         start = stop
     return [r for r in rows if r.get(field) is not None]

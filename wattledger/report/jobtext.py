@@ -49,8 +49,8 @@ def _share_text(s: JobSummary, unit: str) -> str:
     return f"{100 * s.host_share:.1f}% of the {energy_text(t.host_j, unit)} the host used in its ticks{unused}"
 
 
-def summary_lines(s: JobSummary, unit: str) -> list[str]:
-    """The lines of one job's summary; ``unit`` is J, Wh, kWh or auto."""
+def summary_lines(s: JobSummary, unit: str, per_host: bool = False) -> list[str]:
+    """The lines of one job's summary; ``unit`` is J, Wh, kWh or auto; ``per_host``: each host's part."""
     r, t = s.row, s.ticks
     parts = ", ".join(f"{c} {energy_text(j, unit)}" for c, j in sorted(r.it_j_by_component.items()))
     g_per_kwh = f"{r.g_per_kwh:.4g} g/kWh" if r.g_per_kwh is not None else "-"
@@ -70,6 +70,9 @@ def summary_lines(s: JobSummary, unit: str) -> list[str]:
         f"  share of host    {_share_text(s, unit)}",
     ]
     lines += [f"  {m}" for m in _marks(s)]
+    if per_host:  # a job that ran on several hosts: each host's part of it
+        lines += [f"  on host {h:<10} {energy_text(x.it_j, unit):<12} CO2e {mass_text(x.g_co2e)}"
+                  for h, x in sorted(r.hosts.items())]
     return lines
 
 
@@ -83,7 +86,7 @@ def format_jobs(report: Report, summaries: Sequence[JobSummary], fmt: str, unit:
     if not summaries:
         return head + "\n\nNo energy for this job in this window: check the tag (`wattledger report` lists " \
                       "the jobs) or try a longer --since.\n"
-    blocks = ["\n".join(summary_lines(s, unit)) for s in summaries]
+    blocks = ["\n".join(summary_lines(s, unit, report.per_host)) for s in summaries]
     return "\n\n".join([head, *blocks]) + "\n" + ("\n" + "\n".join(report.notes()) + "\n" if report.notes() else "")
 
 

@@ -188,6 +188,7 @@ class Row:
     run_it_j: float = 0.0  # of it_j, from `wattledger run` records
     embodied_g: float = 0.0  # the hardware's embodied carbon charged to the row (wl_embodied)
     embodied_g_by_component: dict[str, float] = field(default_factory=dict)  # gpu, host
+    hosts: dict[str, Row] = field(default_factory=dict)  # the same figures per host (filled by ``build``)
 
     @property
     def it_kwh(self) -> float:
@@ -261,6 +262,8 @@ class Report:
     # --by job from the ledger: each job's whole life from its summary (first and last seen, GPU-seconds
     # held, peak power per component, embodied carbon), whatever the window; JSON only.
     lifetimes: list[dict[str, Any]] = field(default_factory=list)
+    extra_notes: list[str] = field(default_factory=list)  # what a source has to say about its figures
+    per_host: bool = False  # show each row's hosts (render, to_dict)
     # False when cells stood for several hours of one intensity and PUE (the ledger's long reads): the
     # figures are exact, but ``series`` is not per hour and cannot be plotted.
     per_hour: bool = True
@@ -302,7 +305,7 @@ class Report:
             out.append(f"E = includes energy not measured by a counter ({kinds}: source="
                        f"{'/'.join(sorted(self.total.estimate_sources))}), "
                        f"{num(self.total.estimated_kwh)} kWh of {num(self.total.it_kwh)} kWh")
-        return out
+        return out + self.extra_notes
 
     def co2e_basis(self) -> dict[str, Any]:
         """What every gCO2e figure of this report was made with: the PUE and the intensity, per hour.
@@ -363,6 +366,9 @@ class Report:
         )
         if r.run_it_j > 0:
             d["from_run_records_kwh"] = r.run_it_j / J_PER_KWH
+        if self.per_host:
+            d["hosts"] = {h: {"it_kwh": x.it_kwh, "facility_kwh": x.facility_kwh, "g_co2e": x.g_co2e}
+                          for h, x in sorted(r.hosts.items())}
         return d
 
     def _intensity_dict(self) -> dict[str, Any]:
@@ -413,7 +419,11 @@ def build(
             ci = ci_by_hour[c.bucket_ns] = intensity.at(c.bucket_ns)
         p = pue.at(c.bucket_ns)
         key = tuple(getattr(c, k) for k in cols)
-        rows.setdefault(key, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        row = rows.setdefault(key, Row(key))
+        row.add(c.energy_j, p, ci, c.source, c.component, c.record)
+        row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component,
+                                                                    c.record)
         series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.add(c.energy_j, p, ci, c.source, c.component, c.record)
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j

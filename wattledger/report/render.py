@@ -100,9 +100,17 @@ def _rows_table(report: Report, unit: str = "kWh") -> list[str]:
 
     header = [*cols, *slurm, f"IT {unit}", *(f"{c} {unit}" for c in parts), f"facility {unit}", "gCO2e", "g/kWh",
               *(["embodied gCO2e", "total gCO2e"] if embodied else []), ""]
-    body = [[*_labels(report, r.key), *_slurm_cells(report, r, slurm), num(r.it_j / per), *split(r),
-             num(r.facility_kwh * J_PER_KWH / per), num(r.g_co2e), num(r.g_per_kwh, 3), *carbon(r), _marks(r)]
-            for r in report.rows]
+
+    def line(labels: Sequence[str], r: Row) -> list[str]:
+        return [*labels, num(r.it_j / per), *split(r), num(r.facility_kwh * J_PER_KWH / per), num(r.g_co2e),
+                num(r.g_per_kwh, 3), *carbon(r), _marks(r)]
+
+    body = []
+    for r in report.rows:
+        body.append(line([*_labels(report, r.key), *_slurm_cells(report, r, slurm)], r))
+        if report.per_host:  # one indented line per host under its row: a job across hosts stays one row
+            blank = [""] * (len(cols) - 1 + len(slurm))
+            body += [line([f"  host {h}", *blank], x) for h, x in sorted(r.hosts.items())]
     t = report.total
     body.append(["TOTAL", *[""] * (len(cols) + len(slurm) - 1), num(t.it_j / per), *split(t),
                  num(t.facility_kwh * J_PER_KWH / per),
@@ -203,18 +211,24 @@ def format_csv(report: Report) -> str:
     extra = ["category"] if report.by == "job" else []
     slurm = [f"slurm_{k}" for k in _SLURM_KEYS] if _slurm_columns(report) else []
     parts = [f"{c}_kwh" for c in report.components]
-    fields = [*report.columns, *extra, *slurm, "it_kwh", *parts, "facility_kwh", "g_co2e", "embodied_g_co2e",
+    host = ["host"] if report.per_host else []
+    fields = [*report.columns, *extra, *slurm, *host, "it_kwh", *parts, "facility_kwh", "g_co2e", "embodied_g_co2e",
               "total_g_co2e", "g_per_kwh", "fallback_kwh", "intensity_fallback", "intensity_source", "estimated_kwh",
               "estimate"]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
-    for d in report.to_dict()["rows"]:
+    for d, row in zip(report.to_dict()["rows"], report.rows):
         d.pop("embodied_g_by_component")
         by_component = d.pop("it_kwh_by_component")
-        d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components})
+        d.update({f"{c}_kwh": by_component.get(c, 0.0) for c in report.components}, host="")
         found = d.pop("slurm", None)
         d.update({f"slurm_{k}": (found[k] if found else "") for k in _SLURM_KEYS} if slurm else {})
         w.writerow({k: _csv_value(d[k]) for k in fields})
+        for name, x in sorted(row.hosts.items()) if report.per_host else ():  # the row's hosts, after it
+            part = {**report.row_dict(x), **dict(zip(report.columns, row.key)), "host": name}
+            split = part.pop("it_kwh_by_component")
+            part.update({f"{c}_kwh": split.get(c, 0.0) for c in report.components})
+            w.writerow({k: _csv_value(part.get(k)) for k in fields})
     return buf.getvalue()
 
 

@@ -97,7 +97,7 @@ class Compactor:
                     (oldest,) = db.execute(f"SELECT MIN(bucket_ns) FROM {src}").fetchone()
                     ends.append(level.floor(rollup.folded(db, src)))
                 marks[m] = rollup.folded(db, level_table(m, level))
-                if oldest is not None:
+                if oldest is not None:  # a measurement with no rows (wl_embodied, [embodied] off) starts nothing
                     starts.append(max(marks[m], level.floor(oldest)))
             hi = max(ends) if i == 0 else min(ends)  # raw: every tick before the newest minute is complete
             lo = min(starts, default=hi)

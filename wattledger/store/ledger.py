@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from wattledger.model.points import ADDITIVE, SCHEMA, WL_JOB, Batch, Point
-from wattledger.store import migrate, rollup, schema, spool, summary
+from wattledger.model.tiers import RAW
+from wattledger.store import export, migrate, rollup, schema, spool, summary
 from wattledger.store.errors import Fault, StorageError, storage_errors
 from wattledger.store.files import connect_readonly, connect_writable
 from wattledger.store.quantize import Quantized, quantize
@@ -143,17 +144,23 @@ class Ledger:
         elif self.spool:
             self._overflow.calm()
 
+    def overflow_dropped(self, dropped: spool.Dropped) -> None:
+        """Ticks the spool bound dropped outside ``append`` (the rollup export): logged as an overflow."""
+        self._overflow.dropped(dropped)
+
     # -- the spool -------------------------------------------------------
     def pending(self, limit: int = 5000) -> Batch:
-        """The oldest undelivered points, with their outbox ids."""
+        """The oldest undelivered points, with their outbox ids; all of one tier (one request to the sink)."""
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, measurement, tags, fields, time_ns FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, measurement, tags, fields, time_ns, tier FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
         batch = Batch()
-        for row_id, measurement, tags, fields, time_ns in rows:
+        for row_id, measurement, tags, fields, time_ns, tier in rows:
+            if tier != rows[0][5]:
+                break
             batch.ids.append(row_id)
-            batch.points.append(Point(measurement, json.loads(tags), json.loads(fields), time_ns))
+            batch.points.append(Point(measurement, json.loads(tags), json.loads(fields), time_ns, tier or RAW))
         return batch
 
     def mark_delivered(self, ids: Iterable[int]) -> None:
@@ -272,6 +279,11 @@ class Ledger:
         """Raw ticks before this time were pruned (folded into rollups); 0: none were."""
         with self._read() as db:
             return max(rollup.kept(db, raw_table(m)) for m in schema.series_measurements())
+
+    def rollup_points(self, level: schema.Level, since_ns: int, until_ns: int) -> list[Point]:
+        """The ``level`` buckets that start in [since, until) as a fleet tier's points (store/export.py)."""
+        with self._read() as db:
+            return export.points_between(db, level, since_ns, until_ns)
 
     def job_summary(self, equal: dict[str, str] | None = None, measurement: str = WL_JOB
                     ) -> list[dict[str, object]]:

@@ -55,6 +55,7 @@ CONSERVED = "energy_j"
 # The per-job summaries' key: a job of one user, per component; one table per measurement.
 SUMMARY_KEY = ("host", "job", "user", "project", "phase", "component")
 SUMMARY = "job_summary"
+EXPORT_DIRTY = "export_dirty"  # store/export.py: exported rollup buckets that a late raw row changed
 SUMMARIES = {WL_JOB: SUMMARY, WL_EMBODIED: "embodied_summary"}
 
 # The ledger's own series (store/jobtick.py): per tick and job, what ``report --job`` needs
@@ -223,11 +224,13 @@ def ddl() -> list[str]:
         """CREATE TABLE IF NOT EXISTS outbox (
              id INTEGER PRIMARY KEY AUTOINCREMENT,
              measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL, time_ns INTEGER NOT NULL,
-             tick INTEGER)""",
+             tick INTEGER, tier TEXT)""",
         """CREATE TABLE IF NOT EXISTS rejected (
              id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL, fields TEXT NOT NULL,
              time_ns INTEGER NOT NULL, reason TEXT NOT NULL, rejected_ns INTEGER NOT NULL)""",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {EXPORT_DIRTY} (level TEXT NOT NULL, bucket_ns INTEGER NOT NULL, "
+        "PRIMARY KEY (level, bucket_ns)) WITHOUT ROWID",
     ]
     return stmts
 
@@ -245,7 +248,7 @@ def wanted_columns() -> dict[str, dict[str, str]]:
             out[level_table(m, level)] = {**ints, **{e.column: "INTEGER" for e in extrema(m)}}
     for m, table in SUMMARIES.items():
         out[table] = {c: "INTEGER" for c in int_cols(m)}
-    out["outbox"] = {"tick": "INTEGER"}
+    out["outbox"] = {"tick": "INTEGER", "tier": "TEXT"}  # tier: NULL for raw points (model/tiers.py)
     return out
 
 

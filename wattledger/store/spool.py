@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wattledger.model.points import Point
+from wattledger.model.tiers import RAW
 from wattledger.util.timeutil import iso
 
 log = logging.getLogger("wattledger.spool")
@@ -34,9 +35,9 @@ def put(db: sqlite3.Connection, points: Sequence[Point]) -> None:
     bump(db, "outbox_ticks", 1)
     (tick,) = db.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'outbox_ticks'").fetchone()
     db.executemany(
-        "INSERT INTO outbox (measurement, tags, fields, time_ns, tick) VALUES (?, ?, ?, ?, ?)",
-        [(p.measurement, json.dumps(dict(p.tags), sort_keys=True), json.dumps(dict(p.fields)), p.time_ns, tick)
-         for p in points])
+        "INSERT INTO outbox (measurement, tags, fields, time_ns, tick, tier) VALUES (?, ?, ?, ?, ?, ?)",
+        [(p.measurement, json.dumps(dict(p.tags), sort_keys=True), json.dumps(dict(p.fields)), p.time_ns, tick,
+          None if p.tier == RAW else p.tier) for p in points])
     bump(db, "outbox_rows", len(points))
 
 

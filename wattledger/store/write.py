@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from wattledger.model.points import ADDITIVE, SCHEMA, WL_CARBON, WL_PUE, Point
-from wattledger.store import jobtick, rollup, summary
+from wattledger.store import export, jobtick, rollup, summary
 from wattledger.store.quantize import Quantized
 from wattledger.store.schema import (DERIVED, LEVELS, additive, level_table, int_cols, plain_fields, raw_table,
                                      series_table, tags_of)
@@ -77,6 +77,7 @@ def _write_series(db: sqlite3.Connection, ids: SeriesIds, m: str, items: Sequenc
     db.executemany(series_insert_sql(m), rows)
     if late:
         rollup.add_late(db, m, late)
+        export.note_late(db, m, [t for t, _, _ in late])
 
 
 def _write_plain(db: sqlite3.Connection, m: str, pts: Sequence[Point]) -> None:

@@ -25,6 +25,7 @@ from wattledger.config import ConfigError, SinkKind, SinkSection, check_section
 from wattledger.config import resolve_sink_kind as resolve_kind
 from wattledger.agent.sinks.base import Outcome, Sink, WriteResult, classify, parse_retry_after
 from wattledger.agent.sinks.influx_v1 import InfluxV1Sink
+from wattledger.agent.sinks.routing import Routing
 from wattledger.agent.sinks.stdout import StdoutSink
 from wattledger.model.readings import ProbeResult, SourceState
 
@@ -41,13 +42,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 __all__ = [
-    "InfluxV1Sink", "InfluxV2Sink", "Outcome", "Sink", "StdoutSink", "WriteResult",
+    "InfluxV1Sink", "InfluxV2Sink", "Outcome", "Routing", "Sink", "StdoutSink", "WriteResult",
     "check_connection", "classify", "make_sink", "parse_retry_after", "resolve_kind",
 ]
 
 
-def make_sink(cfg: SinkSection) -> Sink | None:
-    """The configured sink, or None when only the local ledger is wanted. Raises ConfigError."""
+def make_sink(cfg: SinkSection, routing: Routing | None = None) -> Sink | None:
+    """The configured sink, or None when only the local ledger is wanted. Raises ConfigError.
+
+    ``routing``: where each tier goes (``routing.routing(config)``: [influx] layout); None: everything to
+    [sink] retention_policy or bucket, as a single-layout database.
+    """
     kind = resolve_kind(cfg)
     if kind is SinkKind.NONE:
         return None
@@ -61,7 +66,7 @@ def make_sink(cfg: SinkSection) -> Sink | None:
             raise ConfigError("[sink] kind = 'influx_v1' needs a database (--influx-database or [sink] database)")
         return InfluxV1Sink(
             cfg.url, cfg.database, retention_policy=cfg.retention_policy, username=cfg.username,
-            password=cfg.password, timeout_s=cfg.timeout_s, gzip=cfg.gzip,
+            password=cfg.password, timeout_s=cfg.timeout_s, gzip=cfg.gzip, routing=routing,
         )
     if kind is SinkKind.INFLUX_V2:
         bucket, token = cfg.bucket, cfg.token
@@ -76,14 +81,19 @@ def make_sink(cfg: SinkSection) -> Sink | None:
             )
         from wattledger.agent.sinks.influx_v2 import InfluxV2Sink
 
-        return InfluxV2Sink(cfg.url, bucket=bucket, org=cfg.org, token=token, timeout_s=cfg.timeout_s, gzip=cfg.gzip)
+        if routing is not None and not cfg.bucket:  # 1.8: each tier's retention policy as "database/rp"
+            routing = Routing({t: f"{cfg.database}/{rp}" if rp else cfg.database for t, rp in routing.targets.items()},
+                              routing.keep_days)
+        return InfluxV2Sink(cfg.url, bucket=bucket, org=cfg.org, token=token, timeout_s=cfg.timeout_s, gzip=cfg.gzip,
+                            routing=routing)
     raise ConfigError(f"[sink] kind {cfg.kind!r} is not known")  # config.validate stops this earlier
 
 
-def check_connection(cfg: SinkSection) -> ProbeResult:
-    """For ``doctor``: is the sink reachable, are the credentials good, does the database/bucket exist?"""
+def check_connection(cfg: SinkSection, routing: Routing | None = None) -> ProbeResult:
+    """For ``doctor``: is the sink reachable, are the credentials good, does the database/bucket exist
+    (with ``routing``: every tier's retention policy or bucket)?"""
     try:
-        sink = make_sink(cfg)
+        sink = make_sink(cfg, routing)
     except (ConfigError, ValueError) as e:
         return ProbeResult("sink", SourceState.ERROR, str(e), "fix the [sink] section or the --influx-* options")
     if sink is None:

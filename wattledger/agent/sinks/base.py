@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence, runtime_checkable
@@ -35,10 +36,11 @@ from wattledger.model.readings import ProbeResult
 # The longest server-requested wait we honour (a bogus "Retry-After: 86400" must
 # not silence delivery for a day: the spool would fill and drop data), and the parser.
 from wattledger.util.backoff import MAX_RETRY_AFTER_S, parse_retry_after
+from wattledger.util.logonce import LogOnce
 from wattledger.util.redact import redact_text
 
 __all__ = [
-    "MAX_RETRY_AFTER_S", "Outcome", "Sink", "WriteResult", "classify", "describe_error", "encode_lines",
+    "Expired", "MAX_RETRY_AFTER_S", "Outcome", "Sink", "WriteResult", "classify", "describe_error", "encode_lines",
     "error_message", "parse_retry_after", "unsafe_tag",
 ]
 _MAX_DETAIL_CHARS = 300
@@ -88,6 +90,24 @@ class Sink(Protocol):
     def probe(self) -> ProbeResult: ...
 
     def close(self) -> None: ...
+
+
+class Expired:
+    """Points a sink left out as older than their tier's retention (sinks/routing.py): counted, said once."""
+
+    def __init__(self, sink_name: str) -> None:
+        self.sink_name = sink_name
+        self.points = 0
+        self._once = LogOnce(logging.getLogger("wattledger.sink"))
+
+    def count(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.points += n
+        self._once.problem("expired", "%s: %d point(s) older than their tier's retention ([influx] raw_days, "
+                           "minutes_days, hours_days) were not sent: InfluxDB would refuse them. Their energy "
+                           "is in the minute and hour sums, which are sent; later ones are only counted",
+                           logging.WARNING, self.sink_name, n)
 
 
 _OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>:?\s*")

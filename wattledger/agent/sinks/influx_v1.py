@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import gzip as _gzip
 import json
+import time
 import urllib.parse
 
 import urllib3
 
 from wattledger.model.points import Point
-from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
+from wattledger.agent.sinks.base import (
+    Expired, WriteResult, classify, describe_error, encode_lines, error_message,
+)
+from wattledger.agent.sinks.routing import Routing, single
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.redact import redact_url
 
@@ -38,7 +42,9 @@ class InfluxV1Sink:
         password: str = "",
         timeout_s: float = 10.0,
         gzip: bool = True,
+        routing: Routing | None = None,
     ) -> None:
+        """``routing``: a fleet's tiers (each tier to its retention policy); None: all to ``retention_policy``."""
         if not url:
             raise ValueError("influx_v1 sink needs a URL (--influx-url / [sink] url)")
         if not database:
@@ -52,12 +58,25 @@ class InfluxV1Sink:
         self._auth: dict[str, str] = (
             urllib3.make_headers(basic_auth=f"{username}:{password}") if username else {}
         )
-        params = {"db": database, "precision": "ns"}
-        if retention_policy:
-            params["rp"] = retention_policy
-        self._write_url = f"{self.url}/write?{urllib.parse.urlencode(params)}"
+        self.routing = routing or single(retention_policy)
+        self.expired = Expired(SOURCE)
+
+    def _write_url(self, rp: str) -> str:
+        params = {"db": self.database, "precision": "ns"}
+        if rp:
+            params["rp"] = rp
+        return f"{self.url}/write?{urllib.parse.urlencode(params)}"
 
     def write(self, points: list[Point]) -> WriteResult:
+        groups, expired = self.routing.split(points, time.time_ns())
+        self.expired.count(expired)
+        for rp, group in groups.items():
+            result = self._write(rp, group)
+            if not result.ok:
+                return result  # parts written before are written again with the batch: harmless
+        return WriteResult.success(204)
+
+    def _write(self, rp: str, points: list[Point]) -> WriteResult:
         lines = encode_lines(points)
         if isinstance(lines, WriteResult):
             return lines
@@ -67,7 +86,7 @@ class InfluxV1Sink:
             body = _gzip.compress(body, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
         try:
-            resp = self._http.request("POST", self._write_url, body=body, headers=headers)
+            resp = self._http.request("POST", self._write_url(rp), body=body, headers=headers)
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return WriteResult.unreachable(e)
         return classify(resp.status, resp.data, resp.headers)
@@ -117,18 +136,23 @@ class InfluxV1Sink:
                 f"create it: influx -execute 'CREATE DATABASE \"{self.database}\"' "
                 "(or GRANT WRITE ON it to the configured user)",
             )
-        if self.retention_policy:
+        wanted = sorted({rp for rp in self.routing.targets.values() if rp})
+        if wanted:
             rps = self._get("/query", {"q": f'SHOW RETENTION POLICIES ON "{_ident(self.database)}"'})
             rp_names = _first_column(rps.data) if rps.status == 200 else None
-            if rp_names is not None and self.retention_policy not in rp_names:
+            missing = [rp for rp in wanted if rp_names is not None and rp not in rp_names]
+            if missing:
+                fix = ("run `wattledger influx setup` (it creates the tiers' retention policies), or set [influx] "
+                       "layout = \"single\"" if self.routing.tiered else
+                       "create it (CREATE RETENTION POLICY ...) or leave [sink] retention_policy empty for the default")
                 return ProbeResult(
                     SOURCE, SourceState.MISSING,
-                    f"{where}: retention policy '{self.retention_policy}' does not exist on '{self.database}'",
-                    "create it (CREATE RETENTION POLICY ...) or leave [sink] retention_policy empty for the default",
-                )
+                    f"{where}: retention polic{'ies' if len(missing) > 1 else 'y'} "
+                    f"{', '.join(repr(m) for m in missing)} missing on '{self.database}'", fix)
         return ProbeResult(
             SOURCE, SourceState.FOUND, f"{where}, database '{self.database}'"
-            + (f", retention policy '{self.retention_policy}'" if self.retention_policy else ""),
+            + (f", retention policies {', '.join(wanted)}" if len(wanted) > 1 else
+               f", retention policy '{wanted[0]}'" if wanted else ""),
             devices=(self.database,),
         )
 

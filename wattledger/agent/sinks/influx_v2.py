@@ -14,6 +14,8 @@ used in SYNCHRONOUS mode with the HTTP retries off (``retries=False``): each
 
 from __future__ import annotations
 
+import time
+
 import urllib3
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -21,7 +23,10 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from wattledger.model.points import Point
-from wattledger.agent.sinks.base import WriteResult, classify, describe_error, encode_lines, error_message
+from wattledger.agent.sinks.base import (
+    Expired, WriteResult, classify, describe_error, encode_lines, error_message,
+)
+from wattledger.agent.sinks.routing import Routing, single
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.redact import redact_url
 
@@ -41,7 +46,9 @@ class InfluxV2Sink:
         token: str = "",
         timeout_s: float = 10.0,
         gzip: bool = True,
+        routing: Routing | None = None,
     ) -> None:
+        """``routing``: a fleet's tiers (each tier to its bucket); None: everything to ``bucket``."""
         if not url:
             raise ValueError("influx_v2 sink needs a URL (--influx-url / [sink] url)")
         if not bucket:
@@ -60,14 +67,25 @@ class InfluxV2Sink:
             retries=False,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self.routing = routing or single(bucket)
+        self.expired = Expired(SOURCE)
 
     def write(self, points: list[Point]) -> WriteResult:
+        groups, expired = self.routing.split(points, time.time_ns())
+        self.expired.count(expired)
+        for bucket, group in groups.items():
+            result = self._write(bucket, group)
+            if not result.ok:
+                return result  # parts written before are written again with the batch: harmless
+        return WriteResult.success(204)
+
+    def _write(self, bucket: str, points: list[Point]) -> WriteResult:
         lines = encode_lines(points)
         if isinstance(lines, WriteResult):
             return lines
         try:
             self._write_api.write(
-                bucket=self.bucket, org=self.org, record=lines,
+                bucket=bucket, org=self.org, record=lines,
                 write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # a str constant, as the library uses it
             )
         except ApiException as e:
@@ -92,8 +110,18 @@ class InfluxV2Sink:
                 f"check that InfluxDB runs and that [sink] url is right (try: curl -i {redact_url(self.url)}/ping)",
             )
         where = f"InfluxDB {version} at {redact_url(self.url)}"
+        buckets = sorted(set(self.routing.targets.values()))
+        for bucket in buckets:
+            problem = self._probe_bucket(where, bucket)
+            if problem is not None:
+                return problem
+        return ProbeResult(SOURCE, SourceState.FOUND, f"{where}, bucket{'s' if len(buckets) > 1 else ''} "
+                           f"{', '.join(repr(b) for b in buckets)}", devices=tuple(buckets))
+
+    def _probe_bucket(self, where: str, bucket: str) -> ProbeResult | None:
+        """What is wrong with writing to ``bucket`` (None: nothing the server can tell us)."""
         try:
-            found = self._client.buckets_api().find_bucket_by_name(self.bucket)
+            found = self._client.buckets_api().find_bucket_by_name(bucket)
         except ApiException as e:
             if e.status in (401, 403):
                 return ProbeResult(
@@ -108,8 +136,8 @@ class InfluxV2Sink:
                 return ProbeResult(
                     SOURCE, SourceState.FOUND,
                     f"{where} (no bucket listing here, as on 1.8 and 3.x: the first write checks "
-                    f"bucket '{self.bucket}')",
-                    devices=(self.bucket,),
+                    f"bucket '{bucket}')",
+                    devices=(bucket,),
                 )
             return ProbeResult(
                 SOURCE, SourceState.ERROR, f"{where}: listing buckets failed: HTTP {e.status}",
@@ -118,14 +146,16 @@ class InfluxV2Sink:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             return ProbeResult(SOURCE, SourceState.ERROR, f"{where}: listing buckets failed: {e}", "retry")
         if found is None:
+            fix = ("run `wattledger influx setup` (it creates the tiers' buckets and their DBRP mappings), or set "
+                   "[influx] layout = \"single\"" if self.routing.tiered else
+                   f"create it: influx bucket create --name {bucket}"
+                   + (f" --org {self.org}" if self.org != "-" else "")
+                   + " (or give the token write access to it)")
             return ProbeResult(
-                SOURCE, SourceState.MISSING, f"{where}: bucket '{self.bucket}' does not exist"
-                " (or the token cannot see it)",
-                f"create it: influx bucket create --name {self.bucket}"
-                + (f" --org {self.org}" if self.org != "-" else "")
-                + " (or give the token write access to it)",
+                SOURCE, SourceState.MISSING, f"{where}: bucket '{bucket}' does not exist"
+                " (or the token cannot see it)", fix,
             )
-        return ProbeResult(SOURCE, SourceState.FOUND, f"{where}, bucket '{self.bucket}'", devices=(self.bucket,))
+        return None
 
     def close(self) -> None:
         self._write_api.close()
