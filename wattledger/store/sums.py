@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from wattledger.model.units import HOUR_NS
 from wattledger.store import rollup
 from wattledger.store.plan import Plan, Segment, Span, plan
-from wattledger.store.schema import (DAY, HOUR, LEVELS, Level, additive, extrema, int_col, int_cols, level_table,
+from wattledger.store.schema import (DAY, LEVELS, Level, additive, extrema, int_col, int_cols, level_table,
                                      raw_table, scale, series_table, tags_of)
 
 HourClass = Callable[[int], Hashable]
