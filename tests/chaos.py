@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fake_powercap import FakePowercap
+from tests.full_disk import checkpoint, fill
 from tests.influx_server import InfluxServer
 from wattledger.model.points import WL_JOB, WL_NODE
 from wattledger.store.errors import StorageError
@@ -114,31 +114,6 @@ def small_fs(where: Path, size: str = "32m") -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-def fill(where: Path) -> Path:
-    """Take every free byte of ``where``'s file system; delete the returned file to give the space back."""
-    filler = where / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
-def checkpoint(ledger_path: Path) -> None:
-    """Fold the WAL into the file and truncate it, so the agent's next write needs new space."""
-    db = sqlite3.connect(str(ledger_path), timeout=30)
-    try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
 
 
 def start_burners() -> list[subprocess.Popen[bytes]]:

@@ -30,6 +30,7 @@ from wattledger.model.jobs import JobKey
 from wattledger.model.points import WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergyCounter, EnergySample
 from wattledger.store.ledger import LEDGER_FILE, Ledger
+from tests.full_disk import checkpoint, fill
 from tests.clocks import FakeClock
 
 T0 = 1_709_596_800 * 10**9
@@ -178,29 +179,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def checkpoint(path: Path) -> None:
-    """Move the WAL into the file and empty it: the next write needs new space."""
-    db = sqlite3.connect(str(path))
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-
-
-def fill(where: Path) -> Path:
-    """Take every free byte of ``where``'s file system; the filler file (delete it to give the space back)."""
-    filler = where / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 16, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_full_disk_holds_ticks_in_memory_and_writes_them_when_space_returns(

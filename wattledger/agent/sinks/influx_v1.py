@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip as _gzip
 import json
-import time
 import urllib.parse
 
 import urllib3
@@ -21,7 +20,7 @@ from wattledger.model.points import Point
 from wattledger.agent.sinks.base import (
     Expired, WriteResult, classify, describe_error, encode_lines, error_message,
 )
-from wattledger.agent.sinks.routing import Routing, single
+from wattledger.agent.sinks.routing import Routing, single, write_routed
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.redact import redact_url
 
@@ -68,13 +67,7 @@ class InfluxV1Sink:
         return f"{self.url}/write?{urllib.parse.urlencode(params)}"
 
     def write(self, points: list[Point]) -> WriteResult:
-        groups, expired = self.routing.split(points, time.time_ns())
-        self.expired.count(expired)
-        for rp, group in groups.items():
-            result = self._write(rp, group)
-            if not result.ok:
-                return result  # parts written before are written again with the batch: harmless
-        return WriteResult.success(204)
+        return write_routed(self.routing, self.expired, points, self._write)
 
     def _write(self, rp: str, points: list[Point]) -> WriteResult:
         lines = encode_lines(points)

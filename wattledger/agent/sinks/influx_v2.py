@@ -14,7 +14,6 @@ used in SYNCHRONOUS mode with the HTTP retries off (``retries=False``): each
 
 from __future__ import annotations
 
-import time
 
 import urllib3
 from influxdb_client import InfluxDBClient
@@ -26,7 +25,7 @@ from wattledger.model.points import Point
 from wattledger.agent.sinks.base import (
     Expired, WriteResult, classify, describe_error, encode_lines, error_message,
 )
-from wattledger.agent.sinks.routing import Routing, single
+from wattledger.agent.sinks.routing import Routing, single, write_routed
 from wattledger.model.readings import ProbeResult, SourceState
 from wattledger.util.redact import redact_url
 
@@ -71,13 +70,7 @@ class InfluxV2Sink:
         self.expired = Expired(SOURCE)
 
     def write(self, points: list[Point]) -> WriteResult:
-        groups, expired = self.routing.split(points, time.time_ns())
-        self.expired.count(expired)
-        for bucket, group in groups.items():
-            result = self._write(bucket, group)
-            if not result.ok:
-                return result  # parts written before are written again with the batch: harmless
-        return WriteResult.success(204)
+        return write_routed(self.routing, self.expired, points, self._write)
 
     def _write(self, bucket: str, points: list[Point]) -> WriteResult:
         lines = encode_lines(points)

@@ -16,9 +16,11 @@ energy are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wattledger.agent.sinks.base import Expired, WriteResult
 from wattledger.config import Config, tier_keep_days, tier_targets
 from wattledger.model.points import Point
 from wattledger.model.tiers import RAW, TIERS, tiers_of
@@ -63,3 +65,17 @@ def routing(cfg: Config) -> Routing:
 def single(target: str = "") -> Routing:
     """Everything to one target: what a sink built without a layout does."""
     return Routing({t: target for t in TIERS})
+
+
+def write_routed(routing: Routing, expired: Expired, points: list[Point],
+                 write_one: Callable[[str, list[Point]], WriteResult]) -> WriteResult:
+    """Write each target's points (a retention policy, a bucket) with ``write_one``, counting the points
+    left out as older than their tier keeps; the first failure is the batch's (the parts written before
+    are written again with the batch: harmless, the timestamps are explicit)."""
+    groups, gone = routing.split(points, time.time_ns())
+    expired.count(gone)
+    for target, group in groups.items():
+        result = write_one(target, group)
+        if not result.ok:
+            return result
+    return WriteResult.success(204)
