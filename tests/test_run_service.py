@@ -38,12 +38,18 @@ def service(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger_path = tmp_path / "state" / "ledger.sqlite3"
     deadline = time.monotonic() + 60
-    while not (ledger_path.exists() and _ticks(ledger_path)):
-        assert proc.poll() is None and time.monotonic() < deadline, "the agent did not start"
-        time.sleep(0.2)
-    yield cfg, ledger_path
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:
+        while not (ledger_path.exists() and _ticks(ledger_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not start"
+            time.sleep(0.2)
+        yield cfg, ledger_path
+    finally:  # a failed start must not leave the agent running after the test
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def _ticks(path: Path) -> int:
