@@ -118,11 +118,17 @@ def shown(run: Any, title: str) -> dict[str, float]:
         return {"": run.reduced(dash.TOTAL_CO2E, "sum")}
     if title == "Embodied carbon by job":
         return {r["job"]: float(r[dash.EMBODIED_G]) for r in run.rows()}
-    assert title == "Embodied carbon per hour", title
-    per_hour = {str(r["time"]): float(r["gpu"]) for r in run.rows("A")}
+    assert title == "Embodied carbon per bucket", title
+    per_hour: dict[str, float] = {}  # the buckets (the range's resolution) summed per hour, as report has them
+
+    def add(time_ms: object, grams: float) -> None:
+        hour = str(int(str(time_ms)) // 3_600_000 * 3_600_000)
+        per_hour[hour] = per_hour.get(hour, 0.0) + grams
+
+    for r in run.rows("A"):
+        add(r["time"], float(r["gpu"]))
     for r in run.rows("B"):
-        per_hour[str(r["time"])] = per_hour.get(str(r["time"]), 0.0) + sum(
-            float(r[p]) for p in ("cpu", "dram", "storage", "chassis"))
+        add(r["time"], sum(float(r[p]) for p in ("cpu", "dram", "storage", "chassis")))
     return per_hour
 
 
@@ -153,7 +159,7 @@ def test_every_embodied_panel_equals_report(influx_url: str, tmp_path: Path, sou
     dashboards = {d["uid"]: d for d in dash.all_dashboards().values()}
     for uid, title in EMBODIED_PANELS:
         selection, opts = SELECTIONS[uid]
-        hourly = title == "Embodied carbon per hour"  # the report's per-hour series, as `report --plot` reads it
+        hourly = title == "Embodied carbon per bucket"  # the report's per-hour series, as `report --plot` reads it
         report = (from_ledger(ledger, report_config(), since, until, opts, hourly=hourly) if source == "ledger" else
                   from_influx(InfluxQL(influx_url, DB), report_config(), since, until, opts))
         panel = next(p for p in dash.panels(dashboards[uid]) if p["title"] == title)
@@ -163,7 +169,7 @@ def test_every_embodied_panel_equals_report(influx_url: str, tmp_path: Path, sou
             assert math.isclose(grams, want.get(key, 0.0), rel_tol=1e-3, abs_tol=1e-9), (uid, title, key, got, want)
     ledger.close()
     assert sorted(EMBODIED_PANELS) == [
-        ("wattledger-job", "Embodied carbon"), ("wattledger-job", "Embodied carbon per hour"),
+        ("wattledger-job", "Embodied carbon"), ("wattledger-job", "Embodied carbon per bucket"),
         ("wattledger-job", "Total CO2e"), ("wattledger-ledger", "Embodied carbon"),
-        ("wattledger-ledger", "Embodied carbon per hour"), ("wattledger-ledger", "Total CO2e"),
+        ("wattledger-ledger", "Embodied carbon per bucket"), ("wattledger-ledger", "Total CO2e"),
         ("wattledger-overview", "Embodied carbon"), ("wattledger-overview", "Embodied carbon by job")]

@@ -31,6 +31,7 @@ from wattledger.model.points import WL_JOB, WL_NODE, Point
 from wattledger.model.readings import EnergyCounter, EnergySample
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 from tests.full_disk import checkpoint, fill
+from tests.other_user import CLEAN_ENV, Staged, setpriv, world_dir
 from tests.clocks import FakeClock
 
 T0 = 1_709_596_800 * 10**9
@@ -386,29 +387,38 @@ def test_the_cli_says_a_damaged_ledger_in_one_line(tmp_path: Path, damage: objec
         assert "damaged" in line and str(state / LEDGER_FILE) in line, line
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_an_unwritable_state_dir_is_one_line_for_the_agent_and_the_cli(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    spooled_ledger(state)
-    for p in [tmp_path, *tmp_path.parents]:
-        if p != Path("/"):
-            p.chmod(p.stat().st_mode | 0o711)
-    state.chmod(0o755)
-    (state / LEDGER_FILE).chmod(0o644)  # readable, but the directory is not the agent user's
-    (tmp_path / "nosys").mkdir()
-    line = one_line_error(cli(*agent_args(state, "--ticks", "2"), uid=65533))
-    assert str(state) in line and "writable" in line
-    # A reader that can read it still reports; carbon sync (a writer) says it cannot write, in one line.
-    # (--no-runs: this test's private data dir, where runs files live, is root's, not that user's)
-    assert cli("report", "--state-dir", str(state), "--since", "30d", "--no-runs", uid=65533).returncode == 0
-    series = tmp_path / "own_series.csv"  # a provider with something to fetch: the static table has nothing
-    series.write_text((REPO / "tests" / "fixtures" / "carbon" / "own_series.csv").read_text())
-    series.chmod(0o644)
-    config = tmp_path / "carbon.toml"
-    config.write_text(f'[carbon]\nprovider = "csv"\ncsv_path = "{series}"\nzone = "GB"\n')
-    config.chmod(0o644)
-    line = one_line_error(cli("carbon", "sync", "--config", str(config), "--state-dir", str(state), uid=65533))
-    assert str(state) in line
+def as_other(staged: Staged, uid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI run as ``uid`` from the staged copy (a private clone's venv is not reachable by that uid)."""
+    return subprocess.run([*setpriv(uid), *staged.argv("from wattledger.cli.main import main; main()"), *args],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={**CLEAN_ENV, "WATTLEDGER_AGENT_GPUS": "never"})
+
+
+def test_an_unwritable_state_dir_is_one_line_for_the_agent_and_the_cli(other_user_code: Staged) -> None:
+    root = world_dir("wl-unwritable-")
+    try:
+        state = root / "state"
+        spooled_ledger(state)
+        state.chmod(0o755)
+        (state / LEDGER_FILE).chmod(0o644)  # readable, but the directory is not the agent user's
+        (root / "nosys").mkdir(mode=0o755)
+        line = one_line_error(as_other(other_user_code, 65533, *agent_args(state, "--ticks", "2")))
+        assert str(state) in line and "writable" in line
+        # A reader that can read it still reports; carbon sync (a writer) says it cannot write, in one line.
+        # (--no-runs: the runs files live in root's private data dir, not that user's)
+        assert as_other(other_user_code, 65533, "report", "--state-dir", str(state), "--since", "30d",
+                        "--no-runs").returncode == 0
+        series = root / "own_series.csv"  # a provider with something to fetch: the static table has nothing
+        series.write_text((REPO / "tests" / "fixtures" / "carbon" / "own_series.csv").read_text())
+        series.chmod(0o644)
+        config = root / "carbon.toml"
+        config.write_text(f'[carbon]\nprovider = "csv"\ncsv_path = "{series}"\nzone = "GB"\n')
+        config.chmod(0o644)
+        line = one_line_error(as_other(other_user_code, 65533, "carbon", "sync", "--config", str(config),
+                                       "--state-dir", str(state)))
+        assert str(state) in line
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- 11. private files whatever the umask ----------------------------------------------------------------
