@@ -125,7 +125,8 @@ def start_burners() -> list[subprocess.Popen[bytes]]:
 
 def write_config(path: Path, influx: InfluxServer) -> Path:
     path.write_text(f'[agent]\nestimate = "never"\ngpus = "never"\n\n'
-                    f'[sink]\nkind = "influx_v1"\nurl = "{influx.url}"\ndatabase = "{DB}"\ntimeout_s = 2.0\n')
+                    f'[sink]\nkind = "influx_v1"\nurl = "{influx.url}"\ndatabase = "{DB}"\n\n'
+                    '[influx]\nlayout = "single"\n')  # one database, raw points: what the books compare
     return path
 
 
@@ -266,7 +267,7 @@ def finish(agents: Agents, rapl: FakePowercap) -> int:
     last_uj = rapl.stop()
     wait_for_new_rows(agents.state)
     wait_for_new_rows(agents.state)
-    wait_until("the spool drained", lambda: spooled(agents.state) == 0, timeout_s=180.0)
+    wait_until("the spool drained", lambda: spooled(agents.state) == 0, timeout_s=300.0)
     rc = agents.stop()
     if rc != 0:
         raise AssertionError(f"chaos: the last agent stopped with {rc}; see {agents.logs}")
