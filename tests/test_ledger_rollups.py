@@ -279,7 +279,8 @@ def test_the_job_summary_is_kept_as_ticks_are_written(tmp_path: Path) -> None:
     grams = {r["component"]: r for r in ledger.job_summary({"job": "train"}, WL_EMBODIED)}
     assert grams["gpu"]["ticks"] == 2 and grams["gpu"]["embodied_g"] == pytest.approx(4.56e-3 * 2 * (1 + 0.5 + 1))
     assert grams["host"]["embodied_g"] == pytest.approx(4.56e-3 * 2 / 5 * 2)
-    assert train["embodied_g_co2e"] == pytest.approx(grams["gpu"]["embodied_g"] + grams["host"]["embodied_g"])
+    assert train["embodied_g_co2e"] == pytest.approx(float(str(grams["gpu"]["embodied_g"])) +
+                                                     float(str(grams["host"]["embodied_g"])))
 
 
 def make_hours(ledger: Ledger, hours: int, start: int = T0, step_s: int = 30) -> None:
