@@ -226,12 +226,12 @@ def table_bytes(db: Any) -> dict[str, tuple[int, int]]:
     return {t: (int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]), b) for t, b in sizes.items()}
 
 
-def run_report(state: Path, *args: str) -> float:
+def run_report(state: Path, *args: str, fmt: str = "table") -> float:
     times = []
     for _ in range(3):
         started = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "wattledger.cli.main", "report", "--state-dir", str(state), *args,
-                            "--format", "json"], capture_output=True, text=True,
+                            "--format", fmt], capture_output=True, text=True,
                            env=dict(os.environ, WATTLEDGER_AGENT_GPUS="never"))
         times.append(time.perf_counter() - started)
         if r.returncode != 0:
@@ -292,10 +292,13 @@ def measure(state: Path, progress: dict[str, Any], retention: Retention) -> dict
     out: dict[str, Any] = {"size_bytes": (state / LEDGER_FILE).stat().st_size, "tables": table_bytes(db)}
     ledger.close()
     until = iso(end_ns)
-    out["report_365d_s"] = run_report(state, "--since", iso(end_ns - 365 * DAY_NS), "--until", until, "--by", "job")
-    out["report_24h_s"] = run_report(state, "--since", iso(end_ns - DAY_NS), "--until", until, "--by", "job")
-    out["report_365d_hourly_ci_s"] = run_report(state, "--since", iso(end_ns - 365 * DAY_NS), "--until", until,
-                                                "--by", "job", "--zone", "BENCH")
+    year, day = ("--since", iso(end_ns - 365 * DAY_NS), "--until", until), ("--since", iso(end_ns - DAY_NS),
+                                                                              "--until", until)
+    out["report_365d_s"] = run_report(state, *year, "--by", "job")
+    out["report_365d_json_s"] = run_report(state, *year, "--by", "job", fmt="json")
+    out["report_24h_s"] = run_report(state, *day, "--by", "job")
+    out["report_24h_json_s"] = run_report(state, *day, "--by", "job", fmt="json")
+    out["report_365d_hourly_ci_s"] = run_report(state, *year, "--by", "job", "--zone", "BENCH")
     full = [d for d in progress["per_day"] if not d.get("fast")]  # 1 s ticks: what the agent's compaction costs
     steady = [d for d in full if d["day"] >= retention.minutes_s / 86400] or full  # every resolution pruned
     out["compact_cpu_s_per_day"] = statistics.mean(d["compact_cpu_s"] for d in steady[-30:])
@@ -335,9 +338,11 @@ def markdown(days: int, out: dict[str, Any]) -> str:
               "core** (target <= 0.5 %).",
               *([f"{out['fast_days']} of the {days} days were fast-forwarded at one tick a minute (--fast-forward)."]
                 if out.get("fast_days") else []),
-              f"`report --since 365d --by job`: **{out['report_365d_s']:.2f} s** (target <= 2 s); `--since 24h`: "
-              f"**{out['report_24h_s']:.2f} s** (target <= 1 s); 365 days with an intensity that changes every hour "
-              f"(reads hours, not days): {out['report_365d_hourly_ci_s']:.2f} s. Median of 3 runs of the command."]
+              f"`report --since 365d --by job`: **{out['report_365d_s']:.2f} s** (target <= 2 s; "
+              f"{out.get('report_365d_json_s', 0.0):.2f} s with `--format json`); `--since 24h`: "
+              f"**{out['report_24h_s']:.2f} s** (target <= 1 s; {out.get('report_24h_json_s', 0.0):.2f} s as JSON); "
+              f"365 days with an intensity that changes every hour (reads hours, not days): "
+              f"{out['report_365d_hourly_ci_s']:.2f} s. Median of 3 runs of the command, the whole process."]
     return "\n".join(lines)
 
 

@@ -6,12 +6,10 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from wattledger.agent.delivery import Deliverer
-from wattledger.agent.factory import build_agent, make_deliverer
-from wattledger.agent.loop import Agent
 from wattledger.cli.options import (
     check_zone, config_file, config_option, influx_options, load_config, procfs_option, sink_kind,
     state_dir_option, sysfs_option, with_influx,
@@ -22,12 +20,17 @@ from wattledger.store.guard import GuardedLedger
 from wattledger.store.ledger import LEDGER_FILE, Ledger
 from wattledger.store.lock import StateDirBusy, StateDirLock
 
+if TYPE_CHECKING:  # the agent's modules (sinks: urllib3, influxdb-client) load only when the agent runs
+    from wattledger.agent.delivery import Deliverer
+    from wattledger.agent.loop import Agent
+
 log = logging.getLogger("wattledger")
 
 
 def _deliverer(cfg: Config, ledger: Ledger) -> Deliverer | None:
     if not cfg.sink.kind.remote:
         return None
+    from wattledger.agent.factory import make_deliverer
     from wattledger.agent.sinks import make_sink
     from wattledger.agent.sinks.routing import routing
 
@@ -60,6 +63,8 @@ def agent(config_path: str | None, interval_s: float | None, ticks: int | None, 
         influx_url, influx_database, influx_bucket, influx_org, influx_token))
     cfg.sink.kind = sink_kind(cfg)  # url + database means v1, url + bucket/token v2: one rule, config.py's
     check_zone(cfg)
+    from wattledger.agent.factory import build_agent
+
     os.umask(0o027)  # state files 0640 and directories 0750 whatever the caller's umask (as the unit's UMask)
     with _state_dir_lock(cfg) as _held:
         ledger = _open_ledger(cfg)

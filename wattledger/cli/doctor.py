@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from wattledger.agent.doctor import doctor_rows, measuring
 from wattledger.cli.options import (
     check_zone, config_file, config_option, influx_options, load_config, procfs_option, state_dir_option,
     sysfs_option, with_influx,
@@ -34,6 +33,8 @@ def doctor(config_path: str | None, state_dir: str | None, sysfs_root: str | Non
                                                influx_url, influx_database, influx_bucket, influx_org,
                                                influx_token))
     check_zone(cfg)
+    from wattledger.agent.doctor import doctor_rows, measuring  # the agent's modules: only when doctor runs
+
     rows = doctor_rows(cfg, config_file(config_path))
     for r in rows:
         click.echo(redact_text(_json(r) if as_json else _text(r)))  # belt and braces: rows redact their URLs

@@ -11,13 +11,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wattledger.agent.factory import build_agent
-from wattledger.agent.runner import CannotStart, Measured, measure, node_sources, resolve, summary, summary_text
-from wattledger.agent.service import Service, find_service, service_points
 from wattledger.cli.options import (
     Seconds,
     config_file,
@@ -32,6 +29,10 @@ from wattledger.model.jobs import ALLOWED_TAG_CHARS, PHASE_VAR, PROJECT_VAR, Job
 from wattledger.model.points import WL_NODE, Point
 from wattledger.store.ledger import Ledger
 from wattledger.util.energyfmt import UNIT_CHOICES
+
+if TYPE_CHECKING:  # the agent's modules load when a command runs, not when any wattledger command starts
+    from wattledger.agent.runner import Measured
+    from wattledger.agent.service import Service
 
 
 def _intensity(cfg: Config) -> tuple[float, str]:
@@ -64,6 +65,8 @@ def _say(text: str) -> None:
 
 
 def _service(cfg: Config, no_service: bool) -> Service | None:
+    from wattledger.agent.service import find_service
+
     if no_service:
         return None
     service, why = find_service(cfg.state_dir, time.time_ns())
@@ -78,6 +81,9 @@ def _service(cfg: Config, no_service: bool) -> Service | None:
 def _measure(cfg: Config, cmd: tuple[str, ...], env: dict[str, str], interval_s: float, job: JobKey,
              service: Service | None, config_in_use: Path | None) -> Measured:
     """The command measured by an agent on a temporary ledger (with the service's idle baselines, if readable)."""
+    from wattledger.agent.factory import build_agent
+    from wattledger.agent.runner import measure
+
     with tempfile.TemporaryDirectory(prefix="wattledger-run-") as tmp:
         try:
             shutil.copy(cfg.state_dir / "idle-baselines.json", Path(tmp) / "idle-baselines.json")
@@ -98,6 +104,8 @@ def _measure(cfg: Config, cmd: tuple[str, ...], env: dict[str, str], interval_s:
 
 def _figures_from(measured: Measured, service: Service | None, job: JobKey) -> str:
     """Swap in the service's own rows when it wrote the tick after the exit; say where the figures come from."""
+    from wattledger.agent.service import service_points
+
     if service is None:
         return "run"
     if measured.service_tick_ns is None:
@@ -167,6 +175,8 @@ def run(config_path: str | None, state_dir: str | None, tag: str | None, interva
       wattledger run -t resnet-probe -- python3 train.py --epochs 1
       wattledger run --json -- ./bench.sh > run.json
     """
+    from wattledger.agent.runner import CannotStart, resolve, summary
+
     cfg = load_config(config_path, Overrides(state_dir=state_dir, sysfs_root=sysfs_root, procfs_root=procfs_root))
     user = _current_user()
     job = JobKey(_tag(cfg, tag, cmd), user, sanitise_tag(os.environ.get(PROJECT_VAR)) or "",
@@ -193,6 +203,8 @@ def run(config_path: str | None, state_dir: str | None, tag: str | None, interva
 def _present(result: dict[str, Any], measured: Measured, cfg: Config, job: JobKey, *, as_json: bool, unit: str,
              runs_file: str | None) -> None:
     """Print the figures and keep the record (``runs_file``: None for none, "" for the default file)."""
+    from wattledger.agent.runner import node_sources, summary_text
+
     if result["energy_j"] is None:
         _say(f"job {job.tag}: nothing was measured: no energy source on this host "
              "(RAPL unreadable and the model estimate off); see `wattledger doctor`")

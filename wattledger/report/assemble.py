@@ -60,6 +60,13 @@ def energy_cell(bucket_ns: int, tags: Mapping[str, Any], energy_j: float) -> Ene
                       text["source"], energy_j, text["component"])
 
 
+def energy_cells(sums: Iterable[tuple[int, tuple[str, ...], float]]) -> list[EnergyCell]:
+    """EnergyCells from (bucket, CELL_TAGS values, energy_j) sums whose tags are already text (the ledger's):
+    no dict per cell, which counts when a year at hourly intensity is a million cells."""
+    return [EnergyCell(bucket, job, user, project, phase, host, source, energy_j, component)
+            for bucket, (job, user, project, phase, host, source, component), energy_j in sums]
+
+
 def embodied_cell(bucket_ns: int, tags: Mapping[str, Any], embodied_g: float) -> EmbodiedCell:
     """An EmbodiedCell from one summed wl_embodied row (a missing or NULL tag is "")."""
     text = {t: str(tags.get(t) or "") for t in EMBODIED_TAGS}

@@ -28,8 +28,8 @@ from typing import Any
 from wattledger.config import Config
 from wattledger.model.points import WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.units import J_PER_KWH
-from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Cell, Options, assemble, embodied_cell, energy_cell,
-                                        factors, hour_window, measured_seconds)
+from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Cell, Options, assemble, embodied_cell,
+                                        energy_cells, factors, hour_window, measured_seconds)
 from wattledger.report.jobview import JobTicks, ticks_from_rows
 from wattledger.report.model import Report
 from wattledger.report.runs import run_cells
@@ -51,7 +51,7 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
         return hour if hourly else (intensity.by_hour.get(hour), pue.at(hour))
 
     sums = ledger.sums(WL_JOB, "energy_j", CELL_TAGS, since_ns, until_ns, opts.equal(), hour_class)
-    cells = [energy_cell(bucket, dict(zip(CELL_TAGS, values)), energy_j) for bucket, values, energy_j in sums.cells]
+    cells = energy_cells(sums.cells)
     grams = ledger.sums(WL_EMBODIED, "embodied_g", EMBODIED_TAGS, since_ns, until_ns, opts.equal(),
                         None if hourly else _one_class)
     embodied = [embodied_cell(bucket, dict(zip(EMBODIED_TAGS, values)), g) for bucket, values, g in grams.cells]
@@ -62,12 +62,13 @@ def from_ledger(ledger: Ledger, cfg: Config, since_ns: int, until_ns: int, opts:
     since, until = (plan.since_ns, plan.until_ns) if plan is not None and plan.segments else (since_ns, until_ns)
     measured = None if runs is None or hourly else _measured_hours(ledger, runs, since_ns, until_ns, opts)
     report = assemble(cfg, opts, cells, carbon, pue_rows, since, until, f"ledger {ledger.path}", runs, embodied,
-                      hours=sums.hours, measured=measured)
-    report.per_hour = hourly
+                      hours=None if hourly else sums.hours, measured=measured)
     if opts.by == "job":
         report.jobs = {r.key: r for r in records}
-        report.lifetimes = lifetimes(ledger.job_summary(opts.equal()), ledger.job_summary(opts.equal(), WL_EMBODIED),
-                                     {r.key for r in report.rows})
+        keys = {r.key for r in report.rows}
+        jobs = {key[0] for key in keys} if len(keys) < 30000 else None  # (SQLite's bound-variable limit)
+        report.lifetimes = lifetimes(ledger.job_summary(opts.equal(), jobs=jobs),
+                                     ledger.job_summary(opts.equal(), WL_EMBODIED, jobs), keys)
     return report
 
 

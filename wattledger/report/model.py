@@ -265,7 +265,7 @@ class Report:
     extra_notes: list[str] = field(default_factory=list)  # what a source has to say about its figures
     per_host: bool = False  # show each row's hosts (render, to_dict)
     # False when cells stood for several hours of one intensity and PUE (the ledger's long reads): the
-    # figures are exact, but ``series`` is not per hour and cannot be plotted.
+    # figures are exact, but there is no per-hour ``series`` to plot.
     per_hour: bool = True
 
     @property
@@ -399,14 +399,15 @@ def build(
 
     ``hours``: the hours that had energy, when given: a cell then may stand for
     several hours that share one intensity and PUE (the ledger's long reads),
-    its ``bucket_ns`` being one of them. None: each cell is its hour. Run
-    record cells (``record``) are always one hour each.
+    its ``bucket_ns`` being one of them, and there is no per-hour ``series``
+    (``Report.per_hour`` False: the plot needs a per-hour read). None: each
+    cell is its hour. Run record cells (``record``) are always one hour each.
     """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     cols = GROUPINGS[by]
     rows: dict[tuple[str, ...], Row] = {}
-    series: dict[tuple[str, ...], dict[int, Row]] = defaultdict(dict)
+    series: dict[tuple[str, ...], dict[int, Row]] | None = defaultdict(dict) if hours is None else None
     total = Row(("TOTAL",))
     categories = {c: 0.0 for c in ALWAYS_SHOWN}
     hours_seen: set[int] = set()
@@ -424,7 +425,8 @@ def build(
         row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component,
                                                                     c.record)
-        series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
+        if series is not None:
+            series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.add(c.energy_j, p, ci, c.source, c.component, c.record)
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.energy_j
         if hours is None or c.record:
@@ -439,12 +441,13 @@ def build(
     return Report(
         since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours_seen),
         fallback_hours, intensity.fallback if fallback_hours else None, intensity.configured_static,
-        pue.describe(hours_seen), dict(series), ci_by_hour, embodied_categories=embodied_categories,
+        pue.describe(hours_seen), dict(series or {}), ci_by_hour, embodied_categories=embodied_categories,
+        per_hour=series is not None,
     )
 
 
 def _add_embodied(cells: Iterable[EmbodiedCell], cols: tuple[str, ...], rows: dict[tuple[str, ...], Row],
-                  series: dict[tuple[str, ...], dict[int, Row]], total: Row) -> dict[str, float]:
+                  series: dict[tuple[str, ...], dict[int, Row]] | None, total: Row) -> dict[str, float]:
     """Embodied grams into their rows (a row with embodied carbon only is a row too); per category."""
     categories: dict[str, float] = {}
     for c in cells:
@@ -452,7 +455,8 @@ def _add_embodied(cells: Iterable[EmbodiedCell], cols: tuple[str, ...], rows: di
             continue
         key = tuple(getattr(c, k) for k in cols)
         rows.setdefault(key, Row(key)).add_embodied(c.embodied_g, c.component)
-        series[key].setdefault(c.bucket_ns, Row(key)).add_embodied(c.embodied_g, c.component)
+        if series is not None:
+            series[key].setdefault(c.bucket_ns, Row(key)).add_embodied(c.embodied_g, c.component)
         total.add_embodied(c.embodied_g, c.component)
         categories[category(c.job)] = categories.get(category(c.job), 0.0) + c.embodied_g
     return categories

@@ -27,7 +27,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -285,12 +285,12 @@ class Ledger:
         with self._read() as db:
             return export.points_between(db, level, since_ns, until_ns)
 
-    def job_summary(self, equal: dict[str, str] | None = None, measurement: str = WL_JOB
-                    ) -> list[dict[str, object]]:
+    def job_summary(self, equal: dict[str, str] | None = None, measurement: str = WL_JOB,
+                    jobs: Collection[str] | None = None) -> list[dict[str, object]]:
         """The per-job summary of wl_job (or wl_embodied) (store/summary.py), optionally only rows whose tags
-        equal ``equal``."""
+        equal ``equal`` and of the job tags ``jobs``."""
         with self._read() as db:
-            return summary.read(db, equal, measurement)
+            return summary.read(db, equal, measurement, jobs)
 
     def latest_time(self, measurement: str) -> int | None:
         """The newest point's time in one measurement (None when it has none); reads the time index."""

@@ -18,8 +18,9 @@ from wattledger.model.points import WL_AGENT
 from wattledger.model.units import HOUR_NS, MINUTE_NS, NS_PER_S
 from wattledger.store.schema import LEVELS, level_table, raw_table, series_measurements
 
-# Bytes a row takes in the file, per table kind (benchmarks/RESULTS.md, "Ledger over a year").
-BYTES_PER_ROW = {"raw": 42.0, "1m": 47.0, "1h": 47.0, "1d": 52.0, WL_AGENT: 90.0}
+# Bytes a row takes in the file, per table kind: the means over wl_job, wl_node, wl_embodied and job_tick
+# weighted by their rows (benchmarks/RESULTS.md, "Ledger over a year").
+BYTES_PER_ROW = {"raw": 36.4, "1m": 44.5, "1h": 51.5, "1d": 59.0, WL_AGENT: 90.0}
 ROWS_PER_DAY = {"1m": 1440, "1h": 24, "1d": 1}
 
 

@@ -16,7 +16,7 @@ components): first and last tick, ticks, the sums of every additive field
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -105,15 +105,20 @@ def _update(db: sqlite3.Connection, m: str, items: Sequence[Quantized]) -> None:
     db.executemany(sql, rows)
 
 
-def read(db: sqlite3.Connection, equal: dict[str, str] | None = None, m: str = WL_JOB) -> list[dict[str, object]]:
+def read(db: sqlite3.Connection, equal: dict[str, str] | None = None, m: str = WL_JOB,
+         jobs: Collection[str] | None = None) -> list[dict[str, object]]:
     """Summary rows of measurement ``m`` as dicts: the key tags, first_ns, last_ns, ticks, held_s, peak_w and the
-    field sums (floats)."""
-    where = " AND ".join(f"{t} = ?" for t in equal or {}) or "1"
+    field sums (floats); only rows whose tags equal ``equal`` and, when given, of the job tags ``jobs``."""
+    where = [f"{t} = ?" for t in equal or {}]
+    args: list[object] = list((equal or {}).values())
+    if jobs is not None:
+        where.append(f"job IN ({', '.join('?' * len(jobs))})")
+        args += sorted(jobs)
     cols = int_cols(m)
     sql = (f"SELECT {', '.join(SUMMARY_KEY)}, first_ns, last_ns, ticks, held_us, peak_w, {', '.join(cols)} "
-           f"FROM {SUMMARIES[m]} WHERE {where}")
+           f"FROM {SUMMARIES[m]} WHERE {' AND '.join(where) or '1'}")
     out = []
-    for r in db.execute(sql, list((equal or {}).values())):
+    for r in db.execute(sql, args):
         d: dict[str, object] = dict(zip(SUMMARY_KEY, r))
         n = len(SUMMARY_KEY)
         d.update(first_ns=r[n], last_ns=r[n + 1], ticks=r[n + 2], held_s=r[n + 3] / MICRO, peak_w=r[n + 4])

@@ -13,7 +13,7 @@ integers (store/schema.py ``scale``), so it equals the raw ticks' sum whatever t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wattledger.model.units import HOUR_NS
@@ -49,10 +49,14 @@ def spans(db: sqlite3.Connection, m: str) -> tuple[list[Span], int]:
     return out, rollup.kept(db, raw_table(m))
 
 
-def _series_tags(db: sqlite3.Connection, m: str, equal: Mapping[str, str]) -> dict[int, dict[str, str]]:
+def _series_tags(db: sqlite3.Connection, m: str, equal: Mapping[str, str], ids: Iterable[int] | None = None
+                 ) -> dict[int, dict[str, str]]:
+    """id -> tags of the series whose tags equal ``equal`` (among ``ids``, when given: a short window's series
+    are a few hundred of the tens of thousands a year makes)."""
     tags = tags_of(m)
+    only = "" if ids is None else f" WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
     out = {}
-    for row in db.execute(f"SELECT id, {', '.join(tags)} FROM {series_table(m)}"):
+    for row in db.execute(f"SELECT id, {', '.join(tags)} FROM {series_table(m)}{only}"):
         t = dict(zip(tags, row[1:]))
         if all(t.get(k) == v for k, v in equal.items()):
             out[int(row[0])] = t
@@ -95,27 +99,49 @@ def class_sums(db: sqlite3.Connection, m: str, field_name: str, group_tags: Sequ
     col = int_col(field_name)
     level_spans, raw_kept = spans(db, m)
     p = plan(since_ns, until_ns, level_spans, raw_kept, _one_class_days(hour_class))
-    tags = _series_tags(db, m, equal or {})
-    ids = sorted(tags) if equal and len(tags) < 30000 else None
-    cls_of: HourClass = hour_class or (lambda h: h)
+    # With a filter, the matching series first (and only their rows); without, the rows first and the tags
+    # of the series they name.
+    tags = _series_tags(db, m, equal) if equal else None
+    ids = sorted(tags) if tags is not None and len(tags) < 30000 else None
+    rows = [(seg.level is DAY, r) for seg in p.segments for r in _segment_rows(db, m, col, seg, ids)]
+    if tags is None:
+        tags = _series_tags(db, m, {}, {r[1] for _, r in rows})
+    values_of = {sid: tuple(t.get(g, "") for g in group_tags) for sid, t in tags.items()}
+    class_of = _Classes(hour_class)
     acc: dict[tuple[Hashable, tuple[str, ...]], int] = {}
-    rep: dict[Hashable, int] = {}
     hours: set[int] = set()
-    for seg in p.segments:
-        for bucket, series, total, bits in _segment_rows(db, m, col, seg, ids):
-            if series not in tags:
-                continue
-            cls = cls_of(bucket)
-            rep[cls] = min(rep.get(cls, bucket), bucket)
-            key = (cls, tuple(tags[series].get(t, "") for t in group_tags))
-            acc[key] = acc.get(key, 0) + total
-            if total and seg.level is DAY:
-                hours.update(bucket + h * HOUR_NS for h in range(24) if bits >> h & 1)
-            elif total:
-                hours.add(bucket)
+    day_bits: dict[int, int] = {}  # a day read whole -> the hours that had energy (OR of its series' bits)
+    for whole_day, (bucket, series, total, bits) in rows:
+        values = values_of.get(series)
+        if values is None:
+            continue
+        key = (class_of(bucket), values)
+        acc[key] = acc.get(key, 0) + total
+        if total and whole_day:
+            day_bits[bucket] = day_bits.get(bucket, 0) | bits
+        elif total:
+            hours.add(bucket)
+    for day, bits in day_bits.items():
+        hours.update(day + h * HOUR_NS for h in range(24) if bits >> h & 1)
     per_unit = scale(field_name)
-    cells = [(rep[cls], values, total / per_unit) for (cls, values), total in acc.items()]
+    cells = [(class_of.rep[cls], values, total / per_unit) for (cls, values), total in acc.items()]
     return Sums(cells, hours, p)
+
+
+class _Classes:
+    """Each bucket's hour class, asked once per bucket; ``rep``: the first bucket seen of each class."""
+
+    def __init__(self, hour_class: HourClass | None) -> None:
+        self._of: HourClass = hour_class or (lambda h: h)
+        self._known: dict[int, Hashable] = {}
+        self.rep: dict[Hashable, int] = {}
+
+    def __call__(self, bucket: int) -> Hashable:
+        if bucket in self._known:
+            return self._known[bucket]
+        cls = self._known[bucket] = self._of(bucket)
+        self.rep[cls] = min(self.rep.get(cls, bucket), bucket)
+        return cls
 
 
 
