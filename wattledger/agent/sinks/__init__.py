@@ -15,6 +15,9 @@ Which sink:
   keys (``database`` → v1, ``bucket``/``token`` → v2), so ``--influx-url`` plus
   ``--influx-database`` or ``--influx-bucket/--influx-org/--influx-token`` suffice.
   The rule is ``config.resolve_sink_kind`` (``resolve_kind`` here is the same function).
+
+Where each point goes in InfluxDB is the ``Routing`` (routing.py): with the
+fleet's tiered layout, each tier to its retention policy (v1) or bucket (v2).
 """
 
 from __future__ import annotations
