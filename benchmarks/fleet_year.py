@@ -152,21 +152,25 @@ def influx_rows(server: InfluxServer, q: str, db: str) -> list[dict[str, Any]]:
     return server.series_values(q, db)
 
 
+MEASURE_TIMEOUT_S = 1800.0  # a year of 100 hosts: one count over the hours tier reads every shard
+
+
 def measure(server: InfluxServer, db: str) -> dict[str, Any]:
     """Series as influxd's index counts them (what max-series-per-database limits: SHOW STATS numSeries, and
     SHOW SERIES counted), per retention policy, and the distinct job tag values (max-values-per-tag)."""
     stats = server.query("SHOW STATS FOR 'database'")["results"][0]["series"]
     index = next(s["values"][0][s["columns"].index("numSeries")] for s in stats if s["tags"]["database"] == db)
-    listed = len(server.query("SHOW SERIES", db)["results"][0]["series"][0]["values"])
+    listed = len(server.query("SHOW SERIES", db, MEASURE_TIMEOUT_S)["results"][0]["series"][0]["values"])
     per_rp = {}
     for rp in ("raw", "minutes", "hours"):
         keys: set[tuple[str, str]] = set()
         for m in ("wl_job", "wl_node", "wl_embodied"):
             field = "embodied_g" if m == "wl_embodied" else "energy_j"
-            res = server.query(f'SELECT count("{field}") FROM "{rp}"."{m}" GROUP BY *', db)["results"][0]
+            q = f'SELECT count("{field}") FROM "{rp}"."{m}" GROUP BY *'
+            res = server.query(q, db, MEASURE_TIMEOUT_S)["results"][0]
             keys.update((m, json.dumps(s.get("tags"), sort_keys=True)) for s in res.get("series", []) or [])
         per_rp[rp] = len(keys)
-    jobs = server.query('SHOW TAG VALUES FROM "wl_job" WITH KEY = "job"', db)["results"][0]
+    jobs = server.query('SHOW TAG VALUES FROM "wl_job" WITH KEY = "job"', db, MEASURE_TIMEOUT_S)["results"][0]
     return {"series_index": index, "series_listed": listed, "series_by_rp": per_rp,
             "job_values": sum(len(s["values"]) for s in jobs.get("series", []) or [])}
 
@@ -201,11 +205,33 @@ def formula(hosts: int, churn: Churn, raw_days: float, minutes_days: float, days
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.dir or tempfile.mkdtemp(prefix="fleet-year-"))
     server = InfluxServer(root / "influxd")
-    server.start()
+    server.start(timeout_s=900 if args.measure_only else 30)  # a year's shards and index take minutes to open
     try:
-        return simulate(server, root, args)
+        return remeasure(server, root, args) if args.measure_only else simulate(server, root, args)
     finally:
         server.stop()
+
+
+def remeasure(server: InfluxServer, root: Path, args: argparse.Namespace, db: str = "fleet_year") -> dict[str, Any]:
+    """``--measure-only``: the figures of a finished simulation in ``--dir`` (its influxd data and ledgers),
+    without simulating again. Delivered and refused points come from the ledgers' lifetime counters; the
+    simulation's own time and the points the sink left out as too old are not kept, so they read None."""
+    ledgers = sorted(root.glob("host-*.sqlite3"))
+    if len(ledgers) != args.hosts:
+        raise SystemExit(f"--measure-only: {root} holds {len(ledgers)} host ledgers, not --hosts {args.hosts}; "
+                         "run the simulation first (without --measure-only) or give the --hosts it ran with")
+    delivered = refused = 0
+    for path in ledgers:
+        ledger = Ledger(path, spool=True)
+        counts = ledger.spool_counts()
+        delivered, refused = delivered + counts["delivered"], refused + counts["rejected"]
+        ledger.close()
+    churn = Churn(jobs_per_year=args.jobs_per_year)
+    plans = jobs_of(args.hosts, args.days, churn)
+    return {"hosts": args.hosts, "days": args.days, "raw_days": args.raw_days, "minutes_days": args.minutes_days,
+            "jobs": sum(len(j) for j in plans), "delivered": delivered, "refused": refused, "expired": None,
+            "seconds": None, "cpu_s": None, **measure(server, db),
+            "formula": formula(args.hosts, churn, args.raw_days, args.minutes_days, args.days)}
 
 
 def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str = "fleet_year") -> dict[str, Any]:
@@ -264,9 +290,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| formula (docs/fleet.md) | {f['raw']:,.0f} | {f['minutes']:,.0f} | {f['hours']:,.0f} | "
         f"{f['total']:,.0f} | {f['job_values']:,.0f} |",
         "",
-        f"Points delivered {r['delivered']:,}, refused by the server {r['refused']:,}, left out as older than "
-        f"their tier {r['expired']:,}; {r['seconds']} s ({r['cpu_s']} s CPU in the simulator). "
-        f"Limits of influxd's defaults: 1,000,000 series per database, 100,000 values per tag.",
+        f"Points delivered {r['delivered']:,}, refused by the server {r['refused']:,}"
+        + (f", left out as older than their tier {r['expired']:,}; {r['seconds']} s ({r['cpu_s']} s CPU in the "
+           "simulator). " if r["seconds"] is not None else " (measured again with --measure-only). "),
+        "Limits of influxd's defaults: 1,000,000 series per database, 100,000 values per tag.",
     ])
 
 
@@ -280,8 +307,12 @@ def main() -> None:
     ap.add_argument("--settle-days", type=int, default=7, help="fold, export and deliver every this many days")
     ap.add_argument("--dir", help="work directory (ledgers, influxd data) [default: a new temp dir]")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure the finished simulation in --dir again (restarts its influxd), simulate nothing")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if args.measure_only and not args.dir:
+        ap.error("--measure-only needs the --dir of a finished run")
     result = run(args)
     result["machine"] = machine_line()
     print(markdown(result))

@@ -75,6 +75,7 @@ class InfluxServer:
                         return
             except OSError:
                 time.sleep(0.1)
+        self.stop()  # not left running (and holding the data dir) when it comes up too late
         raise RuntimeError(f"influxd did not start; see {self.root / 'influxd.log'}")
 
     def stop(self) -> None:
@@ -87,12 +88,12 @@ class InfluxServer:
                 self.proc.wait()
             self.proc = None
 
-    def query(self, q: str, db: str | None = None) -> dict:
+    def query(self, q: str, db: str | None = None, timeout_s: float = 30.0) -> dict:
         params = {"q": q, "epoch": "ns"}
         if db:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()
-        with urllib.request.urlopen(self.url + "/query", data=data, timeout=30) as r:
+        with urllib.request.urlopen(self.url + "/query", data=data, timeout=timeout_s) as r:
             return json.loads(r.read())
 
     def create_db(self, db: str) -> None:

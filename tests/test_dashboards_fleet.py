@@ -56,7 +56,7 @@ class Fleet:
         return self._reports[(since_ns, by)]
 
     def _report(self, since_ns: int, by: str) -> rp.Report:
-        parts = [rp.from_ledger(h.ledger, self.cfg, since_ns, self.end_ns + 1, rp.Options(by=by))
+        parts = [rp.from_ledger(h.ledger, self.cfg, since_ns, self.end_ns + 1, rp.Options(by=by, per_host=True))
                  for h in self.hosts]
         total = parts[0]
         for other in parts[1:]:

@@ -108,7 +108,7 @@ def test_fleet_report_equals_the_hosts_ledgers_across_tiers_and_skewed_clocks(in
     assert tiers == {"raw", "minutes", "hours"}  # every tier was read
 
     # The 4-host job: one row, equal to the sum of its four ledgers; --per-host gives each host's figure.
-    got = rp.from_influx(client, cfg, recent, until, rp.Options(by="job"))
+    got = rp.from_influx(client, cfg, recent, until, rp.Options(by="job", per_host=True))
     multi = [row for row in got.rows if row.key[0].startswith("slurm-")]
     assert multi and all(len(row.hosts) == 4 for row in multi)
     for row in multi:

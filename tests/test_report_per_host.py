@@ -21,8 +21,8 @@ def two_host_report() -> rp.Report:
              EnergyCell(H, "slurm-7", "alice", "p", "train", "node-b", "nvml", 3.6e6, "gpu"),
              EnergyCell(0, "solo", "bob", "", "", "node-a", "rapl", 1.8e6, "cpu")]
     ci = IntensitySeries("DE", {0: (100.0, "x"), H: (200.0, "x")}, lambda: StaticIntensity("DE", 300.0, 2023, "t"))
-    r = build(cells, ci, PueSeries({}, 1.5, "test"), by="job", since_ns=0, until_ns=2 * H, origin="test")
-    r.per_host = True
+    r = build(cells, ci, PueSeries({}, 1.5, "test"), by="job", since_ns=0, until_ns=2 * H, origin="test",
+              per_host=True)
     return r
 
 

@@ -135,7 +135,7 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         by = "phase"
     since_ns, until_ns = _window(since or "24h", until)
     opts = rp.Options(by=by, zone=zone, pue=pue, host=host, project=project, job=job_tag, user=user,
-                      account=account, partition=partition)
+                      account=account, partition=partition, per_host=per_host)
     runs = None if no_runs else _runs(runs_file)
     try:
         if plot_path:
@@ -143,7 +143,6 @@ def report(config_path: str | None, state_dir: str | None, since: str | None, un
         # the runs alone where there is no ledger: only when no ledger was asked for by name
         read = _read(cfg, opts, since_ns, until_ns, from_influx, runs,
                      runs_alone=state_dir is None or runs_file is not None, plot=bool(plot_path))
-        read.report.per_host = per_host
         if lifecycle:
             click.echo(rp.format_lifecycle(rp.lifecycle(read.report, project or "", inferences_count,
                                                         expected_inferences), fmt), nl=False)

@@ -41,6 +41,7 @@ class Options:
     user: str | None = None  # keep only this user's energy
     account: str | None = None  # keep only Slurm jobs of this account (ledger only: store.jobinfo)
     partition: str | None = None  # keep only Slurm jobs of this partition (ledger only)
+    per_host: bool = False  # also each row's part on each host (--per-host)
 
     @property
     def scheduler_filter(self) -> bool:
@@ -141,7 +142,7 @@ def assemble(
     embodied = shared_projects(embodied, cfg.jobs.shared_projects)
     intensity, pue = factors(cfg, opts, carbon_rows, pue_rows)
     report = build(cells, intensity, pue, by=opts.by, since_ns=since_ns, until_ns=until_ns, origin=origin,
-                   embodied=embodied, hours=hours)
+                   embodied=embodied, hours=hours, per_host=opts.per_host)
     if runs is not None:
         report.runs_origin = str(runs.path)
     return report

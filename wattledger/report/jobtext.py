@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from wattledger.model.units import J_PER_KWH
 from wattledger.report.jobview import JobSummary
 from wattledger.report.model import Report
 from wattledger.util.energyfmt import energy_text, mass_text, plain
+from wattledger.util.jsontext import json_document
 from wattledger.util.timeutil import iso
 
 
@@ -79,7 +79,7 @@ def summary_lines(s: JobSummary, unit: str, per_host: bool = False) -> list[str]
 def format_jobs(report: Report, summaries: Sequence[JobSummary], fmt: str, unit: str = "auto") -> str:
     """The summaries in ``fmt`` (table, csv, json)."""
     if fmt == "json":  # the report's own document, and the summaries beside its rows
-        return json.dumps({**report.to_dict(), "jobs": [s.to_dict() for s in summaries]}, indent=2) + "\n"
+        return json_document({**report.to_dict(), "jobs": [s.to_dict() for s in summaries]})
     if fmt == "csv":
         return _csv(report, summaries)
     head = f"One job's energy and CO2e, {iso(report.since_ns)} .. {iso(report.until_ns)}  ({report.origin})"

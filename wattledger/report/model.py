@@ -394,6 +394,7 @@ def build(
     origin: str,
     embodied: Iterable[EmbodiedCell] = (),
     hours: Iterable[int] | None = None,
+    per_host: bool = False,
 ) -> Report:
     """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are.
 
@@ -402,6 +403,7 @@ def build(
     its ``bucket_ns`` being one of them, and there is no per-hour ``series``
     (``Report.per_hour`` False: the plot needs a per-hour read). None: each
     cell is its hour. Run record cells (``record``) are always one hour each.
+    ``per_host``: also sum each row's (and the total's) part per host (``Row.hosts``, ``Report.per_host``).
     """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
@@ -422,9 +424,11 @@ def build(
         key = tuple(getattr(c, k) for k in cols)
         row = rows.setdefault(key, Row(key))
         row.add(c.energy_j, p, ci, c.source, c.component, c.record)
-        row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component, c.record)
-        total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source, c.component,
-                                                                    c.record)
+        if per_host:
+            row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component,
+                                                                  c.record)
+            total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source,
+                                                                        c.component, c.record)
         if series is not None:
             series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.add(c.energy_j, p, ci, c.source, c.component, c.record)
@@ -442,7 +446,7 @@ def build(
         since_ns, until_ns, by, intensity.zone, origin, ordered, total, categories, sorted(hours_seen),
         fallback_hours, intensity.fallback if fallback_hours else None, intensity.configured_static,
         pue.describe(hours_seen), dict(series or {}), ci_by_hour, embodied_categories=embodied_categories,
-        per_hour=series is not None,
+        per_hour=series is not None, per_host=per_host,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from wattledger.report.lifecycle import Lifecycle
 from wattledger.report.model import PoolBaseline, Report, ReportError, Row, slurm_dict
 from wattledger.report.numfmt import num
 from wattledger.util.energyfmt import JOULES_PER, plain, resolve_unit
+from wattledger.util.jsontext import json_document
 from wattledger.util.timeutil import iso
 
 FORMATS = ("table", "csv", "json")
@@ -246,7 +246,7 @@ def format_json(report: Report, idle_baselines: Sequence[PoolBaseline] = ()) -> 
     doc = report.to_dict()
     if idle_baselines:
         doc["idle_baselines"] = [_baseline_dict(b) for b in idle_baselines]
-    return json.dumps(doc, indent=2) + "\n"
+    return json_document(doc)
 
 
 def _baseline_dict(b: PoolBaseline) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def format_lifecycle(lc: Lifecycle, fmt: str) -> str:
     (embodied and total gCO2e) in the CSV and the table."""
     d = lc.to_dict()
     if fmt == "json":
-        return json.dumps(d, indent=2) + "\n"
+        return json_document(d)
     embodied = lc.report.has_embodied
     rows = [r if embodied else r[:3] for r in _lifecycle_rows(lc)]
     extra = ["embodied_g_co2e", "total_g_co2e"] if embodied else []
