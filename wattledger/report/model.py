@@ -398,12 +398,10 @@ def build(
 ) -> Report:
     """The pure core: hourly cells x PUE_b x CI_b, grouped; embodied grams added to their rows as they are.
 
-    ``hours``: the hours that had energy, when given: a cell then may stand for
-    several hours that share one intensity and PUE (the ledger's long reads),
-    its ``bucket_ns`` being one of them, and there is no per-hour ``series``
-    (``Report.per_hour`` False: the plot needs a per-hour read). None: each
-    cell is its hour. Run record cells (``record``) are always one hour each.
-    ``per_host``: also sum each row's (and the total's) part per host (``Row.hosts``, ``Report.per_host``).
+    ``hours``: the hours that had energy, when given: a cell then may stand for several hours that share
+    one intensity and PUE (the ledger's long reads), its ``bucket_ns`` being one of them, and there is no
+    per-hour ``series`` (``Report.per_hour`` False: the plot needs a per-hour read). None: each cell is its
+    hour. Run record cells (``record``) are always one hour each. ``per_host``: each row's part per host too.
     """
     if by not in GROUPINGS:
         raise ReportError(f"--by must be one of {', '.join(GROUPINGS)}, got {by!r}")
@@ -425,10 +423,7 @@ def build(
         row = rows.setdefault(key, Row(key))
         row.add(c.energy_j, p, ci, c.source, c.component, c.record)
         if per_host:
-            row.hosts.setdefault(c.host, Row((*key, c.host))).add(c.energy_j, p, ci, c.source, c.component,
-                                                                  c.record)
-            total.hosts.setdefault(c.host, Row(("TOTAL", c.host))).add(c.energy_j, p, ci, c.source,
-                                                                        c.component, c.record)
+            _add_to_hosts(c, p, ci, row, total)
         if series is not None:
             series[key].setdefault(c.bucket_ns, Row(key)).add(c.energy_j, p, ci, c.source, c.component, c.record)
         total.add(c.energy_j, p, ci, c.source, c.component, c.record)
@@ -448,6 +443,13 @@ def build(
         pue.describe(hours_seen), dict(series or {}), ci_by_hour, embodied_categories=embodied_categories,
         per_hour=series is not None, per_host=per_host,
     )
+
+
+def _add_to_hosts(c: EnergyCell, pue_b: float, ci: HourIntensity, *rows: Row) -> None:
+    """One cell's energy into each row's part on the cell's host (``--per-host``)."""
+    for r in rows:
+        r.hosts.setdefault(c.host, Row((*r.key, c.host))).add(c.energy_j, pue_b, ci, c.source, c.component,
+                                                              c.record)
 
 
 def _add_embodied(cells: Iterable[EmbodiedCell], cols: tuple[str, ...], rows: dict[tuple[str, ...], Row],
