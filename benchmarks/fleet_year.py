@@ -228,9 +228,16 @@ def remeasure(server: InfluxServer, root: Path, args: argparse.Namespace, db: st
         ledger.close()
     churn = Churn(jobs_per_year=args.jobs_per_year)
     plans = jobs_of(args.hosts, args.days, churn)
+    return figures(server, db, args, churn, plans, delivered=delivered, refused=refused, expired=None,
+                   seconds=None, cpu_s=None)
+
+
+def figures(server: InfluxServer, db: str, args: argparse.Namespace, churn: Churn, plans: list[list[Job]],
+            **run: int | None) -> dict[str, Any]:
+    """The run's figures (``run``: delivered, refused, expired, seconds, cpu_s), influxd's series counted
+    now, and the formula's budget for the same fleet."""
     return {"hosts": args.hosts, "days": args.days, "raw_days": args.raw_days, "minutes_days": args.minutes_days,
-            "jobs": sum(len(j) for j in plans), "delivered": delivered, "refused": refused, "expired": None,
-            "seconds": None, "cpu_s": None, **measure(server, db),
+            "jobs": sum(len(j) for j in plans), **run, **measure(server, db),
             "formula": formula(args.hosts, churn, args.raw_days, args.minutes_days, args.days)}
 
 
@@ -269,12 +276,9 @@ def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str
         if args.verbose:
             print(f"{name}: {len(jobs)} jobs, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    got = measure(server, db)
-    return {"hosts": args.hosts, "days": args.days, "raw_days": args.raw_days, "minutes_days": args.minutes_days,
-            "jobs": sum(len(j) for j in plans), "delivered": delivered, "refused": refused,
-            "expired": getattr(getattr(sink, "expired", None), "points", 0), "seconds": round(elapsed),
-            "cpu_s": round(cpu), **got,
-            "formula": formula(args.hosts, churn, args.raw_days, args.minutes_days, args.days)}
+    return figures(server, db, args, churn, plans, delivered=delivered, refused=refused,
+                   expired=getattr(getattr(sink, "expired", None), "points", 0), seconds=round(elapsed),
+                   cpu_s=round(cpu))
 
 
 def markdown(r: dict[str, Any]) -> str:
