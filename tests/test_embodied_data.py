@@ -163,6 +163,18 @@ def test_the_inventory_reader_and_doctor(tmp_path: Path) -> None:
     assert not err.ok and "p5.48xlarge" in err.detail and "ARCHETYPE=NAME" in err.fix
 
 
+def test_an_unreadable_memtotal_leaves_dram_out_instead_of_charging_0_gib(tmp_path: Path) -> None:
+    proc, sys = write_host(tmp_path)
+    (proc / "meminfo").unlink()
+    inv = read_inventory(proc, sys, (H100,))
+    assert inv.memory_gib is None and any("meminfo" in p for p in inv.problems)
+    fp = host_footprint(Config().embodied, inv, TABLE)
+    assert "dram" not in {d.component for d in fp.devices}
+    cfg = Config()
+    cfg.embodied.dram_gib = 512  # a stated size needs no MemTotal
+    assert "dram" in {d.component for d in host_footprint(cfg.embodied, inv, TABLE).devices}
+
+
 def test_the_rate_doctor_shows_is_kg_over_the_lifetime() -> None:
     fp = host_footprint(Config().embodied, p5_like(), TABLE)
     card = fp.gpu("GPU-0")

@@ -192,13 +192,14 @@ def chassis_footprint(table: Table, kind: Chassis) -> Footprint:
 
 
 def detected(table: Table, inv: HostInventory, cfg: EmbodiedSection) -> list[Footprint]:
-    """Every device's figure from what this host has."""
+    """Every device's figure from what this host has; DRAM is left out when its size is neither configured
+    nor readable (the inventory's problems say why), not charged as 0 GiB."""
     if cfg.dram_gib:
-        gib, how = float(cfg.dram_gib), "[embodied] dram_gib"
+        dram = [dram_footprint(table, float(cfg.dram_gib), "[embodied] dram_gib")]
     else:
-        gib, how = (inv.memory_gib or 0.0), "MemTotal"
+        dram = [] if inv.memory_gib is None else [dram_footprint(table, inv.memory_gib, "MemTotal")]
     return [*(gpu_footprint(table, g) for g in inv.gpus), *cpu_footprints(table, inv.cpu_model, inv.sockets),
-            dram_footprint(table, gib, how), storage_footprint(table, inv), chassis_footprint(table, cfg.chassis)]
+            *dram, storage_footprint(table, inv), chassis_footprint(table, cfg.chassis)]
 
 
 def from_archetype(table: Table, name: str, inv: HostInventory) -> list[Footprint]:
