@@ -344,10 +344,11 @@ def _holders(holding: list[GpuProcess], jobs: Mapping[int, JobKey], allocated: C
     equally), and the jobs the scheduler allocated it to. Without allocations: the context holders'
     shares of 1. With them, every holding job counts as one (context holders keep their memory
     ratio among themselves) and an allocated job without a context is one more."""
-    extra = [job for job in allocated if job not in {jobs[p.pid] for p in holding}]
+    holders = {jobs[p.pid] for p in holding}
+    extra = [job for job in allocated if job not in holders]
     if not extra:
         return _shares(holding, jobs, 1.0)
-    out = _shares(holding, jobs, float(len({jobs[p.pid] for p in holding})))
+    out = _shares(holding, jobs, float(len(holders)))
     for job in sorted(extra):
         out[job] = 1.0
     return out

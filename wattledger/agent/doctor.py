@@ -79,13 +79,9 @@ def sink_rows(cfg: Config) -> list[ProbeResult]:
     return [check_connection(cfg.sink, route)]
 
 
-def gpu_rows(cfg: Config, config_file: Path | None = None) -> list[ProbeResult]:
-    """The NVML probe, then one row per GPU (docs/gpu.md explains each state)."""
-    return gpu_rows_and_info(cfg, config_file)[0]
-
-
 def gpu_rows_and_info(cfg: Config, config_file: Path | None = None) -> tuple[list[ProbeResult], tuple[GpuInfo, ...]]:
-    """The GPU rows, and each GPU's NVML name and memory (for the embodied footprint)."""
+    """The NVML probe, then one row per GPU (docs/gpu.md explains each state), and each GPU's NVML name and
+    memory (for the embodied footprint)."""
     gpu, rows = choose_gpu_collector(cfg, config_file=config_file)
     info: tuple[GpuInfo, ...] = ()
     if gpu is not None:

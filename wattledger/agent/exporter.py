@@ -149,8 +149,9 @@ class Exporter:
         if newest and int(newest[-1]["time_ns"]) - counters.last_tick_ns > self.window_ns:
             log.info("prometheus: the counter snapshot is older than active_window_s; counters start from zero")
             return Counters()
-        for measurement in (WL_NODE, WL_JOB, WL_AGENT):
+        for measurement in (WL_NODE, WL_JOB):
             counters.fold(points_of_rows(measurement, self.ledger.rows(measurement, since_ns=after_ns)))
+        counters.fold(points_of_rows(WL_AGENT, newest))  # read above
         return counters
 
     # -- the scrape side ---------------------------------------------------------------------------

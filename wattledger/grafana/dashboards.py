@@ -58,6 +58,7 @@ from wattledger.model.jobs import AGENT, IDLE, OVERFLOW, SYSTEM, UNOBSERVED, UNT
 from wattledger.model.points import WL_AGENT, WL_CARBON, WL_EMBODIED, WL_JOB, WL_NODE, WL_PUE
 from wattledger.model.tiers import MAX_POINTS, TIER_EPOCH_MS, TIER_TABLE
 from wattledger.model.units import J_PER_KWH
+from wattledger.util.influxql import string_literal
 
 Dashboard = dict[str, Any]
 Panel = dict[str, Any]
@@ -400,10 +401,6 @@ def facility_kwh_per_hour_query(measurement: str, where: str, tier: str = "tier"
     )
 
 
-def _influx_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _users_regex(users: Iterable[str]) -> str:
     """An InfluxQL regex literal matching exactly these user names."""
     alternatives = "|".join(re.escape(u).replace("/", "\\/") for u in sorted(users))
@@ -419,7 +416,7 @@ def owned_targets(tag: str, where: str, shared: tuple[tuple[str, tuple[str, ...]
     together ("p1 (alice+bob)"), the rule of ``model.jobs.project_owner``.
     """
     head = f'SELECT sum("energy_j") / {KWH_J} * $pue AS "facility_kwh" FROM {src(WL_JOB)} WHERE {where}'
-    not_shared = "".join(f' AND ("project" != {_influx_string(p)} OR "user" !~ {_users_regex(users)})'
+    not_shared = "".join(f' AND ("project" != {string_literal(p)} OR "user" !~ {_users_regex(users)})'
                          for p, users in shared)
     targets = [
         target("A", f"{head} AND \"project\" = '' AND $timeFilter GROUP BY \"{tag}\"", alias=f"$tag_{tag}"),
@@ -429,7 +426,7 @@ def owned_targets(tag: str, where: str, shared: tuple[tuple[str, tuple[str, ...]
     for i, (project, users) in enumerate(shared):
         targets.append(target(
             _ref_id(2 + i),
-            f'{head} AND "project" = {_influx_string(project)} AND "user" =~ {_users_regex(users)} '
+            f'{head} AND "project" = {string_literal(project)} AND "user" =~ {_users_regex(users)} '
             f'AND $timeFilter GROUP BY "{tag}"', alias=f"$tag_{tag} ({shared_label(users)})"))
     return targets
 

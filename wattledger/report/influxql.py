@@ -28,6 +28,7 @@ from wattledger.report.assemble import (CELL_TAGS, EMBODIED_TAGS, Options, assem
 from wattledger.report.jobview import JobTicks, ticks_from_points
 from wattledger.report.model import EmbodiedCell, EnergyCell, Report, ReportError
 from wattledger.store.runs import Runs
+from wattledger.util.influxql import string_literal
 from wattledger.util.redact import redact_text, redact_url
 from wattledger.util.timeutil import hour_floor
 
@@ -101,10 +102,6 @@ def _rows(body: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opts: Options = Options(),
                 runs: Runs | None = None) -> Report:
     """The same report from InfluxDB: hourly sums come from GROUP BY time(1h), the rest is shared."""
@@ -112,19 +109,19 @@ def from_influx(client: InfluxQL, cfg: Config, since_ns: int, until_ns: int, opt
         raise ReportError("--account and --partition need the ledger: Slurm job details are kept beside each "
                           "host's ledger, not in InfluxDB; run the report on the node without --from-influx")
     zone = (opts.zone or cfg.carbon.zone).upper()
-    host = f' AND "host" = {_quote(opts.host)}' if opts.host else ""
+    host = f' AND "host" = {string_literal(opts.host)}' if opts.host else ""
     plan = tiers.reads(client.query, since_ns, until_ns, client.tiered, client.retention_policy, host,
                        jobs=opts.by == "job" or opts.job is not None)
     cells: list[EnergyCell] = []
     embodied: list[EmbodiedCell] = []
     for read in plan.reads:
-        where = _tag_filter(opts) + tiers.host_condition(read.hosts, _quote)
+        where = _tag_filter(opts) + tiers.host_condition(read.hosts, string_literal)
         cells += _energy_cells(client, _source(read.rp, WL_JOB), read.lo_ns, read.hi_ns, where)
         embodied += _embodied_cells(client, _source(read.rp, WL_EMBODIED), read.lo_ns, read.hi_ns, where)
     h0, h1 = hour_window(plan.since_ns, plan.until_ns)
     carbon = client.query(
         f'SELECT "g_per_kwh", "zone", "provider", "kind" FROM {_source(plan.long_rp, WL_CARBON)} '
-        f'WHERE time >= {h0} AND time < {h1} AND "zone" = {_quote(zone)}'
+        f'WHERE time >= {h0} AND time < {h1} AND "zone" = {string_literal(zone)}'
     )
     pue = client.query(f'SELECT "pue", "site" FROM {_source(plan.long_rp, WL_PUE)} WHERE time >= {h0} AND time < {h1}')
     for r in carbon + pue:
@@ -147,28 +144,14 @@ def _tag_filter(opts: Options) -> str:
 
     An empty value matches a missing tag: InfluxDB stores no empty tags (points.py).
     """
-    return "".join(f' AND "{tag}" = {_quote(value)}' if value else f' AND "{tag}" = \'\''
+    return "".join(f' AND "{tag}" = {string_literal(value)}' if value else f' AND "{tag}" = \'\''
                    for tag, value in opts.equal().items())
 
 
 def _energy_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, where: str) -> list[EnergyCell]:
-    """wl_job energy per hour and tag set from ``source``, a week of hours per query."""
-    cells: list[EnergyCell] = []
-    first = client.query(f'SELECT first("energy_j") FROM {source} WHERE time >= {since_ns} AND time < {until_ns}{where}')
-    # Start at the first point: a life cycle asks from 1970, and empty weeks cost a query each.
-    start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
-    while start < until_ns:
-        stop = min(until_ns, hour_floor(start) + QUERY_SPAN_NS)
-        group = ", ".join(f'"{t}"' for t in CELL_TAGS)
-        rows = client.query(
-            f'SELECT sum("energy_j") AS "energy_j" FROM {source} WHERE time >= {start} AND time < {stop}{where} '
-            f"GROUP BY time(1h), {group} fill(none)"
-        )
-        cells += [
-            energy_cell(int(r["time"]), r, float(r["energy_j"])) for r in rows if r.get("energy_j") is not None
-        ]
-        start = stop
-    return cells
+    """wl_job energy per hour and tag set from ``source``, a week of hours per query (from its first point)."""
+    rows = _hourly(client, source, "energy_j", CELL_TAGS, since_ns, until_ns, where)
+    return [energy_cell(int(r["time"]), r, float(r["energy_j"])) for r in rows]
 
 
 def _embodied_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int, where: str) -> list[EmbodiedCell]:
@@ -180,7 +163,8 @@ def _embodied_cells(client: InfluxQL, source: str, since_ns: int, until_ns: int,
 def _hourly(client: InfluxQL, source: str, field: str, tags: tuple[str, ...], since_ns: int, until_ns: int,
             where: str) -> list[dict[str, Any]]:
     """SUM(field) per hour and tag set of ``source`` (a measurement, qualified with its retention policy),
-    a week of hours per query, from its first point on."""
+    a week of hours per query, from its first point on (a life cycle asks from 1970, and empty weeks would
+    cost a query each)."""
     first = client.query(f'SELECT first("{field}") FROM {source} WHERE time >= {since_ns} AND '
                          f'time < {until_ns}{where}')
     start = max(since_ns, hour_floor(int(first[0]["time"]))) if first else until_ns
@@ -198,7 +182,7 @@ def influx_measured_seconds(client: InfluxQL, report: Report, host: str | None =
     """Seconds of each hour of the report's window the agent measured (``assemble.measured_seconds``),
     from the report's first hour with energy on (a life cycle's window starts in 1970)."""
     rows: list[dict[str, Any]] = []
-    where = f' AND "host" = {_quote(host)}' if host else ""
+    where = f' AND "host" = {string_literal(host)}' if host else ""
     until_ns = report.until_ns
     start = max(report.since_ns, report.hours[0]) if report.hours else until_ns
     while start < until_ns:
