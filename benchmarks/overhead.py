@@ -84,6 +84,15 @@ def cpu_ns(pid: int) -> int:
         return int(f.read().split()[0])
 
 
+def process_cpu_s(pid: int) -> float:
+    """Time on CPU, s, of the whole process: every thread, those that have exited included (stat's utime +
+    stime, 10 ms ticks). schedstat (``cpu_ns``) is the main thread's alone: it misses, e.g., the threads
+    prometheus-client starts to answer each scrape."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def host_busy_ticks() -> int:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]

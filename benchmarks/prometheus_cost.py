@@ -10,8 +10,9 @@
    there is no RAPL, ``occupancy`` static policy so that every job with a
    live process is charged every tick: 100 active jobs) over 100 tagged
    sleeping processes and ``--idle`` untagged ones, as benchmarks/overhead.py
-   measures it: CPU from ``/proc/<pid>/schedstat`` over a window after a
-   warm-up, RSS. Three runs: the endpoint off; on and scraped every second;
+   measures it, but with CPU from ``/proc/<pid>/stat`` (every thread: the
+   scrapes are answered on threads of their own, which schedstat's main
+   thread leaves out) over a window after a warm-up, RSS. Three runs: the endpoint off; on and scraped every second;
    on and scraped every 15 s (Prometheus' usual interval).
 
     .venv/bin/python benchmarks/prometheus_cost.py --markdown
@@ -39,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.machine import machine  # noqa: E402
-from benchmarks.overhead import IdleProcesses, agent_ticks, cpu_ns, host_busy_ticks, rss_mb  # noqa: E402
+from benchmarks.overhead import IdleProcesses, agent_ticks, host_busy_ticks, process_cpu_s, rss_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -150,9 +151,9 @@ def whole_agent(label: str, listen: str, scrape_s: float | None, warmup_s: float
             if scrape_s is not None:
                 thread = threading.Thread(target=scraper, args=(f"http://{listen}/metrics", scrape_s, stop, count))
                 thread.start()
-            start, busy0, t0 = cpu_ns(p.pid), host_busy_ticks(), time.monotonic()
+            start, busy0, t0 = process_cpu_s(p.pid), host_busy_ticks(), time.monotonic()
             time.sleep(window_s)
-            used, elapsed = (cpu_ns(p.pid) - start) / 1e9, time.monotonic() - t0
+            used, elapsed = process_cpu_s(p.pid) - start, time.monotonic() - t0
             busy = (host_busy_ticks() - busy0) / os.sysconf("SC_CLK_TCK") / elapsed
             rss, hwm = rss_mb(p.pid)
             active = _active_jobs(listen) if listen else None
