@@ -171,20 +171,27 @@ def _text(cfg: Config, read: _Read, runs: Runs | None, opts: Options, fmt: str, 
     """The report as text: --job's one-job summary, else the table (CSV, JSON) with the idle baselines."""
     from wattledger.report.render import render
 
-    if opts.job and opts.by == "job":
+    job = _one_job(opts)
+    if job:
         from wattledger.report.jobtext import format_jobs
         from wattledger.report.jobview import job_summaries, run_record_ticks
 
-        ticks = read.ticks + (run_record_ticks(runs.records, opts.job) if runs is not None else [])
+        ticks = read.ticks + (run_record_ticks(runs.records, job) if runs is not None else [])
         return format_jobs(read.report, job_summaries(read.report, ticks), fmt, unit or "auto")
     baselines = [] if from_influx else _idle_baselines(cfg.state_dir)
     return render(read.report, fmt, baselines, unit or "kWh")
 
 
+def _one_job(opts: Options) -> str | None:
+    """--job's tag when it comes with --by job: the one-job summary, the only view that needs the job's
+    ticks; else None."""
+    return opts.job if opts.job and opts.by == "job" else None
+
+
 @dataclass
 class _Read:
     report: Report
-    ticks: list[JobTicks]  # what the source knows of --job's ticks
+    ticks: list[JobTicks]  # what the source knows of --job's ticks (read only for the one-job summary)
     measured_s: dict[int, float]  # for a plot: the seconds of each hour that were measured
 
 
@@ -219,14 +226,14 @@ def _read(cfg: Config, opts: Options, since_ns: int, until_ns: int, from_influx:
 
         client = rp.InfluxQL.from_config(cfg)
         result = rp.from_influx(client, cfg, since_ns, until_ns, opts, runs)
-        return _Read(result, influx_ticks(client, since_ns, until_ns, opts),
+        return _Read(result, influx_ticks(client, since_ns, until_ns, opts) if _one_job(opts) else [],
                      rp.influx_measured_seconds(client, result, opts.host) if plot else {})
     if runs is not None and runs_alone and not (cfg.state_dir / LEDGER_FILE).exists():
         return _Read(from_runs(cfg, opts, runs, since_ns, until_ns), [], {})
     ledger = _open_ledger(cfg, write=False)
     try:
         result = rp.from_ledger(ledger, cfg, since_ns, until_ns, opts, runs, hourly=plot)
-        return _Read(result, job_ticks(ledger, since_ns, until_ns, opts),
+        return _Read(result, job_ticks(ledger, since_ns, until_ns, opts) if _one_job(opts) else [],
                      rp.ledger_measured_seconds(ledger, result, opts.host) if plot else {})
     finally:
         ledger.close()
