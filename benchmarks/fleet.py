@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_line  # noqa: E402
+from benchmarks.overhead import process_cpu_s, rss_mb  # noqa: E402
 from tests.fleet_sim import FleetStream, SimHost  # noqa: E402
 from tests.influx_server import InfluxServer  # noqa: E402
 from wattledger.agent.provision import setup  # noqa: E402
@@ -137,17 +137,6 @@ def influx_counts(server: InfluxServer) -> dict[str, dict[str, int]]:
     return out
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def slope_per_min(samples: list[int], every_s: float) -> float:
     """Least-squares trend of a backlog, points a minute (0 for fewer than 3 samples)."""
@@ -174,11 +163,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             p.start()
         samples = []
         time.sleep(max(0.0, start_at - time.time()))
-        c0, t0 = proc_cpu_s(pid), time.monotonic()
+        c0, t0 = process_cpu_s(pid), time.monotonic()
         while time.monotonic() - t0 < args.seconds:
             time.sleep(5)
-            samples.append((time.monotonic() - t0, proc_cpu_s(pid) - c0, proc_rss_mb(pid)))
-        influx_cpu = proc_cpu_s(pid) - c0
+            samples.append((time.monotonic() - t0, process_cpu_s(pid) - c0, rss_mb(pid)[0]))
+        influx_cpu = process_cpu_s(pid) - c0
         results = [out.get() for _ in procs]
         for p in procs:
             p.join()
@@ -198,8 +187,7 @@ def summarise(args: argparse.Namespace, server: InfluxServer, results: list[dict
             got = {k: v for k, v in remote.get(host, {}).items()}
             if {k: v for k, v in want.items() if v} != {k: v for k, v in got.items() if v}:
                 mismatched[host] = {"ledger": want, "influx": got}
-    stats = server.query("SHOW STATS FOR 'database'")["results"][0]["series"]
-    series = next(s["values"][0][s["columns"].index("numSeries")] for s in stats if s["tags"]["database"] == DB)
+    series = server.num_series(DB)
     slopes = {h: slope_per_min(b, 10) for h, b in backlog.items()}
     per_tick = len(stream_of(args).points(host_names(args.hosts)[0], 0, 0)) + 1  # + the wl_agent point
     ticks = sum(r["ticks"] for r in results) / len(results)

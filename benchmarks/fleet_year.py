@@ -51,10 +51,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_line  # noqa: E402
+from tests.fleet_sim import PHASES, RESERVED  # noqa: E402
 from tests.influx_server import InfluxServer  # noqa: E402
 from wattledger.agent.delivery import Deliverer  # noqa: E402
 from wattledger.agent.provision import setup  # noqa: E402
 from wattledger.agent.sinks import make_sink  # noqa: E402
+from wattledger.agent.sinks.influx_v1 import InfluxV1Sink  # noqa: E402
 from wattledger.agent.sinks.routing import routing  # noqa: E402
 from wattledger.config import Config  # noqa: E402
 from wattledger.model.points import WL_EMBODIED, WL_JOB, WL_NODE, Point  # noqa: E402
@@ -64,8 +66,6 @@ from wattledger.store.exporter import RollupExporter  # noqa: E402
 from wattledger.store.ledger import Ledger  # noqa: E402
 
 GPU_SHARES = ((0, 0.2), (1, 0.4), (2, 0.2), (4, 0.1), (8, 0.1))
-PHASES = ("train", "search", "inference", "")
-RESERVED = ("_untagged", "_system", "_agent", "_idle")
 
 
 @dataclass(frozen=True)
@@ -148,18 +148,13 @@ def embodied_points(host: str, active: list[Job], stamp_ns: int) -> list[Point]:
     return out
 
 
-def influx_rows(server: InfluxServer, q: str, db: str) -> list[dict[str, Any]]:
-    return server.series_values(q, db)
-
-
 MEASURE_TIMEOUT_S = 1800.0  # a year of 100 hosts: one count over the hours tier reads every shard
 
 
 def measure(server: InfluxServer, db: str) -> dict[str, Any]:
     """Series as influxd's index counts them (what max-series-per-database limits: SHOW STATS numSeries, and
     SHOW SERIES counted), per retention policy, and the distinct job tag values (max-values-per-tag)."""
-    stats = server.query("SHOW STATS FOR 'database'")["results"][0]["series"]
-    index = next(s["values"][0][s["columns"].index("numSeries")] for s in stats if s["tags"]["database"] == db)
+    index = server.num_series(db)
     listed = len(server.query("SHOW SERIES", db, MEASURE_TIMEOUT_S)["results"][0]["series"][0]["values"])
     per_rp = {}
     for rp in ("raw", "minutes", "hours"):
@@ -251,7 +246,7 @@ def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str
     now = time.time_ns()
     start = now - now % DAY_NS - args.days * DAY_NS
     sink = make_sink(cfg.sink, routing(cfg))
-    assert sink is not None
+    assert isinstance(sink, InfluxV1Sink)  # the default [sink]: its expired counter is read below
     refused = delivered = 0
     t0, cpu0 = time.monotonic(), time.process_time()
     for h, jobs in enumerate(plans):
@@ -277,7 +272,7 @@ def simulate(server: InfluxServer, root: Path, args: argparse.Namespace, db: str
             print(f"{name}: {len(jobs)} jobs, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
     return figures(server, db, args, churn, plans, delivered=delivered, refused=refused,
-                   expired=getattr(getattr(sink, "expired", None), "points", 0), seconds=round(elapsed),
+                   expired=sink.expired.points, seconds=round(elapsed),
                    cpu_s=round(cpu))
 
 

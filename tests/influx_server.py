@@ -7,13 +7,11 @@ started again on the same data dir and port (outage tests).
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from tests.daemon import LoopbackDaemon, free_port  # noqa: F401 (free_port: imported from here by the tests)
 
 CONFIG = """
 reporting-disabled = true
@@ -38,19 +36,12 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class InfluxServer:
+class InfluxServer(LoopbackDaemon):
     def __init__(self, root: Path, data: dict[str, int | str] | None = None) -> None:
         """``data``: more [data] settings, e.g. {"max-series-per-database": 40}."""
         self.root = root
         self.http_port = free_port()
         self.rpc_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.config = root / "influxdb.conf"
         root.mkdir(parents=True, exist_ok=True)
         text = CONFIG.format(root=root, http_port=self.http_port, rpc_port=self.rpc_port)
@@ -62,31 +53,15 @@ class InfluxServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        binary = shutil.which("influxd")
-        if binary is None:
-            raise RuntimeError("influxd not installed: run scripts/test.sh (it installs Debian's influxdb)")
-        log = open(self.root / "influxd.log", "ab")
-        self.proc = subprocess.Popen([binary, "-config", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/ping", timeout=1) as r:
-                    if r.status == 204:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()  # not left running (and holding the data dir) when it comes up too late
-        raise RuntimeError(f"influxd did not start; see {self.root / 'influxd.log'}")
+        self.launch("influxd", ["-config", str(self.config)], self.root / "influxd.log", self.url + "/ping", 204,
+                    timeout_s)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+    def num_series(self, db: str) -> int:
+        """The series influxd's index holds for ``db`` (SHOW STATS numSeries: what max-series-per-database
+        limits)."""
+        stats = self.query("SHOW STATS FOR 'database'")["results"][0]["series"]
+        return int(next(s["values"][0][s["columns"].index("numSeries")] for s in stats
+                        if s["tags"]["database"] == db))
 
     def query(self, q: str, db: str | None = None, timeout_s: float = 30.0) -> dict:
         params = {"q": q, "epoch": "ns"}

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from wattledger.collectors.procs import parse_proc_stat
+
 WRAP_UJ = 262_143_328_850  # a real package's max_energy_range_uj
 STALLS_FILE = "stalls"  # how many times the writer woke up late (> STALL_PERIODS periods)
 STALL_PERIODS = 2.5
@@ -138,11 +140,6 @@ class LivePowercap:
 CPUACCT = Path("/sys/fs/cgroup/cpuacct/cpuacct.usage")  # cgroup v1 root: every task's CPU time, in ns
 
 
-def _busy_ticks(stat: str) -> int:
-    v = [int(x) for x in stat.split("\n", 1)[0].split()[1:]]
-    return v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq, as the process reader counts
-
-
 def busy_reader() -> tuple[str, Callable[[], float]]:
     """(what measures the machine's busy time, a function giving it in seconds): the root cpuacct's
     nanoseconds where cgroup v1 mounts it (exact), else /proc/stat's clock ticks (10 ms steps)."""
@@ -158,7 +155,7 @@ def busy_reader() -> tuple[str, Callable[[], float]]:
 
         def from_stat() -> float:
             with open("/proc/stat") as f:
-                return _busy_ticks(f.read()) / clk
+                return parse_proc_stat(f.read()).busy_ticks / clk  # as the process reader counts
 
         return "/proc/stat (clock ticks)", from_stat
 

@@ -8,15 +8,12 @@ HTTP API (``/api/v1/query``, ``/api/v1/query_range``).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.influx_server import free_port
+from tests.daemon import LoopbackDaemon, free_port
 
 CONFIG = """
 global:
@@ -31,47 +28,24 @@ scrape_configs:
 """
 
 
-class PrometheusServer:
+class PrometheusServer(LoopbackDaemon):
+    stop_grace_s = 30.0
+
     def __init__(self, root: Path, target: str, scrape_interval: str = "1s", scrape_timeout: str = "900ms") -> None:
         self.root = root
         self.port = free_port()
         root.mkdir(parents=True, exist_ok=True)
         self.config = root / "prometheus.yml"
         self.config.write_text(CONFIG.format(interval=scrape_interval, timeout=scrape_timeout, target=target))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise RuntimeError("prometheus not installed: run scripts/test.sh (it installs Debian's prometheus)")
-        log = open(self.root / "prometheus.log", "ab")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"prometheus did not start; see {self.root / 'prometheus.log'}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        self.launch("prometheus", [f"--config.file={self.config}", f"--storage.tsdb.path={self.root / 'data'}",
+                                   f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                    self.root / "prometheus.log", self.url + "/-/ready", 200, timeout_s, poll_s=0.2)
 
     def api(self, path: str, **params: str) -> Any:
         data = urllib.parse.urlencode(params).encode()

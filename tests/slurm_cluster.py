@@ -24,18 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.daemon import free_port
+
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
 
 def missing_programs() -> list[str]:
     return [p for p in DAEMONS if shutil.which(p) is None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cgroup_v1_freezer() -> bool:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.other_user import Staged, world_dir
+from tests.other_user import Staged, setpriv, world_dir
 from wattledger.collectors.procs import ENVIRON_FIX
 from wattledger.collectors.rapl import PERMISSION_FIX, RaplCollector
 
@@ -65,14 +65,6 @@ class Stage:
     python: str  # an interpreter the unprivileged uid can run (lib holds the dependencies doctor needs)
 
 
-def _setpriv(uid: int, caps: tuple[str, ...]) -> list[str]:
-    cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    if caps:
-        spec = ",".join(f"+{c}" for c in caps)
-        cmd += [f"--inh-caps={spec}", f"--ambient-caps={spec}"]
-    return cmd
-
-
 @pytest.fixture(scope="module")
 def stage(other_user_code: Staged) -> Iterator[Stage]:
     """The fixture sysfs tree with root-only energy_uj; the code from ``other_user_code`` (conftest.py)."""
@@ -96,7 +88,7 @@ def stage(other_user_code: Staged) -> Iterator[Stage]:
 def job_process() -> Iterator[tuple[int, str]]:
     """A process of another uid whose environment names a job."""
     tag = f"caps-test-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen([*_setpriv(JOB_UID, ()), "env", "-i", f"WATTLEDGER_JOB={tag}", "sleep", "300"],
+    proc = subprocess.Popen([*setpriv(JOB_UID), "env", "-i", f"WATTLEDGER_JOB={tag}", "sleep", "300"],
                             cwd="/")
     try:
         deadline = time.monotonic() + 10
@@ -143,7 +135,7 @@ print(json.dumps(out))
 
 def run_readers(stage: Stage, job_pid: int, caps: tuple[str, ...]) -> dict:
     code = SNIPPET.format(lib=str(stage.lib), sysfs=str(stage.sysfs), pid=job_pid)
-    r = subprocess.run([*_setpriv(AGENT_UID, caps), stage.python, "-I", "-c", code], capture_output=True,
+    r = subprocess.run([*setpriv(AGENT_UID, caps=caps), stage.python, "-I", "-c", code], capture_output=True,
                        text=True, env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -169,7 +161,7 @@ def job_owner() -> str:
 def test_fixture_is_root_only(stage: Stage) -> None:
     """The test setup itself: energy_uj cannot be read by the uid without capabilities."""
     energy = next(stage.sysfs.rglob("energy_uj"))
-    r = subprocess.run([*_setpriv(AGENT_UID, ()), "cat", str(energy)], capture_output=True, text=True)
+    r = subprocess.run([*setpriv(AGENT_UID), "cat", str(energy)], capture_output=True, text=True)
     assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
@@ -228,7 +220,7 @@ def run_doctor(stage: Stage, caps: tuple[str, ...]) -> str:
     config.chmod(0o444)
     code = f"import sys; sys.path.insert(0, {str(stage.lib)!r}); from wattledger.cli.main import main; main()"
     r = subprocess.run(
-        [*_setpriv(AGENT_UID, caps), stage.python, "-I", "-c", code, "doctor", "--config", str(config),
+        [*setpriv(AGENT_UID, caps=caps), stage.python, "-I", "-c", code, "doctor", "--config", str(config),
          "--sysfs-root", str(stage.sysfs)],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/"}, cwd="/", timeout=120,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.other_user import other_python
+from tests.other_user import needs_root_and_setpriv, other_python, setpriv
 from wattledger.model.jobs import JobKey
 from wattledger.collectors.procs import ProcCollector
 from wattledger.collectors.procs import cgroup_v2_root
@@ -106,16 +106,9 @@ print(json.dumps(t.user + t.system))
 """
 
 
-def _setpriv() -> list[str]:
-    if os.getuid() != 0:
-        pytest.skip("needs root to run a process as another user")
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv (util-linux)")
-    return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups"]
-
-
 def test_two_users_with_one_tag_are_two_jobs() -> None:
-    as_nobody = _setpriv()
+    needs_root_and_setpriv()
+    as_nobody = setpriv(NOBODY_UID)
     # nobody runs an interpreter it can reach (this venv's is inside the checkout, maybe a private one).
     nobody_python = other_python()
     tag = f"shared-{os.getpid()}"
