@@ -72,7 +72,7 @@ class Container:
                 raise CannotBoot(f"systemd-nspawn exited with {self.proc.returncode}: {self.output()[-600:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"the container's systemd did not start in {timeout_s} s: {self.output()[-600:]}")
-            kids = [p for p in psutil.Process(self.proc.pid).children(recursive=True) if p.name() == "systemd"]
+            kids = [p for p in psutil.Process(self.proc.pid).children(recursive=True) if _named(p, "systemd")]
             self.init_pid = kids[0].pid if kids else None
             time.sleep(0.05)
         while True:
@@ -115,3 +115,12 @@ class Container:
             return None
         finally:
             self._log_file.close()
+
+
+def _named(proc: psutil.Process, name: str) -> bool:
+    """Whether ``proc`` is called ``name``; False for one that exited since it was listed (the container's
+    start runs short-lived helpers)."""
+    try:
+        return bool(proc.name() == name)
+    except psutil.NoSuchProcess:
+        return False
